@@ -1,0 +1,39 @@
+"""How commands talk to the user: JSON or text on stdout, one-line errors, progress bars on a tty."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+
+def emit(obj: dict[str, Any], as_json: bool, text: str | Callable[[], None] | None = None) -> None:
+    """One JSON object with --json; otherwise `text` (a string, or a function that prints)."""
+    if as_json:
+        click.echo(json.dumps(obj, indent=None, default=str))
+    elif callable(text):
+        text()
+    elif text is not None:
+        click.echo(text)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@contextlib.contextmanager
+def progress_bar(total: int | None, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte-count progress bar on a terminal; nothing when quiet or not a tty."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total or 0, label=label, file=sys.stderr, show_pos=False) as bar:
+        yield bar.update

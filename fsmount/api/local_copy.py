@@ -1,0 +1,86 @@
+"""Materialise a version's tree as a local folder, block by block through the shared cache."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.tree_edit import walk_tree
+
+log = logging.getLogger(__name__)
+
+
+def materialise(
+    reader: ObjectReader,
+    root: bytes,
+    target: Path,
+    *,
+    read_only: bool,
+    workers: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write every file, symlink and directory of the tree `root` under `target`; return bytes."""
+    target.mkdir(parents=True, exist_ok=True)
+    files: list[tuple[Path, FileEntry]] = []
+    dirs: list[tuple[Path, DirEntry]] = []
+    for path, e in walk_tree(reader.tree, root):
+        dest = target / path
+        if isinstance(e, DirEntry):
+            dest.mkdir(exist_ok=True)
+            dirs.append((dest, e))
+        elif isinstance(e, SymlinkEntry):
+            os.symlink(e.target, dest)
+            os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+        else:
+            files.append((dest, e))
+
+    def write_block(fd: int, h: bytes, off: int, length: int, file_off: int) -> None:
+        data = reader.read(h)
+        view = memoryview(data)[off : off + length]
+        while view:
+            n = os.pwrite(fd, view, file_off)
+            view, file_off = view[n:], file_off + n
+        if progress:
+            progress(length)
+
+    fds: list[int] = []
+    total = 0
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
+            futures = []
+            for dest, e in files:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                fds.append(fd)
+                os.ftruncate(fd, e.size)
+                total += e.size
+                futures.extend(pool.submit(write_block, fd, *span) for span in e.spans())
+            for f in futures:
+                f.result()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    for dest, e in files:
+        mode = e.mode & ~0o222 if read_only else e.mode
+        os.chmod(dest, mode)
+        os.utime(dest, ns=(e.mtime_ns, e.mtime_ns))
+    for dest, d in reversed(dirs):
+        os.chmod(dest, d.mode | 0o700)
+        os.utime(dest, ns=(d.mtime_ns, d.mtime_ns))
+    return total
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove everything inside `folder` (not the folder itself)."""
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()

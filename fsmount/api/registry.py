@@ -1,0 +1,166 @@
+"""Versions in a store: list, read and update state with conditional writes, resolve REFs."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from fsmount.errors import (
+    AmbiguousRefError,
+    ConflictError,
+    NotFoundError,
+    ObjectNotFound,
+    PreconditionFailed,
+    StateError,
+    UsageError,
+)
+from fsmount.format.hashing import is_version_id, state_key
+from fsmount.format.objects import READABLE_STATES, VersionState
+from fsmount.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 16
+
+
+def read_state(store: ObjectStore, version_id: str) -> VersionState:
+    try:
+        data, etag = store.get_versioned(state_key(version_id))
+    except ObjectNotFound:
+        raise NotFoundError(f"no dataset version {version_id} in {store.url}") from None
+    st = VersionState.decode(data, etag)
+    if st.id != version_id:
+        raise NotFoundError(f"state object {version_id} names another version ({st.id})")
+    return st
+
+
+def create_state(store: ObjectStore, st: VersionState) -> VersionState:
+    st.etag = store.put_conditional(state_key(st.id), st.encode(), if_match=None)
+    return st
+
+
+def update_state(
+    store: ObjectStore, version_id: str, change: Callable[[VersionState], None]
+) -> VersionState:
+    """Read-modify-write a version's state; on a lost race, re-read and re-apply.
+
+    `change` mutates the state it is given (and may raise to refuse). Two processes
+    adding different tags at once both end up in place; after MAX_RETRIES lost races
+    the caller is told to retry instead of anything being silently dropped.
+    """
+    for attempt in range(MAX_RETRIES):
+        st = read_state(store, version_id)
+        etag = st.etag
+        change(st)
+        st.updated = time.time()
+        try:
+            st.etag = store.put_conditional(state_key(version_id), st.encode(), if_match=etag)
+            return st
+        except PreconditionFailed:
+            delay = min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
+            log.debug("state of %s changed under us (attempt %d); retrying", version_id, attempt + 1)
+            time.sleep(delay)
+    raise ConflictError(f"version {version_id} is being changed by others; try again")
+
+
+def list_states(store: ObjectStore, workers: int = 32) -> list[VersionState]:
+    """Every version's state in the store, drafts included, oldest first."""
+    ids = [info.key.rsplit("/", 1)[-1] for info in store.list("state/")]
+    ids = [i for i in ids if is_version_id(i)]
+
+    def one(i: str) -> VersionState | None:
+        try:
+            return read_state(store, i)
+        except NotFoundError:
+            return None  # deleted while we listed
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
+        states = [s for s in pool.map(one, ids) if s is not None]
+    states.sort(key=lambda s: (s.created, s.id))
+    return states
+
+
+def _version_key(v: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for version strings: numeric parts numerically, '1.10.0' > '1.9.0'."""
+    out: list[tuple[int, int | str]] = []
+    for part in v.replace("-", ".").split("."):
+        out.append((0, int(part)) if part.isdigit() else (1, part))
+    return tuple(out)
+
+
+def newest(states: Iterable[VersionState]) -> VersionState | None:
+    """The newest by version string, then by creation time."""
+    best = None
+    for s in states:
+        if best is None or (_version_key(s.version), s.created) > (_version_key(best.version), best.created):
+            best = s
+    return best
+
+
+def resolve(
+    store: ObjectStore,
+    ref: str,
+    *,
+    project: str | None = None,
+    require_final: bool = True,
+    states: list[VersionState] | None = None,
+) -> VersionState:
+    """Turn a REF into one version's state.
+
+    REF is a full id, a unique id prefix, PROJECT/NAME (newest final version),
+    PROJECT/NAME@VERSION, or tag:T (newest final version with tag T, within
+    `project` when given).
+    """
+    ref = ref.strip()
+    if not ref:
+        raise UsageError("empty dataset reference")
+    if is_version_id(ref):
+        st = read_state(store, ref)
+        return _check_final(st, ref, require_final)
+    if states is None:
+        states = list_states(store)
+    readable = [s for s in states if s.state in READABLE_STATES]
+    if ref.startswith("tag:"):
+        tag = ref[4:]
+        hits = [s for s in readable if tag in s.tags and (project is None or s.project == project)]
+        found = newest(hits)
+        if found is None:
+            where = f" in project {project!r}" if project else ""
+            raise NotFoundError(f"no final dataset version carries tag {tag!r}{where}")
+        return found
+    if "/" in ref:
+        path, _, version = ref.partition("@")
+        proj, _, name = path.rpartition("/")
+        same = [s for s in states if s.project == proj and s.name == name]
+        if not same:
+            raise NotFoundError(f"no dataset named {path!r}")
+        if version:
+            hits = [s for s in same if s.version == version]
+            if not hits:
+                raise NotFoundError(f"dataset {path!r} has no version {version!r}")
+            final = [s for s in hits if s.state in READABLE_STATES]
+            pick = newest(final) if require_final else newest(hits)
+            if pick is None:
+                return _check_final(hits[-1], ref, require_final)
+            return pick
+        final = [s for s in same if s.state in READABLE_STATES]
+        pick = newest(final) if require_final or final else newest(same)
+        if pick is None:
+            raise StateError(f"dataset {path!r} has no final version yet")
+        return pick
+    if all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 4:
+        hits = [s for s in states if s.id.startswith(ref.lower())]
+        if len(hits) > 1:
+            raise AmbiguousRefError(f"id prefix {ref!r} is ambiguous: it matches {len(hits)} versions")
+        if hits:
+            return _check_final(hits[0], ref, require_final)
+    raise NotFoundError(f"no dataset version matches {ref!r}")
+
+
+def _check_final(st: VersionState, ref: str, require_final: bool) -> VersionState:
+    if require_final and st.state not in READABLE_STATES:
+        raise StateError(f"dataset version {ref} is {st.state}, not final")
+    return st

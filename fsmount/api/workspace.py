@@ -1,0 +1,64 @@
+"""Where a command works: which store, which cache, and the local state folder; opened lazily."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.cache.local_cache import ContentCache
+from fsmount.store import default_store_url, open_store
+from fsmount.store.base import ObjectStore
+
+
+def data_home() -> Path:
+    """$XDG_DATA_HOME/fsmount: drafts' staging journals, overlays, the current-draft pointer."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fsmount"
+
+
+class Workspace:
+    """The store, cache and object reader one command (or one mount) works with."""
+
+    def __init__(
+        self,
+        store: str | ObjectStore | None = None,
+        *,
+        endpoint_url: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: str | int | None = None,
+    ) -> None:
+        if isinstance(store, ObjectStore):
+            self._store: ObjectStore | None = store
+            self.store_url = store.url
+        else:
+            self._store = None
+            self.store_url = store or os.environ.get("FSMOUNT_STORE") or default_store_url()
+        self.endpoint_url = endpoint_url
+        self.cache_dir = cache_dir
+        self.cache_size = cache_size
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            self._store = open_store(self.store_url, endpoint_url=self.endpoint_url)
+        return self._store
+
+    @cached_property
+    def cache(self) -> ContentCache:
+        return ContentCache(self.cache_dir, self.cache_size)
+
+    @cached_property
+    def reader(self) -> ObjectReader:
+        return ObjectReader(self.store, self.cache)
+
+    @property
+    def data_home(self) -> Path:
+        return data_home()
+
+    def close(self) -> None:
+        if "cache" in self.__dict__:
+            self.cache.close()
+        if self._store is not None:
+            self._store.close()

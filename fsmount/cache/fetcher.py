@@ -1,0 +1,150 @@
+"""Reads objects through the local cache: fetch once from the store, verify, cache, count."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+from fsmount.cache.local_cache import ContentCache
+from fsmount.errors import IntegrityError
+from fsmount.format.hashing import digest, object_key, record_key
+from fsmount.format.objects import (
+    EMPTY_TREE_BYTES,
+    EMPTY_TREE_HASH,
+    Tree,
+    VersionRecord,
+    decode_tree,
+)
+from fsmount.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FetchStats:
+    """Counters for `fsmount status` and for tests that count store traffic."""
+
+    objects_fetched: int = 0
+    bytes_fetched: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    integrity_errors: int = 0
+    store_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class ObjectReader:
+    """Content-addressed reads with single-flight fetches and verification.
+
+    Safe to call from many threads: concurrent requests for the same missing object
+    share one store GET; requests for different objects run in parallel.
+    """
+
+    def __init__(self, store: ObjectStore, cache: ContentCache, tree_memory: int = 4096) -> None:
+        self.store = store
+        self.cache = cache
+        self.stats = FetchStats()
+        self._lock = threading.Lock()
+        self._inflight: dict[bytes, Future[bytes]] = {}
+        self._trees: OrderedDict[bytes, Tree] = OrderedDict()
+        self._tree_memory = tree_memory
+
+    def _fetch(self, h: bytes) -> bytes:
+        """GET from the store, verify, insert in the cache. Called by one thread per hash."""
+        try:
+            data = self.store.get(object_key(h))
+        except Exception:
+            with self._lock:
+                self.stats.store_errors += 1
+            raise
+        if digest(data) != h:
+            with self._lock:
+                self.stats.integrity_errors += 1
+            log.error("object %s from %s does not match its hash: refusing it", h.hex(), self.store.url)
+            raise IntegrityError(f"object {h.hex()} in {self.store.url} is corrupt (hash mismatch)")
+        self.cache.put(h, data)
+        with self._lock:
+            self.stats.objects_fetched += 1
+            self.stats.bytes_fetched += len(data)
+        return data
+
+    def _fetch_once(self, h: bytes) -> bytes:
+        with self._lock:
+            fut = self._inflight.get(h)
+            owner = fut is None
+            if owner:
+                fut = self._inflight[h] = Future()
+        assert fut is not None
+        if not owner:
+            return fut.result()
+        try:
+            data = self._fetch(h)
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        else:
+            fut.set_result(data)
+            return data
+        finally:
+            with self._lock:
+                del self._inflight[h]
+
+    def read(self, h: bytes) -> bytes:
+        """The verified bytes of object `h`, from the cache or else the store."""
+        data = self.cache.get(h)
+        if data is not None:
+            with self._lock:
+                self.stats.cache_hits += 1
+            return data
+        with self._lock:
+            self.stats.cache_misses += 1
+        return self._fetch_once(h)
+
+    def open(self, h: bytes) -> BinaryIO | bytes:
+        """Like read(), but a large cached object comes back as an open file to pread from."""
+        handle = self.cache.open(h)
+        if handle is not None:
+            with self._lock:
+                self.stats.cache_hits += 1
+            return handle
+        with self._lock:
+            self.stats.cache_misses += 1
+        return self._fetch_once(h)
+
+    def ensure(self, h: bytes) -> bool:
+        """Make sure `h` is in the cache; True if it had to be fetched."""
+        if h in self.cache:
+            return False
+        self._fetch_once(h)
+        return True
+
+    def tree(self, h: bytes) -> Tree:
+        """A decoded directory tree, kept in a small in-memory LRU above the disk cache."""
+        with self._lock:
+            t = self._trees.get(h)
+            if t is not None:
+                self._trees.move_to_end(h)
+                return t
+        data = EMPTY_TREE_BYTES if h == EMPTY_TREE_HASH else self.read(h)
+        t = decode_tree(data)
+        with self._lock:
+            self._trees[h] = t
+            if len(self._trees) > self._tree_memory:
+                self._trees.popitem(last=False)
+        return t
+
+    def record(self, version_id: str) -> VersionRecord:
+        """A finalized version's record: immutable, so cached forever once read."""
+        data = self.cache.get_meta("version", version_id)
+        if data is None:
+            data = self.store.get(record_key(version_id))
+            rec = VersionRecord.decode(data)
+            self.cache.put_meta("version", version_id, data)
+            return rec
+        return VersionRecord.decode(data)

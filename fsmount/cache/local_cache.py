@@ -1,0 +1,114 @@
+"""The per-host content cache: a diskcache of verified objects keyed by hash, with an LRU byte cap."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import BinaryIO
+
+import diskcache
+
+from fsmount.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 20 * 2**30
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """'20GiB', '512M', '1.5TB', '4096' -> bytes. Binary and decimal units both accepted."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise UsageError(f"invalid size {text!r}: use a number with an optional unit, e.g. 20GiB")
+    number, unit, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
+    power = "KMGTP".find(unit) + 1 if unit else 0
+    return int(number * (1024 if binary or not unit else 1000) ** power) if unit else int(number)
+
+
+def default_cache_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "fsmount"
+
+
+def _meta_key(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
+class ContentCache:
+    """Immutable objects by hash, shared by every process on the host.
+
+    Everything here was verified against its hash before it went in, so nothing
+    ever goes stale and no TTL exists. Eviction is least-recently-used, by bytes.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None,
+                 size_limit: int | str | None = None) -> None:
+        self.directory = Path(directory or os.environ.get("FSMOUNT_CACHE_DIR") or default_cache_dir())
+        limit = size_limit or os.environ.get("FSMOUNT_CACHE_SIZE") or DEFAULT_CACHE_SIZE
+        self.size_limit = parse_size(limit)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"cache directory {self.directory} is not writable: {e.strerror}") from None
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-used",
+                cull_limit=16,
+                sqlite_mmap_size=2**28,
+            )
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot open cache in {self.directory}: {e}") from None
+
+    # -- content-addressed objects (blocks, trees) ---------------------------------
+
+    def get(self, h: bytes) -> bytes | None:
+        """The bytes of a cached object, or None."""
+        return self._cache.get(h, default=None, retry=True)
+
+    def open(self, h: bytes) -> BinaryIO | bytes | None:
+        """An open file for a large cached object (cheap positional reads), bytes for a small one."""
+        return self._cache.get(h, default=None, read=True, retry=True)
+
+    def put(self, h: bytes, data: bytes) -> None:
+        """Insert an object the caller has verified against `h`."""
+        self._cache.set(h, data, retry=True)
+
+    def __contains__(self, h: bytes) -> bool:
+        return h in self._cache
+
+    # -- immutable named metadata (finalized version records) ------------------------
+
+    def get_meta(self, kind: str, name: str) -> bytes | None:
+        return self._cache.get(_meta_key(kind, name), default=None, retry=True)
+
+    def put_meta(self, kind: str, name: str, data: bytes) -> None:
+        self._cache.set(_meta_key(kind, name), data, retry=True)
+
+    def delete_meta(self, kind: str, name: str) -> None:
+        self._cache.delete(_meta_key(kind, name), retry=True)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def volume(self) -> int:
+        """Bytes on disk used by the cache."""
+        return self._cache.volume()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> int:
+        return self._cache.clear(retry=True)
+
+    def close(self) -> None:
+        self._cache.close()

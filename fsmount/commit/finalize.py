@@ -1,0 +1,157 @@
+"""Turn a change-set into a final version: merged parents, trees along changed paths, record, state.
+
+The write order is what makes a crash safe: blocks (already uploaded by the caller),
+then trees, then the immutable record, then the state flip to final. Each step is
+idempotent, so running it again after a crash completes the version.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fsmount.api.registry import update_state
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.errors import ObjectNotFound, StateError
+from fsmount.format.hashing import object_key, record_key
+from fsmount.format.objects import (
+    EMPTY_TREE_HASH,
+    READABLE_STATES,
+    FileEntry,
+    SymlinkEntry,
+    VersionRecord,
+    VersionState,
+)
+from fsmount.format.tree_edit import DirNode, TreeEditor
+from fsmount.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChangeSet:
+    """What a new version changes relative to its merged parents."""
+
+    removes: list[str] = field(default_factory=list)  # paths or globs
+    puts: dict[str, FileEntry | SymlinkEntry] = field(default_factory=dict)
+    mkdirs: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (mode, mtime_ns)
+
+    def __bool__(self) -> bool:
+        return bool(self.removes or self.puts or self.mkdirs)
+
+
+class TreeUploader:
+    """Collects new tree objects and stores them in parallel (and in the local cache)."""
+
+    def __init__(self, store: ObjectStore, reader: ObjectReader) -> None:
+        self.store = store
+        self.reader = reader
+        self.pending: dict[bytes, bytes] = {}
+
+    def __call__(self, h: bytes, data: bytes) -> None:
+        self.pending[h] = data
+
+    def flush(self, workers: int = 16) -> int:
+        items = list(self.pending.items())
+        self.pending.clear()
+
+        def put(item: tuple[bytes, bytes]) -> None:
+            h, data = item
+            self.store.put(object_key(h), data)
+            self.reader.cache.put(h, data)
+
+        with ThreadPoolExecutor(max(1, min(workers, len(items)))) as pool:
+            list(pool.map(put, items))
+        return len(items)
+
+
+def merged_base(reader: ObjectReader, parents: Iterable[str], trees: TreeUploader) -> bytes:
+    """The root tree of the parents merged in order, later winning; written if it is new."""
+    roots = [reader.record(p).root for p in parents]
+    if not roots:
+        return EMPTY_TREE_HASH
+    if len(roots) == 1:
+        return roots[0]
+    editor = TreeEditor(reader.tree, roots[0])
+    for r in roots[1:]:
+        editor.overlay(r)
+    h, _ = editor.write(trees)
+    return h
+
+
+def apply_changes(reader: ObjectReader, base: bytes, changes: ChangeSet) -> TreeEditor:
+    """An editor over `base` with the change-set applied; unchanged files keep their entries."""
+    editor = TreeEditor(reader.tree, base)
+    for pattern in changes.removes:
+        editor.remove_matching(pattern)
+    for path, (mode, mtime) in changes.mkdirs.items():
+        editor.mkdir(path, mode, mtime)
+    for path, entry in changes.puts.items():
+        old = editor.get(path)
+        if old is not None and not isinstance(old, DirNode) and entry.same_content(old):
+            continue  # same bytes as inherited: keep the older entry and its origin
+        editor.put(path, entry)
+    return editor
+
+
+def finalize(
+    store: ObjectStore,
+    reader: ObjectReader,
+    state: VersionState,
+    changes: ChangeSet,
+    *,
+    block_size: int,
+    message: str = "",
+    publish: bool = False,
+    on_final: Callable[[VersionRecord], None] | None = None,
+) -> VersionRecord:
+    """Write trees, the record and the final state of a draft whose blocks are uploaded."""
+    if state.state in READABLE_STATES:
+        raise StateError(f"dataset version {state.id} is already {state.state}")
+    if state.state != "draft":
+        raise StateError(f"dataset version {state.id} is {state.state} and cannot be finalized")
+    for p in state.parents:
+        parent_state = reader.store.get_versioned(f"state/{p}")[0]
+        if VersionState.decode(parent_state).state not in READABLE_STATES:
+            raise StateError(f"parent {p} is not final")
+    trees = TreeUploader(store, reader)
+    base = merged_base(reader, state.parents, trees)
+    editor = apply_changes(reader, base, changes)
+    root, stats = editor.write(trees)
+    trees.flush()
+    store.barrier()
+    try:
+        record = VersionRecord.decode(store.get(record_key(state.id)))
+        log.info("version %s already has a record (an earlier close was interrupted)", state.id)
+    except ObjectNotFound:
+        now = time.time()
+        record = VersionRecord(
+            id=state.id, project=state.project, name=state.name, version=state.version,
+            parents=state.parents, root=root, base=base, created=state.created, finalized=now,
+            author=state.author or _author(), message=message, files=stats.files,
+            bytes=stats.bytes, block_size=block_size,
+        )
+        if not store.put(record_key(state.id), record.encode()):
+            record = VersionRecord.decode(store.get(record_key(state.id)))
+    store.barrier()
+
+    def flip(st: VersionState) -> None:
+        if st.state != "draft":
+            raise StateError(f"dataset version {st.id} is already {st.state}")
+        st.state = "published" if publish else "final"
+
+    update_state(store, state.id, flip)
+    if on_final:
+        on_final(record)
+    return record
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

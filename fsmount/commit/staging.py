@@ -1,0 +1,115 @@
+"""A draft's local staging journal: what was added, removed and already uploaded, replayable after a crash."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fsmount.format.objects import FileEntry
+from fsmount.format.tree_edit import _glob_match, split_path
+
+log = logging.getLogger(__name__)
+
+
+def entry_to_json(e: FileEntry) -> dict[str, Any]:
+    return {
+        "mode": e.mode, "mtime_ns": e.mtime_ns, "size": e.size, "sha256": e.sha256.hex(),
+        "block_size": e.block_size,
+        "blocks": [b.hex() if isinstance(b, bytes) else [b[0].hex(), b[1], b[2]] for b in e.blocks],
+        "origin": e.origin,
+    }
+
+
+def entry_from_json(name: str, d: dict[str, Any]) -> FileEntry:
+    blocks = tuple(
+        bytes.fromhex(b) if isinstance(b, str) else (bytes.fromhex(b[0]), b[1], b[2]) for b in d["blocks"]
+    )
+    return FileEntry(name, d["mode"], d["mtime_ns"], d["size"], bytes.fromhex(d["sha256"]),
+                     d["block_size"], blocks, d["origin"])
+
+
+@dataclass
+class Staged:
+    """The replayed journal: the change-set a draft will commit."""
+
+    adds: dict[str, tuple[str, str]] = field(default_factory=dict)  # dest -> (kind, source path)
+    removes: list[str] = field(default_factory=list)  # patterns, applied to the parents' tree
+    uploaded: dict[str, tuple[list[int], FileEntry]] = field(default_factory=dict)  # dest -> (stat, entry)
+
+
+def source_stamp(src: str) -> list[int]:
+    st = os.stat(src, follow_symlinks=False)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class StagingJournal:
+    """Append-only JSON lines under data_home/drafts/<id>/journal.jsonl.
+
+    A line is one event; a torn last line (a crash mid-write) is ignored on replay.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "journal.jsonl"
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self, meta: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "draft.json").write_text(json.dumps(meta))
+        self.path.touch()
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.folder / "draft.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def append(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def replay(self) -> Staged:
+        staged = Staged()
+        if not self.path.exists():
+            return staged
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("ignoring a torn line at the end of %s", self.path)
+                    break
+                op = ev.get("op")
+                if op == "add":
+                    staged.adds[ev["path"]] = (ev["kind"], ev["src"])
+                    staged.uploaded.pop(ev["path"], None)
+                elif op == "remove":
+                    pat = ev["pattern"]
+                    for dest in [d for d in staged.adds if _matches(d, pat)]:
+                        del staged.adds[dest]
+                        staged.uploaded.pop(dest, None)
+                    staged.removes.append(pat)
+                elif op == "uploaded":
+                    name = ev["path"].rsplit("/", 1)[-1]
+                    staged.uploaded[ev["path"]] = (ev["stamp"], entry_from_json(name, ev["entry"]))
+        return staged
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _matches(path: str, pattern: str) -> bool:
+    pattern = "/".join(split_path(pattern))
+    return path == pattern or path.startswith(pattern + "/") or _glob_match(path, pattern)

@@ -1,0 +1,85 @@
+"""Every expected failure of fsmount, each carrying the errno and exit code it maps to."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class FsmountError(Exception):
+    """An expected failure: shown to the user as one line, never as a traceback."""
+
+    errno: int = _errno.EIO
+    exit_code: int = 1
+
+
+class UsageError(FsmountError):
+    """The user asked for something that cannot be done as asked."""
+
+    errno = _errno.EINVAL
+    exit_code = 2
+
+
+class NotFoundError(FsmountError):
+    """A dataset, path or object does not exist."""
+
+    errno = _errno.ENOENT
+
+
+class ObjectNotFound(NotFoundError):
+    """An object is missing from the store."""
+
+
+class AmbiguousRefError(UsageError):
+    """A dataset reference matches more than one version."""
+
+
+class StateError(FsmountError):
+    """The version is in the wrong lifecycle state for this operation."""
+
+    errno = _errno.EPERM
+
+
+class StoreError(FsmountError):
+    """The store failed in a way the user must look at (bucket missing, bad URL...)."""
+
+
+class StoreUnreachable(StoreError):
+    """The store could not be reached (network down, endpoint wrong)."""
+
+    errno = _errno.EIO
+    exit_code = 3
+
+
+class AccessDenied(StoreError):
+    """The store refused our credentials."""
+
+    errno = _errno.EACCES
+    exit_code = 3
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost a race: somebody else changed the object first."""
+
+
+class ConflictError(FsmountError):
+    """A concurrent change could not be merged after retries; the user should retry."""
+
+    exit_code = 4
+
+
+class FormatError(FsmountError):
+    """A stored object is malformed, hostile, or written by a newer format."""
+
+    errno = _errno.EIO
+
+
+class IntegrityError(FsmountError):
+    """Bytes do not match the hash that names them."""
+
+    errno = _errno.EIO
+
+
+class LockedError(FsmountError):
+    """Another process holds a lock that excludes this operation (gc vs. writers)."""
+
+    exit_code = 4

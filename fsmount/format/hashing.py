@@ -1,0 +1,51 @@
+"""Content hashing and the store keys derived from hashes and version ids."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+HASH_LEN = 32
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def digest(data: bytes | memoryview) -> bytes:
+    """SHA-256 of `data`: the name of every content-addressed object."""
+    return hashlib.sha256(data).digest()
+
+
+def object_key(h: bytes) -> str:
+    """Store key of a content-addressed object (block or tree)."""
+    hx = h.hex()
+    return f"objects/{hx[:2]}/{hx}"
+
+
+def hash_from_key(key: str) -> bytes | None:
+    """Inverse of object_key; None for keys that are not object keys."""
+    name = key.rsplit("/", 1)[-1]
+    if len(name) != 2 * HASH_LEN:
+        return None
+    try:
+        return bytes.fromhex(name)
+    except ValueError:
+        return None
+
+
+def new_version_id() -> str:
+    """A fresh, globally unique version id: 32 lowercase hex digits."""
+    return uuid.uuid4().hex
+
+
+def is_version_id(text: str) -> bool:
+    return bool(_ID_RE.match(text))
+
+
+def record_key(version_id: str) -> str:
+    """Store key of a finalized version's immutable record."""
+    return f"versions/{version_id}"
+
+
+def state_key(version_id: str) -> str:
+    """Store key of a version's mutable state (lifecycle state, tags, description)."""
+    return f"state/{version_id}"

@@ -1,0 +1,357 @@
+"""The stored objects: directory trees, version records and state, with their msgpack codecs.
+
+docs/FORMAT.md describes every field; a change here is a change there.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from fsmount.errors import FormatError
+from fsmount.format.hashing import HASH_LEN, digest, is_version_id
+
+FORMAT = 1  # the format number written on every metadata object
+
+KIND_FILE = 0
+KIND_DIR = 1
+KIND_SYMLINK = 2
+
+STATES = ("draft", "final", "published", "aborted", "failed")
+READABLE_STATES = ("final", "published")
+
+BlockRef = bytes | tuple[bytes, int, int]  # whole object, or (object, offset, length)
+
+
+def validate_name(name: object) -> str:
+    """Reject names a hostile store could use to escape a tree."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\0" in name
+        or len(name.encode("utf-8", "surrogateescape")) > 255
+    ):
+        raise FormatError(f"invalid entry name {name!r} in tree")
+    return name
+
+
+@dataclass(slots=True, frozen=True)
+class FileEntry:
+    """A regular file: a sequence of blocks plus its whole-file SHA-256."""
+
+    name: str
+    mode: int
+    mtime_ns: int
+    size: int
+    sha256: bytes
+    block_size: int
+    blocks: tuple[BlockRef, ...]
+    origin: str  # id of the version that last changed this file
+    kind = KIND_FILE
+
+    def spans(self) -> Iterator[tuple[bytes, int, int, int]]:
+        """Yield (object hash, offset in object, length, offset in file) per block."""
+        pos = 0
+        for ref in self.blocks:
+            if isinstance(ref, bytes):
+                length = min(self.block_size, self.size - pos)
+                yield ref, 0, length, pos
+            else:
+                h, off, length = ref
+                yield h, off, length, pos
+            pos += length
+
+    def same_content(self, other: object) -> bool:
+        return (
+            isinstance(other, FileEntry)
+            and other.sha256 == self.sha256
+            and other.size == self.size
+            and other.mode == self.mode
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class DirEntry:
+    """A subdirectory: the hash of its own tree object, and totals over that subtree."""
+
+    name: str
+    mode: int
+    mtime_ns: int
+    tree: bytes
+    nfiles: int
+    nbytes: int
+    kind = KIND_DIR
+
+
+@dataclass(slots=True, frozen=True)
+class SymlinkEntry:
+    """A symbolic link, stored as its target text; never followed by fsmount."""
+
+    name: str
+    mode: int
+    mtime_ns: int
+    target: str
+    origin: str
+    kind = KIND_SYMLINK
+
+    def same_content(self, other: object) -> bool:
+        return isinstance(other, SymlinkEntry) and other.target == self.target
+
+
+Entry = FileEntry | DirEntry | SymlinkEntry
+
+
+@dataclass(slots=True)
+class Tree:
+    """One directory: its entries sorted by name. Named by the hash of its encoding."""
+
+    entries: list[Entry] = field(default_factory=list)
+    _index: dict[str, int] | None = None
+
+    def get(self, name: str) -> Entry | None:
+        if self._index is None:
+            self._index = {e.name: i for i, e in enumerate(self.entries)}
+        i = self._index.get(name)
+        return None if i is None else self.entries[i]
+
+    @property
+    def nfiles(self) -> int:
+        return sum(e.nfiles if isinstance(e, DirEntry) else 1 for e in self.entries)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            e.nbytes if isinstance(e, DirEntry) else e.size if isinstance(e, FileEntry) else 0
+            for e in self.entries
+        )
+
+
+def _origin_bytes(origin: str) -> bytes:
+    return bytes.fromhex(origin)
+
+
+def _encode_entry(e: Entry) -> list[Any]:
+    if isinstance(e, FileEntry):
+        blocks = [b if isinstance(b, bytes) else list(b) for b in e.blocks]
+        return [e.name, KIND_FILE, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, blocks,
+                _origin_bytes(e.origin)]
+    if isinstance(e, DirEntry):
+        return [e.name, KIND_DIR, e.mode, e.mtime_ns, e.tree, e.nfiles, e.nbytes]
+    return [e.name, KIND_SYMLINK, e.mode, e.mtime_ns, e.target, _origin_bytes(e.origin)]
+
+
+def encode_tree(entries: Iterable[Entry]) -> bytes:
+    """Serialise a directory; entries are sorted by name so equal trees hash equal."""
+    ordered = sorted(entries, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
+    return msgpack.packb(
+        {"format": FORMAT, "type": "tree", "entries": [_encode_entry(e) for e in ordered]},
+        use_bin_type=True,
+    )
+
+
+def _check_hash(h: object) -> bytes:
+    if not isinstance(h, bytes) or len(h) != HASH_LEN:
+        raise FormatError("malformed hash in tree")
+    return h
+
+
+def _check_int(v: object, lo: int = 0) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise FormatError("malformed number in tree")
+    return v
+
+
+def _decode_block(b: object) -> BlockRef:
+    if isinstance(b, bytes):
+        return _check_hash(b)
+    if isinstance(b, Sequence) and len(b) == 3:
+        return (_check_hash(b[0]), _check_int(b[1]), _check_int(b[2]))
+    raise FormatError("malformed block locator in tree")
+
+
+def _decode_entry(raw: object) -> Entry:
+    if not isinstance(raw, Sequence) or len(raw) < 4:
+        raise FormatError("malformed tree entry")
+    name = validate_name(raw[0])
+    kind, mode, mtime = raw[1], _check_int(raw[2]), _check_int(raw[3], lo=-(2**62))
+    mode &= 0o7777
+    if kind == KIND_FILE and len(raw) == 9:
+        size, bs = _check_int(raw[4]), _check_int(raw[6], lo=1)
+        blocks = tuple(_decode_block(b) for b in raw[7])
+        entry = FileEntry(name, mode, mtime, size, _check_hash(raw[5]), bs, blocks, raw[8].hex())
+        if sum(ln for _, _, ln, _ in entry.spans()) != size:
+            raise FormatError(f"blocks of {name!r} do not add up to its size")
+        return entry
+    if kind == KIND_DIR and len(raw) == 7:
+        return DirEntry(name, mode, mtime, _check_hash(raw[4]), _check_int(raw[5]), _check_int(raw[6]))
+    if kind == KIND_SYMLINK and len(raw) == 6:
+        if not isinstance(raw[4], str) or "\0" in raw[4] or not raw[4]:
+            raise FormatError(f"malformed symlink target for {name!r}")
+        return SymlinkEntry(name, mode, mtime, raw[4], raw[5].hex())
+    raise FormatError(f"unknown entry kind {kind!r} for {name!r}")
+
+
+def _check_format(obj: object, expected_type: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise FormatError(f"malformed {expected_type} object")
+    fmt = obj.get("format")
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise FormatError(
+            f"{expected_type} written by a newer fsmount (format {fmt}, this one reads {FORMAT}):"
+            " upgrade fsmount"
+        )
+    if obj.get("type") != expected_type:
+        raise FormatError(f"expected a {expected_type} object, found {obj.get('type')!r}")
+    return obj
+
+
+def unpack(data: bytes, expected_type: str) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as e:
+        raise FormatError(f"undecodable {expected_type} object: {e}") from None
+    return _check_format(obj, expected_type)
+
+
+def decode_tree(data: bytes) -> Tree:
+    obj = unpack(data, "tree")
+    entries = [_decode_entry(r) for r in obj.get("entries", ())]
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise FormatError("duplicate names in tree")
+    return Tree(entries)
+
+
+def tree_object(entries: Iterable[Entry]) -> tuple[bytes, bytes]:
+    """Return (hash, encoded bytes) of a directory made of `entries`."""
+    data = encode_tree(entries)
+    return digest(data), data
+
+
+EMPTY_TREE_HASH, EMPTY_TREE_BYTES = tree_object(())
+
+
+@dataclass(slots=True)
+class VersionRecord:
+    """The immutable description of a finalized version."""
+
+    id: str
+    project: str
+    name: str
+    version: str
+    parents: tuple[str, ...]
+    root: bytes  # hash of the root tree: already the merged view of parents + changes
+    base: bytes  # hash of the merged parents' tree (EMPTY_TREE_HASH for a root version)
+    created: float
+    finalized: float
+    author: str
+    message: str
+    files: int
+    bytes: int
+    block_size: int
+
+    def encode(self) -> bytes:
+        d = {
+            "format": FORMAT,
+            "type": "version",
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "parents": list(self.parents),
+            "root": self.root,
+            "base": self.base,
+            "created": self.created,
+            "finalized": self.finalized,
+            "author": self.author,
+            "message": self.message,
+            "files": self.files,
+            "bytes": self.bytes,
+            "block_size": self.block_size,
+        }
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> VersionRecord:
+        d = unpack(data, "version")
+        try:
+            rec = cls(
+                id=d["id"], project=d["project"], name=d["name"], version=d["version"],
+                parents=tuple(d["parents"]), root=_check_hash(d["root"]),
+                base=_check_hash(d["base"]), created=float(d["created"]),
+                finalized=float(d["finalized"]), author=d["author"], message=d["message"],
+                files=_check_int(d["files"]), bytes=_check_int(d["bytes"]),
+                block_size=_check_int(d["block_size"], lo=1),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"malformed version record: {e}") from None
+        if not is_version_id(rec.id) or not all(is_version_id(p) for p in rec.parents):
+            raise FormatError("malformed id in version record")
+        return rec
+
+
+@dataclass(slots=True)
+class VersionState:
+    """The mutable side of a version: lifecycle state, tags, description.
+
+    It also repeats the identity fields so that drafts (which have no record yet) can
+    be listed and resolved.
+    """
+
+    id: str
+    project: str
+    name: str
+    version: str
+    parents: tuple[str, ...]
+    state: str
+    tags: tuple[str, ...]
+    description: str
+    created: float
+    updated: float
+    author: str
+    etag: str | None = None  # the store's etag when read; not serialised
+
+    def encode(self) -> bytes:
+        d = {
+            "format": FORMAT,
+            "type": "state",
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "parents": list(self.parents),
+            "state": self.state,
+            "tags": sorted(set(self.tags)),
+            "description": self.description,
+            "created": self.created,
+            "updated": self.updated,
+            "author": self.author,
+        }
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes, etag: str | None = None) -> VersionState:
+        d = unpack(data, "state")
+        try:
+            st = cls(
+                id=d["id"], project=d["project"], name=d["name"], version=d["version"],
+                parents=tuple(d["parents"]), state=d["state"], tags=tuple(d["tags"]),
+                description=d["description"], created=float(d["created"]),
+                updated=float(d["updated"]), author=d["author"], etag=etag,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"malformed state object: {e}") from None
+        if st.state not in STATES or not is_version_id(st.id):
+            raise FormatError(f"malformed state object for {d.get('id')!r}")
+        return st
+
+
+def mode_for(kind: int, perm: int) -> int:
+    """st_mode for an entry kind and its permission bits."""
+    return {KIND_FILE: stat.S_IFREG, KIND_DIR: stat.S_IFDIR, KIND_SYMLINK: stat.S_IFLNK}[kind] | perm

@@ -1,0 +1,310 @@
+"""Edit a Merkle tree by path, merge trees (later wins), diff trees, and write back only what changed."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from fsmount.errors import UsageError
+from fsmount.format.objects import (
+    EMPTY_TREE_HASH,
+    DirEntry,
+    Entry,
+    FileEntry,
+    SymlinkEntry,
+    Tree,
+    tree_object,
+    validate_name,
+)
+
+TreeLoader = Callable[[bytes], Tree]
+TreeWriter = Callable[[bytes, bytes], None]  # (hash, encoded bytes)
+
+DEFAULT_DIR_MODE = 0o755
+
+
+def split_path(path: str) -> list[str]:
+    """'a/b/c' -> ['a', 'b', 'c']; rejects '..' and empty parts; '' or '/' is the root."""
+    parts = [p for p in path.strip("/").split("/") if p and p != "."]
+    for p in parts:
+        if p == "..":
+            raise UsageError(f"path {path!r} may not contain '..'")
+    return parts
+
+
+class DirNode:
+    """A directory being edited. Its entries load lazily from the tree it started as."""
+
+    __slots__ = ("_entries", "dirty", "mode", "mtime_ns", "orig")
+
+    def __init__(self, orig: bytes | None, mode: int, mtime_ns: int) -> None:
+        self.orig = orig  # hash it was loaded from; None for a new directory
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        self.dirty = orig is None
+        self._entries: dict[str, Entry | DirNode] | None = None if orig else {}
+
+    def entries(self, load: TreeLoader) -> dict[str, Entry | DirNode]:
+        if self._entries is None:
+            assert self.orig is not None
+            self._entries = {e.name: e for e in load(self.orig).entries}
+        return self._entries
+
+    @classmethod
+    def from_entry(cls, e: DirEntry) -> DirNode:
+        return cls(e.tree, e.mode, e.mtime_ns)
+
+
+@dataclass(slots=True)
+class TreeStats:
+    files: int
+    bytes: int
+
+
+class TreeEditor:
+    """Path-level edits over a stored tree; `write()` stores only the directories that changed."""
+
+    def __init__(self, load: TreeLoader, root: bytes = EMPTY_TREE_HASH) -> None:
+        self.load = load
+        self.root = DirNode(root, DEFAULT_DIR_MODE, 0) if root != EMPTY_TREE_HASH else DirNode(None, DEFAULT_DIR_MODE, 0)
+        if root == EMPTY_TREE_HASH:
+            self.root.dirty = False
+
+    # -- navigation ---------------------------------------------------------------
+
+    def _child_dir(self, node: DirNode, name: str, create: bool) -> DirNode | None:
+        entries = node.entries(self.load)
+        child = entries.get(name)
+        if isinstance(child, DirNode):
+            return child
+        if isinstance(child, DirEntry):
+            sub = DirNode.from_entry(child)
+            entries[name] = sub
+            return sub
+        if not create:
+            return None
+        sub = DirNode(None, DEFAULT_DIR_MODE, time.time_ns())
+        entries[name] = sub  # replaces a file or symlink of that name: the newer change wins
+        node.dirty = True
+        return sub
+
+    def _walk_to(self, parts: list[str], create: bool) -> list[DirNode] | None:
+        chain = [self.root]
+        for name in parts:
+            child = self._child_dir(chain[-1], name, create)
+            if child is None:
+                return None
+            chain.append(child)
+        return chain
+
+    @staticmethod
+    def _mark(chain: list[DirNode]) -> None:
+        for n in chain:
+            n.dirty = True
+
+    def get(self, path: str) -> Entry | DirNode | None:
+        parts = split_path(path)
+        if not parts:
+            return self.root
+        chain = self._walk_to(parts[:-1], create=False)
+        if chain is None:
+            return None
+        return chain[-1].entries(self.load).get(parts[-1])
+
+    # -- edits -------------------------------------------------------------------
+
+    def put(self, path: str, entry: FileEntry | SymlinkEntry) -> None:
+        """Place a file or symlink at `path`, making parent directories as needed."""
+        parts = split_path(path)
+        if not parts:
+            raise UsageError("cannot replace the dataset root with a file")
+        validate_name(parts[-1])
+        chain = self._walk_to(parts[:-1], create=True)
+        assert chain is not None
+        chain[-1].entries(self.load)[parts[-1]] = entry
+        self._mark(chain)
+
+    def mkdir(self, path: str, mode: int = DEFAULT_DIR_MODE, mtime_ns: int | None = None) -> DirNode:
+        parts = split_path(path)
+        chain = self._walk_to(parts, create=True)
+        assert chain is not None
+        node = chain[-1]
+        if node.orig is None:
+            node.mode = mode
+            if mtime_ns is not None:
+                node.mtime_ns = mtime_ns
+        self._mark(chain)
+        return node
+
+    def remove(self, path: str) -> bool:
+        """Remove a file, symlink or whole directory; False if nothing was there."""
+        parts = split_path(path)
+        if not parts:
+            raise UsageError("cannot remove the dataset root")
+        chain = self._walk_to(parts[:-1], create=False)
+        if chain is None:
+            return False
+        entries = chain[-1].entries(self.load)
+        if parts[-1] not in entries:
+            return False
+        del entries[parts[-1]]
+        self._mark(chain)
+        return True
+
+    def remove_matching(self, pattern: str) -> list[str]:
+        """Remove every path matching a glob ('*.jpg', 'train/**', 'a/b.txt'); returns them."""
+        pattern = pattern.strip("/")
+        if not any(c in pattern for c in "*?["):
+            return [pattern] if self.remove(pattern) else []
+        matched = [p for p, _ in self.iter_paths() if _glob_match(p, pattern)]
+        removed = []
+        for p in matched:
+            if any(p.startswith(r + "/") for r in removed):
+                continue
+            if self.remove(p):
+                removed.append(p)
+        return removed
+
+    def overlay(self, tree: bytes) -> None:
+        """Merge a stored tree on top of this one: on the same path the overlay wins."""
+        self._overlay(self.root, tree, [self.root])
+
+    def _overlay(self, node: DirNode, tree: bytes, chain: list[DirNode]) -> None:
+        if node.orig == tree and not node.dirty:
+            return
+        entries = node.entries(self.load)
+        changed = False
+        for e in self.load(tree).entries:
+            mine = entries.get(e.name)
+            if isinstance(e, DirEntry) and isinstance(mine, DirEntry | DirNode):
+                if isinstance(mine, DirEntry) and mine.tree == e.tree:
+                    continue
+                sub = mine if isinstance(mine, DirNode) else DirNode.from_entry(mine)
+                entries[e.name] = sub
+                self._overlay(sub, e.tree, [*chain, sub])
+                continue
+            if mine != e:
+                entries[e.name] = e
+                changed = True
+        if changed:
+            self._mark(chain)
+
+    # -- reading back -------------------------------------------------------------------
+
+    def iter_paths(self, node: DirNode | None = None, prefix: str = "") -> Iterator[tuple[str, Entry | DirNode]]:
+        """Every path below `node` (directories before their contents)."""
+        node = node or self.root
+        for name, e in sorted(node.entries(self.load).items()):
+            path = f"{prefix}{name}"
+            if isinstance(e, DirEntry):
+                e = self._child_dir(node, name, create=False) or e
+            yield path, e
+            if isinstance(e, DirNode):
+                yield from self.iter_paths(e, path + "/")
+
+    def write(self, store_tree: TreeWriter) -> tuple[bytes, TreeStats]:
+        """Store every changed directory, bottom up; return the root hash and totals."""
+        h, stats = self._write(self.root, store_tree)
+        return h, stats
+
+    def _write(self, node: DirNode, store_tree: TreeWriter) -> tuple[bytes, TreeStats]:
+        if not node.dirty and node.orig is not None:
+            t = self.load(node.orig)
+            return node.orig, TreeStats(t.nfiles, t.nbytes)
+        out: list[Entry] = []
+        for name, e in node.entries(self.load).items():
+            if isinstance(e, DirNode):
+                h, st = self._write(e, store_tree)
+                out.append(DirEntry(name, e.mode, e.mtime_ns, h, st.files, st.bytes))
+            else:
+                out.append(e)
+        h, data = tree_object(out)
+        store_tree(h, data)
+        node.orig, node.dirty = h, False
+        t = Tree(out)
+        return h, TreeStats(t.nfiles, t.nbytes)
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """fnmatch on the whole path, or on the basename for a pattern without '/' (like clearml-data)."""
+    if fnmatch.fnmatchcase(path, pattern):
+        return True
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
+    if pattern.endswith("/**"):
+        return path.startswith(pattern[:-3] + "/")
+    return False
+
+
+# -- diff -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Change:
+    """One difference between two trees: 'added', 'modified' or 'removed' at `path`."""
+
+    kind: str
+    path: str
+    old: Entry | None
+    new: Entry | None
+
+
+def diff_trees(load: TreeLoader, old: bytes, new: bytes, prefix: str = "") -> Iterator[Change]:
+    """Files and symlinks that differ from `old` to `new`; equal subtrees are skipped unread."""
+    if old == new:
+        return
+    a = {e.name: e for e in load(old).entries}
+    b = {e.name: e for e in load(new).entries}
+    for name in sorted(a.keys() | b.keys()):
+        ea, eb = a.get(name), b.get(name)
+        path = prefix + name
+        if isinstance(ea, DirEntry) and isinstance(eb, DirEntry):
+            yield from diff_trees(load, ea.tree, eb.tree, path + "/")
+            continue
+        if isinstance(ea, DirEntry):
+            yield from _all(load, ea.tree, path + "/", "removed")
+            ea = None
+        if isinstance(eb, DirEntry):
+            yield from _all(load, eb.tree, path + "/", "added")
+            eb = None
+        if ea is None and eb is None:
+            continue
+        if ea is None:
+            yield Change("added", path, None, eb)
+        elif eb is None:
+            yield Change("removed", path, ea, None)
+        elif not ea.same_content(eb):
+            yield Change("modified", path, ea, eb)
+
+
+def _all(load: TreeLoader, tree: bytes, prefix: str, kind: str) -> Iterator[Change]:
+    for path, e in walk_tree(load, tree, prefix):
+        if not isinstance(e, DirEntry):
+            yield Change(kind, path, e if kind == "removed" else None, e if kind == "added" else None)
+
+
+def walk_tree(load: TreeLoader, tree: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
+    """Every (path, entry) of a stored tree, depth first, directories before contents."""
+    for e in load(tree).entries:
+        path = prefix + e.name
+        yield path, e
+        if isinstance(e, DirEntry):
+            yield from walk_tree(load, e.tree, path + "/")
+
+
+def lookup(load: TreeLoader, root: bytes, path: str) -> Entry | None:
+    """The entry at `path` in a stored tree, or None. The root itself has no entry."""
+    parts = split_path(path)
+    tree = root
+    entry: Entry | None = None
+    for i, name in enumerate(parts):
+        entry = load(tree).get(name)
+        if entry is None:
+            return None
+        if i < len(parts) - 1:
+            if not isinstance(entry, DirEntry):
+                return None
+            tree = entry.tree
+    return entry
