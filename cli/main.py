@@ -43,13 +43,13 @@ class FsmountGroup(click.Group):
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--store/--endpoint-url/--cache-dir/--cache-size, accepted on the group and on each command."""
     opts = [
-        click.option("--store", "store", default=None, envvar="FSMOUNT_STORE",
-                     help="Store URL: file://PATH (default: ~/.local/share/fsmount/store) or s3://BUCKET[/PREFIX]."),
+        click.option("--store", "store", default=None,
+                     help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE; default ~/.local/share/fsmount/store)."),
         click.option("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."),
-        click.option("--cache-dir", default=None, envvar="FSMOUNT_CACHE_DIR",
-                     help="Local cache folder (default: ~/.cache/fsmount)."),
-        click.option("--cache-size", default=None, envvar="FSMOUNT_CACHE_SIZE",
-                     help="Cache byte cap, e.g. 20GiB (default 20GiB)."),
+        click.option("--cache-dir", default=None,
+                     help="Local cache folder (env FSMOUNT_CACHE_DIR; default ~/.cache/fsmount)."),
+        click.option("--cache-size", default=None,
+                     help="Cache byte cap, e.g. 20GiB (env FSMOUNT_CACHE_SIZE; default 20GiB)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -289,7 +289,8 @@ class Dataset:
     def _require_draft(self) -> StagingJournal:
         self.refresh()
         if self.state != "draft":
-            raise StateError(f"dataset version {self.id} is {self.state}: only a draft can change")
+            already = "already " if self.is_final else ""
+            raise StateError(f"dataset version {self.id} is {already}{self.state}: only a draft can change")
         journal = self._journal()
         if not journal.exists():
             raise StateError(
@@ -487,6 +488,8 @@ class Dataset:
             (result.modified if prev is not None else result.added).append(full(p))
             events.append({"op": "add", "kind": kind, "path": full(p), "src": s})
         journal.append(events)
+        for paths in (result.added, result.modified, result.removed):
+            paths.sort()
         return result
 
     # -- lifecycle after final ------------------------------------------------------
@@ -745,19 +748,17 @@ def gc(workspace: Workspace, grace: float = 3600.0, dry_run: bool = False) -> di
     store, reader = workspace.store, workspace.reader
     with gc_lock(store):
         states = registry.list_states(store)
-        keep: set[bytes] = set()
         drafts = [s.created for s in states if s.state == "draft"]
-        for s in states:
-            if s.state not in READABLE_STATES:
-                continue
-            rec = reader.record(s.id)
-            for root in (rec.root, rec.base):
-                keep.add(root)
-                for _, e in walk_tree(reader.tree, root):
-                    if isinstance(e, DirEntry):
-                        keep.add(e.tree)
-                    elif isinstance(e, FileEntry):
-                        keep.update(b if isinstance(b, bytes) else b[0] for b in e.blocks)
+        records = [reader.record(s.id) for s in states if s.state in READABLE_STATES]
+        keep: set[bytes] = set()
+        # Roots keep trees and blocks; bases (kept for listing changes) keep trees only, so a
+        # deleted parent's data can go while its children still show their diffs.
+        full: set[bytes] = set()
+        for rec in records:
+            _reach(reader, rec.root, full, keep, with_blocks=True)
+        trees_only: set[bytes] = set(full)
+        for rec in records:
+            _reach(reader, rec.base, trees_only, keep, with_blocks=False)
         cutoff = time.time() - grace
         if drafts:
             cutoff = min(cutoff, min(drafts) - grace)  # an open draft may reference newer objects
@@ -774,3 +775,19 @@ def gc(workspace: Workspace, grace: float = 3600.0, dry_run: bool = False) -> di
             deleted += 1
             freed += info.size
     return {"deleted": deleted, "bytes_freed": freed, "kept_recent": kept_young, "reachable": len(keep)}
+
+
+def _reach(reader: Any, tree: bytes, seen: set[bytes], keep: set[bytes], with_blocks: bool) -> None:
+    """Add `tree`, its subtrees and (optionally) their blocks to `keep`; shared subtrees once."""
+    stack = [tree]
+    while stack:
+        h = stack.pop()
+        if h in seen:
+            continue
+        seen.add(h)
+        keep.add(h)
+        for e in reader.tree(h).entries:
+            if isinstance(e, DirEntry):
+                stack.append(e.tree)
+            elif with_blocks and isinstance(e, FileEntry):
+                keep.update(b if isinstance(b, bytes) else b[0] for b in e.blocks)

@@ -175,6 +175,16 @@ def _decode_block(b: object) -> BlockRef:
     raise FormatError("malformed block locator in tree")
 
 
+def _blocks_add_up(blocks: tuple[BlockRef, ...], block_size: int, size: int) -> bool:
+    pos = 0
+    for ref in blocks:
+        length = min(block_size, size - pos) if isinstance(ref, bytes) else ref[2]
+        if length <= 0:
+            return False
+        pos += length
+    return pos == size
+
+
 def _decode_entry(raw: object) -> Entry:
     if not isinstance(raw, Sequence) or len(raw) < 4:
         raise FormatError("malformed tree entry")
@@ -185,7 +195,7 @@ def _decode_entry(raw: object) -> Entry:
         size, bs = _check_int(raw[4]), _check_int(raw[6], lo=1)
         blocks = tuple(_decode_block(b) for b in raw[7])
         entry = FileEntry(name, mode, mtime, size, _check_hash(raw[5]), bs, blocks, raw[8].hex())
-        if sum(ln for _, _, ln, _ in entry.spans()) != size:
+        if not _blocks_add_up(blocks, bs, size):
             raise FormatError(f"blocks of {name!r} do not add up to its size")
         return entry
     if kind == KIND_DIR and len(raw) == 7:

@@ -1,0 +1,5 @@
+"""`python -m fsmount.cli`: the same as the `fsmount` console script."""
+
+from fsmount.cli.main import main
+
+main()

@@ -1,0 +1,297 @@
+"""The read-only filesystem of one version, without FUSE: lookup, attrs, readdir, xattrs, reads.
+
+Every method runs on the trio thread; blocking work (tree and block fetches) goes through
+`BlockReader.offload`. Failures are raised as FsmountError subclasses carrying their errno;
+the FUSE adapter turns them into FUSEError in one place.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import trio
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.fs.blocks import BlockReader, OpenFile
+from fsmount.fs.fserrors import FsError
+from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
+from fsmount.fs.options import FsOptions
+from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, VersionRecord
+
+log = logging.getLogger(__name__)
+
+XATTR_SHA256 = "user.fsmount.sha256"
+XATTR_VERSION = "user.fsmount.version"
+DIR_SIZE = 4096
+NAME_MAX = 255
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class Attr(NamedTuple):
+    """What stat(2) shows for one inode (owner and timeouts are the adapter's business)."""
+
+    ino: int
+    mode: int  # full st_mode, type bits included
+    nlink: int
+    size: int
+    mtime_ns: int
+    blksize: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+class FsStat(NamedTuple):
+    block_size: int
+    blocks: int
+    files: int
+    namemax: int
+
+
+def _key(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+class ReadOnlyFS:
+    """One mounted version: the merged tree its record points at, served lazily."""
+
+    def __init__(self, reader: ObjectReader, record: VersionRecord, options: FsOptions | None = None) -> None:
+        self.reader = reader
+        self.record = record
+        self.options = options or FsOptions()
+        self.inodes = InodeTable(record.root, int(record.finalized * 1e9))
+        self.blocks = BlockReader(reader, self.options)
+        self._trees: OrderedDict[bytes, Tree] = OrderedDict()  # decoded trees held on the trio thread
+        self._tree_memory = 1024
+        self._files: dict[int, OpenFile] = {}
+        self._next_fh = 1
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Turn on background work (prefetch) in `nursery`."""
+        self.blocks.start(nursery)
+
+    # -- trees ------------------------------------------------------------------------
+
+    async def _tree(self, h: bytes) -> Tree:
+        t = self._trees.get(h)
+        if t is not None:
+            self._trees.move_to_end(h)
+            return t
+        t = await self.blocks.offload(self.reader.tree, h)
+        self._trees[h] = t
+        if len(self._trees) > self._tree_memory:
+            self._trees.popitem(last=False)
+        return t
+
+    async def _dir_tree(self, d: DirRec) -> Tree:
+        t = await self._tree(d.tree)
+        self.inodes.attach(d, t)
+        return t
+
+    def _dir(self, ino: int) -> DirRec:
+        d = self.inodes.dirs.get(ino)
+        if d is None:
+            raise FsError(errno.ENOTDIR if self.inodes.owner(ino) else errno.ENOENT)
+        return d
+
+    async def _entry(self, ino: int) -> Entry:
+        """The tree entry of a file or symlink inode (live, or found again from its directory)."""
+        e = self.inodes.live_entry(ino)
+        if e is not None:
+            return e
+        found = self.inodes.owner(ino)
+        if found is None:
+            raise FsError(errno.ENOENT, f"no inode {ino}")
+        d, index = found
+        t = await self._dir_tree(d)
+        return t.entries[index]
+
+    # -- attributes -----------------------------------------------------------------------
+
+    async def _dir_attr(self, d: DirRec) -> Attr:
+        if not d.loaded:
+            await self._dir_tree(d)
+        return Attr(d.ino, stat.S_IFDIR | d.mode, 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, self.record.block_size)
+
+    def _entry_attr(self, ino: int, e: Entry) -> Attr:
+        if isinstance(e, FileEntry):
+            return Attr(ino, stat.S_IFREG | e.mode, 1, e.size, e.mtime_ns, e.block_size)
+        if isinstance(e, SymlinkEntry):
+            return Attr(ino, stat.S_IFLNK | 0o777, 1, len(_key(e.target)), e.mtime_ns, self.record.block_size)
+        raise AssertionError("directories have records")
+
+    async def getattr(self, ino: int) -> Attr:
+        d = self.inodes.dirs.get(ino)
+        if d is not None:
+            return await self._dir_attr(d)
+        return self._entry_attr(ino, await self._entry(ino))
+
+    async def _child(self, d: DirRec, index: int, e: Entry) -> Attr:
+        if isinstance(e, DirEntry):
+            return await self._dir_attr(self.inodes.child_dir(d, index, e))
+        return self._entry_attr(d.base + index, e)
+
+    # -- names ----------------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> Attr:
+        """Find `name` in directory `parent`; the kernel now holds one more reference to it."""
+        d = self._dir(parent)
+        if name == ".":
+            attr = await self._dir_attr(d)
+        elif name == "..":
+            attr = await self._dir_attr(self.inodes.dirs[d.parent])
+        else:
+            t = await self._dir_tree(d)
+            e = t.get(name)
+            if e is None:
+                raise FsError(errno.ENOENT)
+            index = self._index(t, name)
+            attr = await self._child(d, index, e)
+            self.inodes.remember(attr.ino, None if isinstance(e, DirEntry) else e)
+            return attr
+        self.inodes.remember(attr.ino, None)
+        return attr
+
+    @staticmethod
+    def _index(t: Tree, name: str) -> int:
+        # Entries are sorted by their UTF-8 bytes (encode_tree); verify rather than trust the store.
+        lo, hi, key = 0, len(t.entries), _key(name)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _key(t.entries[mid].name) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(t.entries) and t.entries[lo].name == name:
+            return lo
+        for i, e in enumerate(t.entries):  # a store that wrote an unsorted tree: still correct
+            if e.name == name:
+                return i
+        raise FsError(errno.ENOENT)
+
+    def forget(self, ino: int, n: int) -> None:
+        self.inodes.forget(ino, n)
+
+    def remember(self, ino: int) -> None:
+        """The kernel took a reference through readdirplus."""
+        entry = None if ino in self.inodes.dirs else self.inodes.live_entry(ino)
+        if entry is None and ino not in self.inodes.dirs:
+            found = self.inodes.owner(ino)
+            if found is not None:
+                d, index = found
+                t = self._trees.get(d.tree)
+                entry = t.entries[index] if t is not None else None
+        if entry is None and ino not in self.inodes.dirs:
+            log.debug("readdir reference to inode %d whose tree left memory", ino)
+            return
+        self.inodes.remember(ino, entry)
+
+    async def opendir(self, ino: int) -> int:
+        d = self._dir(ino)
+        await self._dir_tree(d)
+        return ino
+
+    async def readdir(self, ino: int, offset: int) -> AsyncIterator[tuple[str, Attr, int]]:
+        """(name, attrs, next offset) from `offset`; an offset is an entry index + 1, stable forever."""
+        d = self._dir(ino)
+        t = await self._dir_tree(d)
+        batch = self.options.readdir_batch
+        start = offset
+        while start < len(t.entries):
+            stop = min(len(t.entries), start + batch)
+            await self._load_subdirs(d, t, start, stop)
+            for index in range(start, stop):
+                e = t.entries[index]
+                yield e.name, await self._child(d, index, e), index + 1
+            start = stop
+
+    async def _load_subdirs(self, d: DirRec, t: Tree, start: int, stop: int) -> None:
+        """Load, in parallel, the trees of subdirectories in [start, stop) (their link counts)."""
+        todo = []
+        for index in range(start, stop):
+            e = t.entries[index]
+            if isinstance(e, DirEntry):
+                sub = self.inodes.child_dir(d, index, e)
+                if not sub.loaded:
+                    todo.append(sub)
+        if len(todo) <= 1:
+            return
+        async with trio.open_nursery() as n:
+            for sub in todo:
+                n.start_soon(self._dir_tree, sub)
+
+    async def readlink(self, ino: int) -> str:
+        e = await self._entry(ino) if ino not in self.inodes.dirs else None
+        if not isinstance(e, SymlinkEntry):
+            raise FsError(errno.EINVAL)
+        return e.target
+
+    # -- extended attributes -------------------------------------------------------------
+
+    async def listxattr(self, ino: int) -> list[str]:
+        if ino == ROOT_INO:
+            return [XATTR_VERSION]
+        if ino in self.inodes.dirs:
+            return []
+        e = await self._entry(ino)
+        return [XATTR_SHA256, XATTR_VERSION] if isinstance(e, FileEntry) else [XATTR_VERSION]
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        if ino == ROOT_INO:
+            if name == XATTR_VERSION:
+                return self.record.id.encode()
+        elif ino not in self.inodes.dirs:
+            e = await self._entry(ino)
+            if name == XATTR_VERSION and isinstance(e, FileEntry | SymlinkEntry):
+                return e.origin.encode()
+            if name == XATTR_SHA256 and isinstance(e, FileEntry):
+                return e.sha256.hex().encode()
+        raise FsError(errno.ENODATA)
+
+    def statfs(self) -> FsStat:
+        bs = self.record.block_size
+        return FsStat(bs, -(-self.record.bytes // bs), self.record.files, NAME_MAX)
+
+    # -- files ------------------------------------------------------------------------------
+
+    async def open(self, ino: int, flags: int) -> int:
+        if flags & _WRITE_FLAGS:
+            raise FsError(errno.EROFS)
+        if ino in self.inodes.dirs:
+            raise FsError(errno.EISDIR)
+        e = await self._entry(ino)
+        if not isinstance(e, FileEntry):
+            raise FsError(errno.ELOOP if isinstance(e, SymlinkEntry) else errno.EINVAL)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = OpenFile(ino, e)
+        return fh
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        f = self._files.get(fh)
+        if f is None:
+            raise FsError(errno.EBADF)
+        return await self.blocks.read(f, offset, size)
+
+    def release(self, fh: int) -> None:
+        f = self._files.pop(fh, None)
+        if f is not None:
+            f.close()
+
+    # -- status ------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, object]:
+        return {
+            "version": self.record.id,
+            "open_files": len(self._files),
+            **self.inodes.counts(),
+            **self.blocks.stats.as_dict(),
+            "store": self.reader.stats.as_dict(),
+        }

@@ -1,0 +1,136 @@
+"""Crash safety of close, and conditional writes under real concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fsmount import Dataset
+from fsmount.api.workspace import Workspace
+from tests.helpers import FSMOUNT, count_objects, hash_tree, run_cli, run_json
+
+
+def test_close_killed_mid_upload_is_finished_by_running_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    monkeypatch.setenv("FSMOUNT_STORE", f"file://{store}")
+    files = tmp_path / "files"
+    files.mkdir()
+    for i in range(3000):
+        (files / f"f{i:04}.bin").write_bytes(os.urandom(16 * 1024))
+    draft = run_json("create", "--project", "p", "--name", "crash")["id"]
+    run_cli("add", str(files))
+    proc = subprocess.Popen(
+        [*FSMOUNT, "close", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while count_objects(store)[0] < 100 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.002)  # polling a condition, not a timing assumption
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "close finished before it could be killed; grow the upload"
+    uploaded = count_objects(store)[0]
+    assert 100 <= uploaded < 3000
+
+    # No reader sees the half-made version as final.
+    listing = {d["id"]: d["state"] for d in run_json("list")["datasets"]}
+    assert listing[draft] == "draft"
+    assert run_cli("get", "p/crash", check=False).returncode != 0
+    assert run_cli("get", draft, check=False).returncode != 0
+
+    out = run_json("close")
+    assert out["id"] == draft and out["state"] == "final" and out["files"] == 3000
+    path = run_json("get", "p/crash")["path"]
+    assert hash_tree(Path(path)) == hash_tree(files)
+
+
+def test_close_of_a_draft_whose_record_exists_completes(tmp_path: Path) -> None:
+    """A crash between writing the record and flipping the state: close flips it."""
+    ws = Workspace(f"file://{tmp_path / 'store'}")
+    (tmp_path / "a").write_text("a")
+    ds = Dataset.create("rec", "p", workspace=ws)
+    ds.add_files(tmp_path / "a")
+    from fsmount.api import registry
+
+    real = registry.update_state
+
+    def crash(*a: object, **k: object) -> None:
+        raise KeyboardInterrupt
+
+    registry.update_state = crash  # type: ignore[assignment]
+    import fsmount.commit.finalize as fin
+
+    fin.update_state = crash  # type: ignore[assignment]
+    try:
+        try:
+            ds.finalize()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        registry.update_state = real
+        fin.update_state = real
+    assert ds.refresh().state == "draft"
+    ds.finalize()
+    assert ds.refresh().state == "final"
+    assert ds.list_files() == ["a"]
+
+
+def _tag_in_parallel(ref: str, n: int) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [*FSMOUNT, "tag", ref, "--add", f"t{i}", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        for i in range(n)
+    ]
+
+
+def test_concurrent_tag_changes_are_never_lost(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FSMOUNT_STORE", store_url)
+    (tmp_path / "f").write_text("x")
+    ref = run_json("sync", "--folder", str(tmp_path), "--project", "p", "--name", "tags")["id"]
+    procs = _tag_in_parallel(ref, 6)
+    told_to_retry = []
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=120)
+        if p.returncode != 0:
+            assert "try again" in err
+            told_to_retry.append(f"t{i}")
+    tags = set(run_json("info", ref)["tags"])
+    assert tags == {f"t{i}" for i in range(6)} - set(told_to_retry)
+    assert len(told_to_retry) < 6
+
+
+def test_publish_racing_with_tagging_keeps_both(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FSMOUNT_STORE", store_url)
+    (tmp_path / "f").write_text("x")
+    ref = run_json("sync", "--folder", str(tmp_path), "--project", "p", "--name", "pub")["id"]
+    pub = subprocess.Popen(
+        [*FSMOUNT, "publish", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    tag = subprocess.Popen(
+        [*FSMOUNT, "tag", ref, "--add", "a"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert pub.wait(120) == 0 and tag.wait(120) == 0
+    info = json.loads(run_cli("info", ref, "--json").stdout)
+    assert info["state"] == "published" and info["tags"] == ["a"]

@@ -1,0 +1,152 @@
+"""The object format: round trips, hostile input rejected, merges (later wins) and diffs."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from fsmount.errors import FormatError
+from fsmount.format.hashing import digest
+from fsmount.format.objects import (
+    EMPTY_TREE_HASH,
+    FORMAT,
+    DirEntry,
+    FileEntry,
+    SymlinkEntry,
+    Tree,
+    VersionRecord,
+    decode_tree,
+    encode_tree,
+    tree_object,
+)
+from fsmount.format.tree_edit import TreeEditor, diff_trees, lookup, walk_tree
+
+ORIGIN = "0" * 32
+
+
+def f(name: str, content: bytes, mode: int = 0o644) -> FileEntry:
+    h = digest(content)
+    return FileEntry(name, mode, 1, len(content), h, 4096, (h,) if content else (), ORIGIN)
+
+
+class MemTrees:
+    """A dict-backed tree store for editor tests."""
+
+    def __init__(self) -> None:
+        self.objs: dict[bytes, bytes] = {}
+
+    def load(self, h: bytes) -> Tree:
+        return decode_tree(self.objs[h]) if h != EMPTY_TREE_HASH else Tree([])
+
+    def write(self, h: bytes, data: bytes) -> None:
+        self.objs[h] = data
+
+    def build(self, files: dict[str, bytes]) -> bytes:
+        ed = TreeEditor(self.load)
+        for path, content in files.items():
+            ed.put(path, f(path.rsplit("/", 1)[-1], content))
+        return ed.write(self.write)[0]
+
+    def contents(self, root: bytes) -> dict[str, bytes]:
+        return {p: e.sha256 for p, e in walk_tree(self.load, root) if isinstance(e, FileEntry)}
+
+
+def test_tree_round_trip_is_canonical() -> None:
+    entries = [f("b", b"2"), SymlinkEntry("c", 0o777, 5, "b", ORIGIN),
+               DirEntry("a", 0o755, 3, digest(b"x"), 2, 10),
+               FileEntry("big", 0o600, 7, 10, digest(b"q"), 4, (digest(b"1"), (digest(b"2"), 4, 4), digest(b"3")),
+                         ORIGIN)]
+    data = encode_tree(entries)
+    assert encode_tree(reversed(entries)) == data  # order-independent, so equal trees hash equal
+    back = decode_tree(data)
+    assert [e.name for e in back.entries] == ["a", "b", "big", "c"]
+    big = back.get("big")
+    assert isinstance(big, FileEntry)
+    assert [(o, ln, fo) for _, o, ln, fo in big.spans()] == [(0, 4, 0), (4, 4, 4), (0, 2, 8)]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "nul\0", "", "x" * 300])
+def test_hostile_names_are_rejected(name: str) -> None:
+    raw = msgpack.packb({"format": FORMAT, "type": "tree",
+                         "entries": [[name, 0, 0o644, 0, 0, digest(b""), 4096, [], bytes(16)]]})
+    with pytest.raises(FormatError):
+        decode_tree(raw)
+
+
+def test_newer_format_is_rejected_with_a_clear_message() -> None:
+    raw = msgpack.packb({"format": FORMAT + 1, "type": "tree", "entries": []})
+    with pytest.raises(FormatError, match="newer fsmount"):
+        decode_tree(raw)
+
+
+def test_blocks_must_add_up_to_size() -> None:
+    raw = msgpack.packb({"format": FORMAT, "type": "tree",
+                         "entries": [["f", 0, 0o644, 0, 100, digest(b""), 40, [digest(b"a")], bytes(16)]]})
+    with pytest.raises(FormatError, match="add up"):
+        decode_tree(raw)
+
+
+def test_garbage_is_a_format_error() -> None:
+    with pytest.raises(FormatError):
+        decode_tree(b"\xc1not msgpack")
+    with pytest.raises(FormatError):
+        VersionRecord.decode(msgpack.packb({"format": FORMAT, "type": "version"}))
+
+
+def test_merge_later_parent_wins_and_union_is_kept() -> None:
+    m = MemTrees()
+    p1 = m.build({"a/x": b"p1", "a/only1": b"1", "shared": b"p1", "d/deep/f": b"p1"})
+    p2 = m.build({"a/x": b"p2", "only2": b"2", "d/deep/g": b"p2"})
+    ed = TreeEditor(m.load, p1)
+    ed.overlay(p2)
+    merged = ed.write(m.write)[0]
+    got = m.contents(merged)
+    assert got == {"a/x": digest(b"p2"), "a/only1": digest(b"1"), "shared": digest(b"p1"),
+                   "only2": digest(b"2"), "d/deep/f": digest(b"p1"), "d/deep/g": digest(b"p2")}
+
+
+def test_file_in_later_parent_replaces_directory() -> None:
+    m = MemTrees()
+    p1 = m.build({"x/inside": b"1"})
+    p2 = m.build({"x": b"file"})
+    ed = TreeEditor(m.load, p1)
+    ed.overlay(p2)
+    assert m.contents(ed.write(m.write)[0]) == {"x": digest(b"file")}
+
+
+def test_unchanged_subtrees_are_shared_not_rewritten() -> None:
+    m = MemTrees()
+    root = m.build({f"d{i}/f{j}": bytes([i, j]) for i in range(10) for j in range(10)})
+    before = set(m.objs)
+    ed = TreeEditor(m.load, root)
+    ed.put("d3/f3", f("f3", b"changed"))
+    new_root, stats = ed.write(m.write)
+    new = set(m.objs) - before
+    assert len(new) == 2  # the root and d3 only
+    assert stats.files == 100
+    old_d4, new_d4 = lookup(m.load, root, "d4"), lookup(m.load, new_root, "d4")
+    assert isinstance(old_d4, DirEntry) and isinstance(new_d4, DirEntry) and old_d4.tree == new_d4.tree
+
+
+def test_diff_reports_added_modified_removed() -> None:
+    m = MemTrees()
+    a = m.build({"keep": b"k", "mod": b"1", "gone/x": b"x", "dir/y": b"y"})
+    b = m.build({"keep": b"k", "mod": b"2", "new": b"n", "dir/y": b"y", "dir/z": b"z"})
+    changes = {(c.kind, c.path) for c in diff_trees(m.load, a, b)}
+    assert changes == {("modified", "mod"), ("removed", "gone/x"), ("added", "new"), ("added", "dir/z")}
+    assert list(diff_trees(m.load, a, a)) == []
+
+
+def test_remove_matching_globs() -> None:
+    m = MemTrees()
+    root = m.build({"img/a.jpg": b"1", "img/b.png": b"2", "c.jpg": b"3", "txt/d": b"4"})
+    ed = TreeEditor(m.load, root)
+    assert sorted(ed.remove_matching("*.jpg")) == ["c.jpg", "img/a.jpg"]
+    assert ed.remove_matching("txt") == ["txt"]
+    assert ed.remove_matching("nothing*") == []
+    assert set(m.contents(ed.write(m.write)[0])) == {"img/b.png"}
+
+
+def test_empty_tree_hash_is_the_hash_of_its_encoding() -> None:
+    h, data = tree_object([])
+    assert h == EMPTY_TREE_HASH == digest(data)
