@@ -1,0 +1,100 @@
+"""Service configuration: conf files, fstab options, credentials files, systemd unit files, notify."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsmount.service.config import EX_CONFIG, ConfigError, load_credentials, parse_conf, parse_fstab_options
+from fsmount.service.notify import notify
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+
+
+def test_conf_maps_one_to_one_to_cli_options(tmp_path: Path) -> None:
+    conf = tmp_path / "pets.conf"
+    conf.write_text(
+        "# a comment\ndataset = cv/pets@1.2.0\nmountpoint = /mnt/data\nstore = s3://b/p\n"
+        "cache-size = 50GiB\nallow_other = yes\ntimeout = 5\noptions = max_read=131072\n"
+    )
+    s = parse_conf(conf)
+    assert s.cli_args() == ["cv/pets@1.2.0", "/mnt/data", "--store", "s3://b/p", "--cache-size", "50GiB",
+                            "--timeout", "5.0", "--allow-other", "-o", "max_read=131072"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mountpoint = /m\n", "missing key 'dataset'"),
+        ("dataset = a/b\n", "missing key 'mountpoint'"),
+        ("dataset = a/b\nmountpoint = /m\ncolour = blue\n", "unknown key 'colour'"),
+        ("dataset = a/b\nmountpoint = /m\nallow_other = maybe\n", "expected yes or no"),
+        ("dataset = a/b\nmountpoint /m\n", "expected 'key = value'"),
+    ],
+)
+def test_bad_conf_is_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
+    conf = tmp_path / "x.conf"
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_conf(conf)
+    assert info.value.exit_code == EX_CONFIG
+
+
+def test_fstab_options() -> None:
+    s = parse_fstab_options("cv/pets@1.2.0", "/mnt/data",
+                            "ro,_netdev,allow_other,cache_size=50GiB,nofail,x-systemd.automount,dev,suid")
+    assert (s.ref, s.mountpoint, s.allow_other, s.cache_size, s.write) == (
+        "cv/pets@1.2.0", "/mnt/data", True, "50GiB", False)
+    assert parse_fstab_options("r", "/m", "rw,write,overlay=/o").write is True
+    assert parse_fstab_options("r", "/m", "default_permissions").fuse_options == ["default_permissions"]
+    with pytest.raises(ConfigError, match="unknown option"):
+        parse_fstab_options("r", "/m", "ro,turbo")
+    with pytest.raises(ConfigError, match="unknown key 'speed'"):
+        parse_fstab_options("r", "/m", "speed=11")
+
+
+def test_credentials_file(tmp_path: Path) -> None:
+    f = tmp_path / "creds"
+    f.write_text("# aws\nAWS_ACCESS_KEY_ID=AKIA1\nexport AWS_SECRET_ACCESS_KEY='s3cr3t'\n")
+    assert load_credentials(str(f)) == {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    f.write_text("garbage\n")
+    with pytest.raises(ConfigError):
+        load_credentials(str(f))
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in UNITS.glob("*.service")) + sorted(
+    p.name for p in UNITS.glob("*.mount")))
+def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is missing (the systemd package): make test installs it")
+        pytest.skip("systemd-analyze not installed")
+    text = (UNITS / unit).read_text()
+    # verify checks that ExecStart's binary exists: point it at this checkout's fsmount.
+    fsmount_bin = str(Path(sys.executable).with_name("fsmount"))
+    text = text.replace("/usr/local/bin/fsmount", fsmount_bin)
+    name = unit.replace("@.service", "@test.service")
+    (tmp_path / name).write_text(text)
+    proc = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if name.split("@")[0] in line or "error" in line.lower()]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+
+
+def test_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        assert notify("READY=1", "STATUS=mounted") is True
+        assert sock.recv(4096) == b"READY=1\nSTATUS=mounted"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert notify("READY=1") is False
