@@ -98,3 +98,15 @@ def test_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert sock.recv(4096) == b"READY=1\nSTATUS=mounted"
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert notify("READY=1") is False
+
+
+def test_prometheus_rendering_is_well_formed() -> None:
+    from fsmount.service.metrics import render
+
+    text = render([{"mountpoint": '/mnt/"x"', "version": "v1",
+                    "counters": {"reads": 5, "open_files": 2, "store": {"objects_fetched": 3}, "last_error": "x"}}])
+    lines = text.splitlines()
+    assert 'fsmount_reads_total{mountpoint="/mnt/\\"x\\"",version="v1"} 5' in lines
+    assert "# TYPE fsmount_open_files gauge" in lines
+    assert "# HELP fsmount_store_objects_fetched_total objects downloaded from the store" in lines
+    assert not any("last_error" in line for line in lines)  # text values are not samples
