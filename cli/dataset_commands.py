@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+from fsmount.cli.main import with_workspace
+from fsmount.cli.output import emit, human_bytes, progress_bar
 
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.cache.local_cache import parse_size
-from fsmount.cli.main import with_workspace
-from fsmount.cli.output import emit, human_bytes, progress_bar
 from fsmount.errors import UsageError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-id_option = click.option("--id", "dataset_id", default=None, help="Dataset version id (default: the current draft).")
+id_option = click.option(
+    "--id", "dataset_id", default=None, help="Dataset version id (default: the current draft)."
+)
 
 
 def _draft(ws: Workspace, dataset_id: str | None) -> Dataset:
@@ -51,13 +53,40 @@ def _staged_bytes(ds: Dataset) -> int:
 @click.option("--block-size", default=None, help="Block size, e.g. 4MiB (default: the parent's, else 4MiB).")
 @json_option
 @with_workspace
-def create(ws: Workspace, project: str, name: str, version: str | None, parents: tuple[str, ...],
-           tags: tuple[str, ...], description: str | None, block_size: str | None, as_json: bool) -> None:
+def create(
+    ws: Workspace,
+    project: str,
+    name: str,
+    version: str | None,
+    parents: tuple[str, ...],
+    tags: tuple[str, ...],
+    description: str | None,
+    block_size: str | None,
+    as_json: bool,
+) -> None:
     """Create a draft version and make it the current draft."""
-    ds = Dataset.create(name, project, version, list(parents), list(tags), description,
-                        block_size=parse_size(block_size) if block_size else None, workspace=ws)
-    emit({"id": ds.id, "project": ds.project, "name": ds.name, "version": ds.version,
-          "parents": ds.parents, "state": ds.state}, as_json, ds.id)
+    ds = Dataset.create(
+        name,
+        project,
+        version,
+        list(parents),
+        list(tags),
+        description,
+        block_size=parse_size(block_size) if block_size else None,
+        workspace=ws,
+    )
+    emit(
+        {
+            "id": ds.id,
+            "project": ds.project,
+            "name": ds.name,
+            "version": ds.version,
+            "parents": ds.parents,
+            "state": ds.state,
+        },
+        as_json,
+        ds.id,
+    )
 
 
 @click.command()
@@ -68,15 +97,24 @@ def create(ws: Workspace, project: str, name: str, version: str | None, parents:
 @click.option("--non-recursive", is_flag=True, help="Only the top level of a folder.")
 @json_option
 @with_workspace
-def add(ws: Workspace, paths: tuple[str, ...], dataset_id: str | None, dataset_folder: str | None,
-        wildcard: str | None, non_recursive: bool, as_json: bool) -> None:
+def add(
+    ws: Workspace,
+    paths: tuple[str, ...],
+    dataset_id: str | None,
+    dataset_folder: str | None,
+    wildcard: str | None,
+    non_recursive: bool,
+    as_json: bool,
+) -> None:
     """Stage files and folders (a folder's contents go under the dataset root or --dataset-folder)."""
     for p in paths:
         if not Path(p).exists() and not Path(p).is_symlink():
             raise UsageError(f"{p}: no such file or directory")
     ds = _draft(ws, dataset_id)
-    n = sum(ds.add_files(p, wildcard=wildcard, dataset_path=dataset_folder, recursive=not non_recursive)
-            for p in paths)
+    n = sum(
+        ds.add_files(p, wildcard=wildcard, dataset_path=dataset_folder, recursive=not non_recursive)
+        for p in paths
+    )
     emit({"id": ds.id, "staged": n}, as_json, f"{n} entries staged in {ds.id}")
 
 
@@ -102,9 +140,12 @@ def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) ->
     ds = _draft(ws, dataset_id)
     with progress_bar(_staged_bytes(ds), "uploading", quiet or as_json) as bar:
         stats = ds.upload(progress=bar)
-    emit({"id": ds.id, **stats.__dict__}, as_json,
-         f"uploaded {stats.blocks_uploaded} blocks ({human_bytes(stats.bytes_uploaded)}),"
-         f" {stats.blocks_deduplicated} already stored")
+    emit(
+        {"id": ds.id, **stats.__dict__},
+        as_json,
+        f"uploaded {stats.blocks_uploaded} blocks ({human_bytes(stats.bytes_uploaded)}),"
+        f" {stats.blocks_deduplicated} already stored",
+    )
 
 
 @click.command()
@@ -114,14 +155,18 @@ def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) ->
 @json_option
 @quiet_option
 @with_workspace
-def close(ws: Workspace, dataset_id: str | None, message: str, publish: bool, as_json: bool,
-          quiet: bool) -> None:
+def close(
+    ws: Workspace, dataset_id: str | None, message: str, publish: bool, as_json: bool, quiet: bool
+) -> None:
     """Upload what remains and finalize the draft."""
     ds = _draft(ws, dataset_id)
     with progress_bar(_staged_bytes(ds), "uploading", quiet or as_json) as bar:
         rec = ds.finalize(message=message, publish=publish, progress=bar)
-    emit({"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.bytes}, as_json,
-         f"{ds.id} is {ds.state}: {rec.files} files, {human_bytes(rec.bytes)}")
+    emit(
+        {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.bytes},
+        as_json,
+        f"{ds.id} is {ds.state}: {rec.files} files, {human_bytes(rec.bytes)}",
+    )
 
 
 @click.command()
@@ -129,8 +174,12 @@ def close(ws: Workspace, dataset_id: str | None, message: str, publish: bool, as
 @id_option
 @click.option("--project", default=None)
 @click.option("--name", default=None)
-@click.option("--parent", "parents", multiple=True,
-              help="Parent REF (default: the newest final version of PROJECT/NAME).")
+@click.option(
+    "--parent",
+    "parents",
+    multiple=True,
+    help="Parent REF (default: the newest final version of PROJECT/NAME).",
+)
 @click.option("--version", "version", default=None)
 @click.option("--tag", "tags", multiple=True)
 @click.option("-m", "--message", default="")
@@ -139,9 +188,21 @@ def close(ws: Workspace, dataset_id: str | None, message: str, publish: bool, as
 @json_option
 @quiet_option
 @with_workspace
-def sync(ws: Workspace, folder: str, dataset_id: str | None, project: str | None, name: str | None,
-         parents: tuple[str, ...], version: str | None, tags: tuple[str, ...], message: str, publish: bool,
-         block_size: str | None, as_json: bool, quiet: bool) -> None:
+def sync(
+    ws: Workspace,
+    folder: str,
+    dataset_id: str | None,
+    project: str | None,
+    name: str | None,
+    parents: tuple[str, ...],
+    version: str | None,
+    tags: tuple[str, ...],
+    message: str,
+    publish: bool,
+    block_size: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Create a version equal to FOLDER: compare with the parent, upload changes, finalize."""
     if not Path(folder).is_dir():
         raise UsageError(f"{folder}: not a folder")
@@ -149,20 +210,40 @@ def sync(ws: Workspace, folder: str, dataset_id: str | None, project: str | None
         raise UsageError("sync needs --id, or --project and --name")
     total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
     with progress_bar(total, "syncing", quiet or as_json) as bar:
-        ds, res = api.sync(folder, dataset_id=dataset_id, project=project, name=name,
-                           parents=list(parents) if parents else None, version=version, tags=list(tags),
-                           message=message, publish=publish,
-                           block_size=parse_size(block_size) if block_size else None, workspace=ws,
-                           progress=bar)
+        ds, res = api.sync(
+            folder,
+            dataset_id=dataset_id,
+            project=project,
+            name=name,
+            parents=list(parents) if parents else None,
+            version=version,
+            tags=list(tags),
+            message=message,
+            publish=publish,
+            block_size=parse_size(block_size) if block_size else None,
+            workspace=ws,
+            progress=bar,
+        )
 
     def text() -> None:
         for kind, paths in (("added", res.added), ("modified", res.modified), ("removed", res.removed)):
             for p in paths:
                 click.echo(f"{kind[0].upper()} {p}")
-        click.echo(f"{ds.id}: {len(res.added)} added, {len(res.modified)} modified, {len(res.removed)} removed")
+        click.echo(
+            f"{ds.id}: {len(res.added)} added, {len(res.modified)} modified, {len(res.removed)} removed"
+        )
 
-    emit({"id": ds.id, "state": ds.state, "added": res.added, "modified": res.modified,
-          "removed": res.removed}, as_json, text)
+    emit(
+        {
+            "id": ds.id,
+            "state": ds.state,
+            "added": res.added,
+            "modified": res.modified,
+            "removed": res.removed,
+        },
+        as_json,
+        text,
+    )
 
 
 @click.command()
@@ -202,7 +283,9 @@ def tag(ws: Workspace, ref: str, to_add: tuple[str, ...], to_remove: tuple[str, 
         ds.add_tags(list(to_add))
     if to_remove:
         ds.remove_tags(list(to_remove))
-    emit({"id": ds.id, "tags": sorted(ds.tags)}, as_json, f"{ds.id}: tags {', '.join(sorted(ds.tags)) or '-'}")
+    emit(
+        {"id": ds.id, "tags": sorted(ds.tags)}, as_json, f"{ds.id}: tags {', '.join(sorted(ds.tags)) or '-'}"
+    )
 
 
 @click.command()
@@ -227,8 +310,12 @@ def gc(ws: Workspace, grace: str, dry_run: bool, as_json: bool) -> None:
     seconds = _duration(grace)
     res = api.gc(ws, grace=seconds, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    emit(res, as_json, f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])}),"
-                       f" kept {res['kept_recent']} recent unreferenced ones")
+    emit(
+        res,
+        as_json,
+        f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])}),"
+        f" kept {res['kept_recent']} recent unreferenced ones",
+    )
 
 
 def _duration(text: str) -> float:
@@ -251,13 +338,25 @@ def _duration(text: str) -> float:
 def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
     """List versions (drafts included), oldest first."""
     items = Dataset.list_datasets(project, name, list(tags), workspace=ws)
-    rows = [{"id": d.id, "project": d.project, "name": d.name, "version": d.version, "state": d.state,
-             "tags": d.tags, "parents": d.parents} for d in items]
+    rows = [
+        {
+            "id": d.id,
+            "project": d.project,
+            "name": d.name,
+            "version": d.version,
+            "state": d.state,
+            "tags": d.tags,
+            "parents": d.parents,
+        }
+        for d in items
+    ]
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {r['state']:<9}  "
-                       f"{','.join(r['tags'])}")
+            click.echo(
+                f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {r['state']:<9}  "
+                f"{','.join(r['tags'])}"
+            )
 
     emit({"datasets": rows}, as_json, text)
 
@@ -307,7 +406,7 @@ def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json:
     base = path.strip("/")
     rows: list[dict[str, Any]] = []
     for p, e in ds.iter_entries(path or None):
-        rel = p[len(base):].lstrip("/") if base else p
+        rel = p[len(base) :].lstrip("/") if base else p
         if not recursive and "/" in rel:
             continue
         kind = "dir" if isinstance(e, DirEntry) else "symlink" if isinstance(e, SymlinkEntry) else "file"
@@ -364,15 +463,20 @@ def verify(ws: Workspace, ref: str, as_json: bool) -> None:
     """Re-hash everything the store holds for a version; exit 1 if anything is missing or corrupt."""
     ds = Dataset.get(ref=ref, workspace=ws)
     problems = ds.verify_dataset_hash()
-    emit({"id": ds.id, "ok": not problems, "problems": problems}, as_json,
-         "\n".join(problems) if problems else f"{ds.id}: all {ds.record.files} files verified")
+    emit(
+        {"id": ds.id, "ok": not problems, "problems": problems},
+        as_json,
+        "\n".join(problems) if problems else f"{ds.id}: all {ds.record.files} files verified",
+    )
     if problems:
         raise SystemExit(1)
 
 
 @click.command()
 @click.argument("ref")
-@click.option("--copy", "copy_to", default=None, type=click.Path(), help="Make a mutable copy in this folder.")
+@click.option(
+    "--copy", "copy_to", default=None, type=click.Path(), help="Make a mutable copy in this folder."
+)
 @click.option("--overwrite", is_flag=True, help="With --copy: replace the folder's contents.")
 @json_option
 @quiet_option
@@ -388,5 +492,22 @@ def get(ws: Workspace, ref: str, copy_to: str | None, overwrite: bool, as_json: 
     emit({"id": ds.id, "path": path}, as_json, path)
 
 
-COMMANDS = [create, add, remove, upload, close, sync, publish, abort, tag, delete, gc, list_, info, ls, diff,
-            verify, get]
+COMMANDS = [
+    create,
+    add,
+    remove,
+    upload,
+    close,
+    sync,
+    publish,
+    abort,
+    tag,
+    delete,
+    gc,
+    list_,
+    info,
+    ls,
+    diff,
+    verify,
+    get,
+]

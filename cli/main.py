@@ -43,13 +43,26 @@ class FsmountGroup(click.Group):
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--store/--endpoint-url/--cache-dir/--cache-size, accepted on the group and on each command."""
     opts = [
-        click.option("--store", "store", default=None,
-                     help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE; default ~/.local/share/fsmount/store)."),
-        click.option("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."),
-        click.option("--cache-dir", default=None,
-                     help="Local cache folder (env FSMOUNT_CACHE_DIR; default ~/.cache/fsmount)."),
-        click.option("--cache-size", default=None,
-                     help="Cache byte cap, e.g. 20GiB (env FSMOUNT_CACHE_SIZE; default 20GiB)."),
+        click.option(
+            "--store",
+            "store",
+            default=None,
+            help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE;"
+            " default ~/.local/share/fsmount/store).",
+        ),
+        click.option(
+            "--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."
+        ),
+        click.option(
+            "--cache-dir",
+            default=None,
+            help="Local cache folder (env FSMOUNT_CACHE_DIR; default ~/.cache/fsmount).",
+        ),
+        click.option(
+            "--cache-size",
+            default=None,
+            help="Cache byte cap, e.g. 20GiB (env FSMOUNT_CACHE_SIZE; default 20GiB).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -60,8 +73,12 @@ def workspace_from(ctx: click.Context, **kw: Any) -> Workspace:
     """The workspace a command uses: its own options first, then the group's, then env/defaults."""
     base = ctx.find_root().obj or {}
     merged = {k: kw.get(k) or base.get(k) for k in ("store", "endpoint_url", "cache_dir", "cache_size")}
-    ws = Workspace(merged["store"], endpoint_url=merged["endpoint_url"], cache_dir=merged["cache_dir"],
-                   cache_size=merged["cache_size"])
+    ws = Workspace(
+        merged["store"],
+        endpoint_url=merged["endpoint_url"],
+        cache_dir=merged["cache_dir"],
+        cache_size=merged["cache_size"],
+    )
     ctx.call_on_close(ws.close)
     return ws
 
@@ -72,10 +89,17 @@ def with_workspace(f: Callable[..., Any]) -> Callable[..., Any]:
     @store_options
     @click.pass_context
     @functools.wraps(f)
-    def wrapper(ctx: click.Context, store: str | None, endpoint_url: str | None, cache_dir: str | None,
-                cache_size: str | None, **kw: Any) -> Any:
-        ws = workspace_from(ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir,
-                            cache_size=cache_size)
+    def wrapper(
+        ctx: click.Context,
+        store: str | None,
+        endpoint_url: str | None,
+        cache_dir: str | None,
+        cache_size: str | None,
+        **kw: Any,
+    ) -> Any:
+        ws = workspace_from(
+            ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size
+        )
         return f(ws, **kw)
 
     return wrapper
@@ -83,12 +107,22 @@ def with_workspace(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(cls=FsmountGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @store_options
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
 @click.version_option(package_name="fsmount")
 @click.pass_context
-def main(ctx: click.Context, store: str | None, endpoint_url: str | None, cache_dir: str | None,
-         cache_size: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context,
+    store: str | None,
+    endpoint_url: str | None,
+    cache_dir: str | None,
+    cache_size: str | None,
+    log_level: str,
+) -> None:
     """Versioned datasets you can mount: create, upload, mount, commit."""
     from fsmount.logs import setup_logging
 

@@ -7,8 +7,10 @@ import os
 import re
 
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)((?:aws_secret_access_key|secret_access_key|secret_key|password|session_token|token)"
-               r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"),
+    re.compile(
+        r"(?i)((?:aws_secret_access_key|secret_access_key|secret_key|password|session_token|token)"
+        r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"
+    ),
     re.compile(r"(?i)((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature)=)[^&\s'\"]+"),
     re.compile(r"(?i)(Authorization['\"]?\s*[:=]\s*b?['\"]?)[^'\"\n]+"),
 ]
@@ -47,11 +49,17 @@ def setup_logging(level: str = "warning", log_file: str | None = None, timestamp
         handler = RotatingFileHandler(log_file, maxBytes=10 * 2**20, backupCount=3)
     else:
         handler = logging.StreamHandler()
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if timestamps else "%(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if timestamps
+        else "%(levelname)s %(name)s: %(message)s"
+    )
     handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(ScrubbingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
     # botocore at debug prints request headers; keep it, but scrubbed, and only when asked for.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.INFO) if level.lower() != "debug" else logging.DEBUG)
+        logging.getLogger(noisy).setLevel(
+            max(root.level, logging.INFO) if level.lower() != "debug" else logging.DEBUG
+        )

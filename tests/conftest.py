@@ -36,7 +36,9 @@ class MotoServer:
         log = open(self.workdir / "moto.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(MOTO), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

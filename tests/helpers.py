@@ -58,11 +58,18 @@ def expected_hashes(files: dict[str, bytes | str]) -> dict[str, str]:
     return out
 
 
-def run_cli(*args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `fsmount ARGS` in a subprocess (the real console entry point, real exit codes)."""
-    proc = subprocess.run([*FSMOUNT, *args], capture_output=True, text=True, env=env or os.environ.copy(),
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [*FSMOUNT, *args],
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"fsmount {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc

@@ -26,8 +26,14 @@ def ws(store_url: str) -> Workspace:
     return Workspace(store_url)
 
 
-def make_version(ws: Workspace, tmp: Path, name: str, files: dict[str, bytes | str], parents: list[str] = (),
-                 removes: list[str] = ()) -> Dataset:
+def make_version(
+    ws: Workspace,
+    tmp: Path,
+    name: str,
+    files: dict[str, bytes | str],
+    parents: list[str] = (),
+    removes: list[str] = (),
+) -> Dataset:
     ds = Dataset.create(name, "proj", parent_datasets=list(parents), block_size=BS, workspace=ws)
     if files:
         src = write_tree(tmp / f"src-{ds.id}", files)
@@ -40,8 +46,14 @@ def make_version(ws: Workspace, tmp: Path, name: str, files: dict[str, bytes | s
 
 def test_three_generations_two_parents(ws: Workspace, tmp_path: Path) -> None:
     shared = big(300_000, 1)
-    a_files = {"common.txt": "from a", "a/only.bin": shared, "img/1.jpg": b"1" * 10, "img/2.jpg": b"2",
-               "empty/": "", "link": "->common.txt"}
+    a_files = {
+        "common.txt": "from a",
+        "a/only.bin": shared,
+        "img/1.jpg": b"1" * 10,
+        "img/2.jpg": b"2",
+        "empty/": "",
+        "link": "->common.txt",
+    }
     b_files = {"common.txt": "from b", "b/only.txt": "b", "img/3.jpg": b"3"}
     a = make_version(ws, tmp_path, "a", a_files)
     b = make_version(ws, tmp_path, "b", b_files)
@@ -136,7 +148,7 @@ def test_sync_reports_changes_and_builds_lineage(ws: Workspace, tmp_path: Path) 
     assert (res.added, res.modified, res.removed) == (["new"], ["mod"], ["gone"])
     assert second.parents == [first.id]
     assert hash_tree(Path(second.get_local_copy())) == hash_tree(folder)
-    third, res = sync(folder, project="proj", name="s", workspace=ws)
+    _, res = sync(folder, project="proj", name="s", workspace=ws)
     assert (res.added, res.modified, res.removed) == ([], [], [])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,10 @@ def assert_one_line_error(proc, pattern: str) -> None:  # type: ignore[no-untype
 
 
 def test_full_lifecycle(env_store: str, tmp_path: Path) -> None:
-    src = write_tree(tmp_path / "v1", {"train/a.txt": "a", "train/b.txt": "b", "val/c.txt": "c",
-                                       "meta/": "", "ln": "->train/a.txt"})
+    src = write_tree(
+        tmp_path / "v1",
+        {"train/a.txt": "a", "train/b.txt": "b", "val/c.txt": "c", "meta/": "", "ln": "->train/a.txt"},
+    )
     created = run_json("create", "--project", "cv", "--name", "imgs", "--tag", "raw")
     assert created["state"] == "draft" and created["version"] == "1.0.0"
     v1 = created["id"]
@@ -48,8 +50,13 @@ def test_full_lifecycle(env_store: str, tmp_path: Path) -> None:
     assert info["files"] == 4
     assert [d["id"] for d in run_json("list", "--project", "cv")["datasets"]] == [v1, v2]
     assert [d["id"] for d in run_json("list", "--tag", "raw")["datasets"]] == [v1]
-    assert run_json("diff", v1, v2) == {"from": v1, "to": v2, "added": ["val/d.txt"], "modified": [],
-                                        "removed": ["train/b.txt"]}
+    assert run_json("diff", v1, v2) == {
+        "from": v1,
+        "to": v2,
+        "added": ["val/d.txt"],
+        "modified": [],
+        "removed": ["train/b.txt"],
+    }
     listing = run_json("ls", "cv/imgs", "val")["entries"]
     assert [e["path"] for e in listing] == ["val/c.txt", "val/d.txt"]
     assert "val/d.txt" in run_cli("ls", "cv/imgs", "-r").stdout
@@ -111,8 +118,9 @@ def test_bad_input_is_one_line_and_nonzero(env_store: str, args: tuple[str, ...]
 def test_errors_on_wrong_states(env_store: str, tmp_path: Path) -> None:
     (tmp_path / "x").write_text("x")
     draft = run_json("create", "--project", "p", "--name", "n")["id"]
-    assert_one_line_error(run_cli("create", "--project", "p", "--name", "m", "--parent", draft, check=False),
-                          "not final")
+    assert_one_line_error(
+        run_cli("create", "--project", "p", "--name", "m", "--parent", draft, check=False), "not final"
+    )
     run_cli("add", str(tmp_path / "x"))
     run_cli("close")
     assert_one_line_error(run_cli("close", "--id", draft, check=False), "already final")
@@ -120,9 +128,19 @@ def test_errors_on_wrong_states(env_store: str, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("publish", draft[:6] + "zz", check=False), "no dataset version")
     first = run_json("create", "--project", "p", "--name", "n")["id"]
     second = run_json("create", "--project", "p", "--name", "n")["id"]
-    common = os.path.commonprefix([first, second, draft])
-    if len(common) >= 4:
-        assert_one_line_error(run_cli("info", common, check=False), "ambiguous")
+    # Ids are random: find the longest prefix shared by two of them, and ask for it.
+    ids = sorted([first, second, draft])
+    shared = max((_common_prefix(a, b) for a, b in pairwise(ids)), key=len)
+    if len(shared) >= 4:
+        assert_one_line_error(run_cli("info", shared, check=False), "ambiguous")
+    assert_one_line_error(run_cli("info", "abc", check=False), "no dataset version matches")
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
 
 
 def test_newer_format_in_store_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,7 @@ def test_concurrent_tag_changes_are_never_lost(
     procs = _tag_in_parallel(ref, 6)
     told_to_retry = []
     for i, p in enumerate(procs):
-        out, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=120)
         if p.returncode != 0:
             assert "try again" in err
             told_to_retry.append(f"t{i}")
@@ -134,3 +134,37 @@ def test_publish_racing_with_tagging_keeps_both(
     assert pub.wait(120) == 0 and tag.wait(120) == 0
     info = json.loads(run_cli("info", ref, "--json").stdout)
     assert info["state"] == "published" and info["tags"] == ["a"]
+
+
+def test_close_reuploads_blocks_collected_since_an_earlier_upload(tmp_path: Path) -> None:
+    """gc may run between `upload` (one process) and `close` (another): close notices and repairs."""
+    from fsmount.api.dataset import gc
+    from fsmount.commit import staging
+
+    store = tmp_path / "store"
+    ws = Workspace(f"file://{store}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.bin").write_bytes(os.urandom(5000))
+    ds = Dataset.create("lost", "p", workspace=ws)
+    ds.add_files(tmp_path / "data")
+    ds.upload()
+    assert count_objects(store)[0] == 1
+    # Make the draft and its upload look a day old, so gc may collect the blocks.
+    from fsmount.api import registry
+
+    registry.update_state(ws.store, ds.id, lambda st: setattr(st, "created", 100.0))
+    for dirpath, _, names in os.walk(store / "objects"):
+        for n in names:
+            os.utime(os.path.join(dirpath, n), (50, 50))
+    assert gc(ws, grace=0)["deleted"] == 1
+    assert count_objects(store)[0] == 0
+    staging.SESSION, saved = "another-process", staging.SESSION
+    import fsmount.api.dataset as dsmod
+
+    dsmod.SESSION = "another-process"
+    try:
+        ds.finalize()
+    finally:
+        staging.SESSION = saved
+        dsmod.SESSION = saved
+    assert ds.verify_dataset_hash() == []

@@ -18,7 +18,7 @@ def test_one_small_change_in_1000_files_adds_one_block_and_the_trees_on_its_path
     parent = Dataset.create("diff", "proj", workspace=ws)
     parent.add_files(src)
     parent.finalize()
-    objects_before, bytes_before = count_objects(store)
+    objects_before, _ = count_objects(store)
     assert objects_before == 1000 + 11  # 1000 distinct blocks, 10 directories and the root
 
     (tmp_path / "edit").mkdir()
@@ -26,7 +26,7 @@ def test_one_small_change_in_1000_files_adds_one_block_and_the_trees_on_its_path
     child = Dataset.create("diff", "proj", parent_datasets=[parent.id], workspace=ws)
     child.add_files(edited / "f050.txt", dataset_path="d3")
     child.finalize()
-    objects_after, bytes_after = count_objects(store)
+    objects_after, _ = count_objects(store)
     assert objects_after - objects_before == 3  # the new block, d3's tree, the root tree
     assert child.list_modified_files() == ["d3/f050.txt"] and not child.list_added_files()
     expected = {**hash_tree(src)}

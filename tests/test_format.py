@@ -52,10 +52,14 @@ class MemTrees:
 
 
 def test_tree_round_trip_is_canonical() -> None:
-    entries = [f("b", b"2"), SymlinkEntry("c", 0o777, 5, "b", ORIGIN),
-               DirEntry("a", 0o755, 3, digest(b"x"), 2, 10),
-               FileEntry("big", 0o600, 7, 10, digest(b"q"), 4, (digest(b"1"), (digest(b"2"), 4, 4), digest(b"3")),
-                         ORIGIN)]
+    entries = [
+        f("b", b"2"),
+        SymlinkEntry("c", 0o777, 5, "b", ORIGIN),
+        DirEntry("a", 0o755, 3, digest(b"x"), 2, 10),
+        FileEntry(
+            "big", 0o600, 7, 10, digest(b"q"), 4, (digest(b"1"), (digest(b"2"), 4, 4), digest(b"3")), ORIGIN
+        ),
+    ]
     data = encode_tree(entries)
     assert encode_tree(reversed(entries)) == data  # order-independent, so equal trees hash equal
     back = decode_tree(data)
@@ -67,8 +71,13 @@ def test_tree_round_trip_is_canonical() -> None:
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "nul\0", "", "x" * 300])
 def test_hostile_names_are_rejected(name: str) -> None:
-    raw = msgpack.packb({"format": FORMAT, "type": "tree",
-                         "entries": [[name, 0, 0o644, 0, 0, digest(b""), 4096, [], bytes(16)]]})
+    raw = msgpack.packb(
+        {
+            "format": FORMAT,
+            "type": "tree",
+            "entries": [[name, 0, 0o644, 0, 0, digest(b""), 4096, [], bytes(16)]],
+        }
+    )
     with pytest.raises(FormatError):
         decode_tree(raw)
 
@@ -80,8 +89,13 @@ def test_newer_format_is_rejected_with_a_clear_message() -> None:
 
 
 def test_blocks_must_add_up_to_size() -> None:
-    raw = msgpack.packb({"format": FORMAT, "type": "tree",
-                         "entries": [["f", 0, 0o644, 0, 100, digest(b""), 40, [digest(b"a")], bytes(16)]]})
+    raw = msgpack.packb(
+        {
+            "format": FORMAT,
+            "type": "tree",
+            "entries": [["f", 0, 0o644, 0, 100, digest(b""), 40, [digest(b"a")], bytes(16)]],
+        }
+    )
     with pytest.raises(FormatError, match="add up"):
         decode_tree(raw)
 
@@ -101,8 +115,14 @@ def test_merge_later_parent_wins_and_union_is_kept() -> None:
     ed.overlay(p2)
     merged = ed.write(m.write)[0]
     got = m.contents(merged)
-    assert got == {"a/x": digest(b"p2"), "a/only1": digest(b"1"), "shared": digest(b"p1"),
-                   "only2": digest(b"2"), "d/deep/f": digest(b"p1"), "d/deep/g": digest(b"p2")}
+    assert got == {
+        "a/x": digest(b"p2"),
+        "a/only1": digest(b"1"),
+        "shared": digest(b"p1"),
+        "only2": digest(b"2"),
+        "d/deep/f": digest(b"p1"),
+        "d/deep/g": digest(b"p2"),
+    }
 
 
 def test_file_in_later_parent_replaces_directory() -> None:

@@ -24,8 +24,19 @@ def test_conf_maps_one_to_one_to_cli_options(tmp_path: Path) -> None:
         "cache-size = 50GiB\nallow_other = yes\ntimeout = 5\noptions = max_read=131072\n"
     )
     s = parse_conf(conf)
-    assert s.cli_args() == ["cv/pets@1.2.0", "/mnt/data", "--store", "s3://b/p", "--cache-size", "50GiB",
-                            "--timeout", "5.0", "--allow-other", "-o", "max_read=131072"]
+    assert s.cli_args() == [
+        "cv/pets@1.2.0",
+        "/mnt/data",
+        "--store",
+        "s3://b/p",
+        "--cache-size",
+        "50GiB",
+        "--timeout",
+        "5.0",
+        "--allow-other",
+        "-o",
+        "max_read=131072",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -47,10 +58,18 @@ def test_bad_conf_is_refused_by_name(tmp_path: Path, text: str, message: str) ->
 
 
 def test_fstab_options() -> None:
-    s = parse_fstab_options("cv/pets@1.2.0", "/mnt/data",
-                            "ro,_netdev,allow_other,cache_size=50GiB,nofail,x-systemd.automount,dev,suid")
+    s = parse_fstab_options(
+        "cv/pets@1.2.0",
+        "/mnt/data",
+        "ro,_netdev,allow_other,cache_size=50GiB,nofail,x-systemd.automount,dev,suid",
+    )
     assert (s.ref, s.mountpoint, s.allow_other, s.cache_size, s.write) == (
-        "cv/pets@1.2.0", "/mnt/data", True, "50GiB", False)
+        "cv/pets@1.2.0",
+        "/mnt/data",
+        True,
+        "50GiB",
+        False,
+    )
     assert parse_fstab_options("r", "/m", "rw,write,overlay=/o").write is True
     assert parse_fstab_options("r", "/m", "default_permissions").fuse_options == ["default_permissions"]
     with pytest.raises(ConfigError, match="unknown option"):
@@ -68,8 +87,9 @@ def test_credentials_file(tmp_path: Path) -> None:
         load_credentials(str(f))
 
 
-@pytest.mark.parametrize("unit", sorted(p.name for p in UNITS.glob("*.service")) + sorted(
-    p.name for p in UNITS.glob("*.mount")))
+@pytest.mark.parametrize(
+    "unit", sorted(p.name for p in UNITS.glob("*.service")) + sorted(p.name for p in UNITS.glob("*.mount"))
+)
 def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -82,10 +102,14 @@ def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
     text = text.replace("/usr/local/bin/fsmount", fsmount_bin)
     name = unit.replace("@.service", "@test.service")
     (tmp_path / name).write_text(text)
-    proc = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True,
-                          cwd=tmp_path)
-    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
-                if name.split("@")[0] in line or "error" in line.lower()]
+    proc = subprocess.run(
+        [analyze, "verify", str(tmp_path / name)], capture_output=True, text=True, cwd=tmp_path
+    )
+    problems = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if name.split("@")[0] in line or "error" in line.lower()
+    ]
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
 
 
@@ -103,8 +127,15 @@ def test_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_prometheus_rendering_is_well_formed() -> None:
     from fsmount.service.metrics import render
 
-    text = render([{"mountpoint": '/mnt/"x"', "version": "v1",
-                    "counters": {"reads": 5, "open_files": 2, "store": {"objects_fetched": 3}, "last_error": "x"}}])
+    text = render(
+        [
+            {
+                "mountpoint": '/mnt/"x"',
+                "version": "v1",
+                "counters": {"reads": 5, "open_files": 2, "store": {"objects_fetched": 3}, "last_error": "x"},
+            }
+        ]
+    )
     lines = text.splitlines()
     assert 'fsmount_reads_total{mountpoint="/mnt/\\"x\\"",version="v1"} 5' in lines
     assert "# TYPE fsmount_open_files gauge" in lines

@@ -65,7 +65,7 @@ def test_conditional_create_and_update(store: ObjectStore) -> None:
 
 
 def test_racing_conditional_writes_exactly_one_wins(store: ObjectStore) -> None:
-    etag = store.put_conditional("state/race", b"0", if_match=None)
+    etag = store.put_conditional("state/race", b"initial", if_match=None)
     results: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -117,7 +117,8 @@ def test_missing_bucket_is_a_store_error(s3_store_url: str) -> None:
 def test_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import _free_port
 
-    store = open_store("s3://bucket", endpoint_url=f"http://127.0.0.1:{_free_port()}",
-                       connect_timeout=1.0, max_attempts=1)
+    store = open_store(
+        "s3://bucket", endpoint_url=f"http://127.0.0.1:{_free_port()}", connect_timeout=1.0, max_attempts=1
+    )
     with pytest.raises(StoreUnreachable):
         store.get("state/x")

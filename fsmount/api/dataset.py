@@ -21,7 +21,7 @@ from fsmount.api.local_copy import clear_folder, materialise
 from fsmount.api.workspace import Workspace
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import writer_lock
-from fsmount.commit.staging import StagingJournal, entry_to_json, source_stamp
+from fsmount.commit.staging import SESSION, Staged, StagingJournal, entry_to_json, source_stamp
 from fsmount.commit.uploader import (
     DEFAULT_BLOCK_SIZE,
     SourceFile,
@@ -187,10 +187,17 @@ class Dataset:
             dataset_version = _next_version(registry.newest(same))
         now = time.time()
         st = VersionState(
-            id=new_version_id(), project=dataset_project, name=dataset_name,
-            version=dataset_version, parents=tuple(parents), state="draft",
-            tags=tuple(dataset_tags or ()), description=description or "", created=now,
-            updated=now, author=_user(),
+            id=new_version_id(),
+            project=dataset_project,
+            name=dataset_name,
+            version=dataset_version,
+            parents=tuple(parents),
+            state="draft",
+            tags=tuple(dataset_tags or ()),
+            description=description or "",
+            created=now,
+            updated=now,
+            author=_user(),
         )
         registry.create_state(ws.store, st)
         ds = cls(ws, st)
@@ -221,8 +228,12 @@ class Dataset:
                 ref = f"{dataset_project}/{dataset_name}" + (f"@{dataset_version}" if dataset_version else "")
             elif dataset_tags:
                 states = [s for s in registry.list_states(ws.store) if s.state in READABLE_STATES]
-                hits = [s for s in states if set(dataset_tags) <= set(s.tags)
-                        and (dataset_project is None or s.project == dataset_project)]
+                hits = [
+                    s
+                    for s in states
+                    if set(dataset_tags) <= set(s.tags)
+                    and (dataset_project is None or s.project == dataset_project)
+                ]
                 found = registry.newest(hits)
                 if found is None:
                     raise NotFoundError(f"no final dataset version carries tags {dataset_tags}")
@@ -293,9 +304,7 @@ class Dataset:
             raise StateError(f"dataset version {self.id} is {already}{self.state}: only a draft can change")
         journal = self._journal()
         if not journal.exists():
-            raise StateError(
-                f"draft {self.id} was created on another machine or its staging folder is gone"
-            )
+            raise StateError(f"draft {self.id} was created on another machine or its staging folder is gone")
         return journal
 
     @property
@@ -305,8 +314,11 @@ class Dataset:
         return int(self._journal().meta().get("block_size", DEFAULT_BLOCK_SIZE))
 
     def add_files(
-        self, path: str | os.PathLike[str], wildcard: str | None = None,
-        dataset_path: str | None = None, recursive: bool = True,
+        self,
+        path: str | os.PathLike[str],
+        wildcard: str | None = None,
+        dataset_path: str | None = None,
+        recursive: bool = True,
     ) -> int:
         """Stage a file or a folder's contents (under `dataset_path`); returns entries staged."""
         journal = self._require_draft()
@@ -320,7 +332,7 @@ class Dataset:
             import fnmatch
 
             for kind, dpath, spath in _scan(src, dest):
-                if not recursive and "/" in dpath[len(dest):].strip("/"):
+                if not recursive and "/" in dpath[len(dest) :].strip("/"):
                     continue
                 if wildcard and kind != "dir" and not fnmatch.fnmatch(os.path.basename(spath), wildcard):
                     continue
@@ -329,8 +341,14 @@ class Dataset:
             kind = "symlink" if src.is_symlink() else "file"
             if kind == "file" and not src.is_file():
                 raise UsageError(f"{path} is not a regular file, folder or symlink")
-            events.append({"op": "add", "kind": kind, "path": "/".join(p for p in (dest, src.name) if p),
-                           "src": str(src)})
+            events.append(
+                {
+                    "op": "add",
+                    "kind": kind,
+                    "path": "/".join(p for p in (dest, src.name) if p),
+                    "src": str(src),
+                }
+            )
         journal.append(events)
         return len(events)
 
@@ -389,34 +407,56 @@ class Dataset:
         batch: list[dict[str, Any]] = []
         last = time.monotonic()
         for f, entry in uploader.upload(todo):
-            batch.append({"op": "uploaded", "path": f.dest, "stamp": source_stamp(f.src),
-                          "entry": entry_to_json(entry)})
+            batch.append(
+                {
+                    "op": "uploaded",
+                    "path": f.dest,
+                    "stamp": source_stamp(f.src),
+                    "entry": entry_to_json(entry),
+                    "session": SESSION,
+                }
+            )
             if len(batch) >= 512 or time.monotonic() - last > 1.0:
                 journal.append(batch)
                 batch, last = [], time.monotonic()
         journal.append(batch)
         return uploader.stats
 
-    def finalize(self, message: str = "", publish: bool = False, progress: Progress | None = None) -> VersionRecord:
+    def finalize(
+        self, message: str = "", publish: bool = False, progress: Progress | None = None
+    ) -> VersionRecord:
         """Upload what remains and make this draft a final version (clearml's close)."""
         journal = self._require_draft()
         with writer_lock(self.workspace.store):
             self._upload(journal, progress)
             staged = journal.replay()
+            lost = self._lost_uploads(staged)
+            if lost:
+                log.warning("%d files uploaded earlier lost blocks (gc?); uploading them again", len(lost))
+                journal.append([{"op": "forget_upload", "path": d} for d in lost])
+                self._upload(journal, progress)
+                staged = journal.replay()
             changes = ChangeSet(removes=list(staged.removes))
             for dest, (kind, src) in staged.adds.items():
                 if kind == "file":
                     changes.puts[dest] = staged.uploaded[dest][1]
                 elif kind == "symlink":
                     st = os.lstat(src)
-                    changes.puts[dest] = SymlinkEntry(dest.rsplit("/", 1)[-1], 0o777, st.st_mtime_ns,
-                                                      os.readlink(src), self.id)
+                    changes.puts[dest] = SymlinkEntry(
+                        dest.rsplit("/", 1)[-1], 0o777, st.st_mtime_ns, os.readlink(src), self.id
+                    )
                 else:
                     st = os.stat(src)
                     changes.mkdirs[dest] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
-            self._check_blocks_present(changes)
-            record = finalize(self.workspace.store, self.workspace.reader, self._state, changes,
-                              block_size=self.block_size, message=message, publish=publish)
+            record = finalize(
+                self.workspace.store,
+                self.workspace.reader,
+                self._state,
+                changes,
+                block_size=self.block_size,
+                message=message,
+                publish=publish,
+            )
         journal.discard()
         self.refresh()
         self._record = record
@@ -424,24 +464,31 @@ class Dataset:
 
     close = finalize
 
-    def _check_blocks_present(self, changes: ChangeSet) -> None:
-        """Blocks uploaded by an earlier process may have been collected since; re-upload if so."""
-        blocks = {b if isinstance(b, bytes) else b[0]
-                  for e in changes.puts.values() if isinstance(e, FileEntry) for b in e.blocks}
+    def _lost_uploads(self, staged: Staged) -> list[str]:
+        """Files uploaded by an earlier process whose blocks are no longer in the store.
+
+        gc never runs while this process holds the writer lock, but it may have run between
+        an earlier `upload` and this `close`; only those earlier uploads need checking.
+        """
+        earlier = [(dest, e) for dest, (_, e, session) in staged.uploaded.items() if session != SESSION]
+        blocks = {b if isinstance(b, bytes) else b[0] for _, e in earlier for b in e.blocks}
+        if not blocks:
+            return []
         store = self.workspace.store
         with ThreadPoolExecutor(32) as pool:
-            missing = [h for h, ok in zip(blocks, pool.map(lambda h: store.exists(object_key(h)), blocks),
-                                          strict=True) if not ok]
-        if missing:
-            raise FsmountError(
-                f"{len(missing)} uploaded blocks are missing from the store (collected by gc?):"
-                " run 'fsmount upload' again after touching the files, or re-create the draft"
-            )
+            present = dict(zip(blocks, pool.map(lambda h: store.exists(object_key(h)), blocks), strict=True))
+        return [
+            dest
+            for dest, e in earlier
+            if not all(present[b if isinstance(b, bytes) else b[0]] for b in e.blocks)
+        ]
 
     # -- sync ----------------------------------------------------------------------
 
     def sync_folder(
-        self, local_path: str | os.PathLike[str], dataset_path: str | None = None,
+        self,
+        local_path: str | os.PathLike[str],
+        dataset_path: str | None = None,
         progress: Progress | None = None,
     ) -> SyncResult:
         """Make the draft's content equal to `local_path`: stage adds, changes and removals."""
@@ -470,11 +517,17 @@ class Dataset:
                 result.removed.append(full(p))
                 events.append({"op": "remove", "pattern": full(p)})
         # Same-size files may be unchanged: hash them and compare with the stored sha256.
-        same_size = [(p, s) for kind, p, s in local if kind == "file" and isinstance(old.get(p), FileEntry)
-                     and old[p].size == os.path.getsize(s)]
+        same_size = [
+            (p, s)
+            for kind, p, s in local
+            if kind == "file" and isinstance(old.get(p), FileEntry) and old[p].size == os.path.getsize(s)
+        ]
         with ThreadPoolExecutor(8) as pool:
-            unchanged = {p for (p, s), h in zip(same_size, pool.map(lambda x: file_sha256(x[1]), same_size),
-                                                 strict=True) if h == old[p].sha256}  # type: ignore[union-attr]
+            unchanged = {
+                p
+                for (p, s), h in zip(same_size, pool.map(lambda x: file_sha256(x[1]), same_size), strict=True)
+                if h == old[p].sha256
+            }  # type: ignore[union-attr]
         for kind, p, s in local:
             if p in unchanged:
                 continue
@@ -499,25 +552,31 @@ class Dataset:
             if st.state == "published":
                 raise StateError(f"dataset version {st.id} is already published")
             if st.state != "final":
-                raise StateError(f"dataset version {st.id} is {st.state}: only a final version can be published")
+                raise StateError(
+                    f"dataset version {st.id} is {st.state}: only a final version can be published"
+                )
             st.state = "published"
 
         self._state = registry.update_state(self.workspace.store, self.id, change)
 
     def add_tags(self, tags: list[str]) -> None:
         self._state = registry.update_state(
-            self.workspace.store, self.id, lambda st: setattr(st, "tags", tuple(set(st.tags) | set(tags))))
+            self.workspace.store, self.id, lambda st: setattr(st, "tags", tuple(set(st.tags) | set(tags)))
+        )
 
     def remove_tags(self, tags: list[str]) -> None:
         self._state = registry.update_state(
-            self.workspace.store, self.id, lambda st: setattr(st, "tags", tuple(set(st.tags) - set(tags))))
+            self.workspace.store, self.id, lambda st: setattr(st, "tags", tuple(set(st.tags) - set(tags)))
+        )
 
     def set_description(self, description: str) -> None:
         self._state = registry.update_state(
-            self.workspace.store, self.id, lambda st: setattr(st, "description", description))
+            self.workspace.store, self.id, lambda st: setattr(st, "description", description)
+        )
 
     def abort(self) -> None:
         """Give up a draft: it stays listed as aborted; its uploaded blocks become garbage."""
+
         def change(st: VersionState) -> None:
             if st.state != "draft":
                 raise StateError(f"dataset version {st.id} is {st.state}, not a draft")
@@ -531,8 +590,10 @@ class Dataset:
         children = [s for s in registry.list_states(self.workspace.store) if self.id in s.parents]
         if children and not force:
             names = ", ".join(c.id[:12] for c in children[:3])
-            raise StateError(f"dataset version {self.id} is a parent of {len(children)} version(s) ({names});"
-                             " use --force to delete it anyway")
+            raise StateError(
+                f"dataset version {self.id} is a parent of {len(children)} version(s) ({names});"
+                " use --force to delete it anyway"
+            )
         store = self.workspace.store
         store.delete(state_key(self.id))
         store.delete(record_key(self.id))
@@ -604,8 +665,9 @@ class Dataset:
                 shutil.rmtree(tmp, ignore_errors=True)
         return str(target)
 
-    def get_mutable_local_copy(self, target_folder: str | os.PathLike[str], overwrite: bool = False,
-                               progress: Progress | None = None) -> str:
+    def get_mutable_local_copy(
+        self, target_folder: str | os.PathLike[str], overwrite: bool = False, progress: Progress | None = None
+    ) -> str:
         """A writable copy in `target_folder`; refuses a non-empty folder unless `overwrite`."""
         target = Path(target_folder)
         if target.exists() and not target.is_dir():
@@ -666,24 +728,42 @@ class Dataset:
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "id": self.id, "project": self.project, "name": self.name, "version": self.version,
-            "state": self.state, "tags": self.tags, "description": self.description,
-            "parents": self.parents, "created": self._state.created, "author": self._state.author,
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "state": self.state,
+            "tags": self.tags,
+            "description": self.description,
+            "parents": self.parents,
+            "created": self._state.created,
+            "author": self._state.author,
         }
         if self.is_final:
             rec = self.record
             changes = self.changes()
-            d.update({
-                "lineage": self.lineage(), "files": rec.files, "bytes": rec.bytes,
-                "message": rec.message, "finalized": rec.finalized, "block_size": rec.block_size,
-                "added": [c.path for c in changes if c.kind == "added"],
-                "modified": [c.path for c in changes if c.kind == "modified"],
-                "removed": [c.path for c in changes if c.kind == "removed"],
-            })
+            d.update(
+                {
+                    "lineage": self.lineage(),
+                    "files": rec.files,
+                    "bytes": rec.bytes,
+                    "message": rec.message,
+                    "finalized": rec.finalized,
+                    "block_size": rec.block_size,
+                    "added": [c.path for c in changes if c.kind == "added"],
+                    "modified": [c.path for c in changes if c.kind == "modified"],
+                    "removed": [c.path for c in changes if c.kind == "removed"],
+                }
+            )
         else:
             staged = self._journal().replay()
-            d.update({"staged_files": len(staged.adds), "staged_removals": staged.removes,
-                      "uploaded_files": len(staged.uploaded)})
+            d.update(
+                {
+                    "staged_files": len(staged.adds),
+                    "staged_removals": staged.removes,
+                    "uploaded_files": len(staged.uploaded),
+                }
+            )
         return d
 
 
@@ -706,10 +786,18 @@ def _user() -> str:
 
 
 def sync(
-    folder: str | os.PathLike[str], *, dataset_id: str | None = None, project: str | None = None,
-    name: str | None = None, parents: list[str] | None = None, version: str | None = None,
-    tags: list[str] | None = None, message: str = "", publish: bool = False,
-    block_size: int | None = None, workspace: Workspace | None = None,
+    folder: str | os.PathLike[str],
+    *,
+    dataset_id: str | None = None,
+    project: str | None = None,
+    name: str | None = None,
+    parents: list[str] | None = None,
+    version: str | None = None,
+    tags: list[str] | None = None,
+    message: str = "",
+    publish: bool = False,
+    block_size: int | None = None,
+    workspace: Workspace | None = None,
     progress: Progress | None = None,
 ) -> tuple[Dataset, SyncResult]:
     """create + compare + upload + finalize in one go (clearml-data sync).
@@ -726,8 +814,11 @@ def sync(
         if not (project and name):
             raise UsageError("sync needs --id, or --project and --name")
         if parents is None:
-            prev = [s for s in registry.list_states(ws.store)
-                    if s.project == project and s.name == name and s.state in READABLE_STATES]
+            prev = [
+                s
+                for s in registry.list_states(ws.store)
+                if s.project == project and s.name == name and s.state in READABLE_STATES
+            ]
             newest = registry.newest(prev)
             parents = [newest.id] if newest else []
         ds = Dataset.create(name, project, version, parents, tags, workspace=ws, block_size=block_size)

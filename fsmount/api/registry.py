@@ -42,9 +42,7 @@ def create_state(store: ObjectStore, st: VersionState) -> VersionState:
     return st
 
 
-def update_state(
-    store: ObjectStore, version_id: str, change: Callable[[VersionState], None]
-) -> VersionState:
+def update_state(store: ObjectStore, version_id: str, change: Callable[[VersionState], None]) -> VersionState:
     """Read-modify-write a version's state; on a lost race, re-read and re-apply.
 
     `change` mutates the state it is given (and may raise to refuse). Two processes

@@ -47,8 +47,9 @@ class ContentCache:
     ever goes stale and no TTL exists. Eviction is least-recently-used, by bytes.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None,
-                 size_limit: int | str | None = None) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, size_limit: int | str | None = None
+    ) -> None:
         self.directory = Path(directory or os.environ.get("FSMOUNT_CACHE_DIR") or default_cache_dir())
         limit = size_limit or os.environ.get("FSMOUNT_CACHE_SIZE") or DEFAULT_CACHE_SIZE
         self.size_limit = parse_size(limit)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from fsmount.api.registry import update_state
+from fsmount.api.registry import read_state, update_state
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
@@ -115,8 +115,7 @@ def finalize(
     if state.state != "draft":
         raise StateError(f"dataset version {state.id} is {state.state} and cannot be finalized")
     for p in state.parents:
-        parent_state = reader.store.get_versioned(f"state/{p}")[0]
-        if VersionState.decode(parent_state).state not in READABLE_STATES:
+        if read_state(store, p).state not in READABLE_STATES:
             raise StateError(f"parent {p} is not final")
     trees = TreeUploader(store, reader)
     base = merged_base(reader, state.parents, trees)
@@ -130,10 +129,20 @@ def finalize(
     except ObjectNotFound:
         now = time.time()
         record = VersionRecord(
-            id=state.id, project=state.project, name=state.name, version=state.version,
-            parents=state.parents, root=root, base=base, created=state.created, finalized=now,
-            author=state.author or _author(), message=message, files=stats.files,
-            bytes=stats.bytes, block_size=block_size,
+            id=state.id,
+            project=state.project,
+            name=state.name,
+            version=state.version,
+            parents=state.parents,
+            root=root,
+            base=base,
+            created=state.created,
+            finalized=now,
+            author=state.author or _author(),
+            message=message,
+            files=stats.files,
+            bytes=stats.bytes,
+            block_size=block_size,
         )
         if not store.put(record_key(state.id), record.encode()):
             record = VersionRecord.decode(store.get(record_key(state.id)))

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,15 @@ from fsmount.format.tree_edit import _glob_match, split_path
 
 log = logging.getLogger(__name__)
 
+SESSION = uuid.uuid4().hex  # this process: blocks it uploaded cannot have been collected meanwhile
+
 
 def entry_to_json(e: FileEntry) -> dict[str, Any]:
     return {
-        "mode": e.mode, "mtime_ns": e.mtime_ns, "size": e.size, "sha256": e.sha256.hex(),
+        "mode": e.mode,
+        "mtime_ns": e.mtime_ns,
+        "size": e.size,
+        "sha256": e.sha256.hex(),
         "block_size": e.block_size,
         "blocks": [b.hex() if isinstance(b, bytes) else [b[0].hex(), b[1], b[2]] for b in e.blocks],
         "origin": e.origin,
@@ -29,8 +35,16 @@ def entry_from_json(name: str, d: dict[str, Any]) -> FileEntry:
     blocks = tuple(
         bytes.fromhex(b) if isinstance(b, str) else (bytes.fromhex(b[0]), b[1], b[2]) for b in d["blocks"]
     )
-    return FileEntry(name, d["mode"], d["mtime_ns"], d["size"], bytes.fromhex(d["sha256"]),
-                     d["block_size"], blocks, d["origin"])
+    return FileEntry(
+        name,
+        d["mode"],
+        d["mtime_ns"],
+        d["size"],
+        bytes.fromhex(d["sha256"]),
+        d["block_size"],
+        blocks,
+        d["origin"],
+    )
 
 
 @dataclass
@@ -39,7 +53,8 @@ class Staged:
 
     adds: dict[str, tuple[str, str]] = field(default_factory=dict)  # dest -> (kind, source path)
     removes: list[str] = field(default_factory=list)  # patterns, applied to the parents' tree
-    uploaded: dict[str, tuple[list[int], FileEntry]] = field(default_factory=dict)  # dest -> (stat, entry)
+    # dest -> (source stamp, entry, id of the process session that uploaded it)
+    uploaded: dict[str, tuple[list[int], FileEntry, str]] = field(default_factory=dict)
 
 
 def source_stamp(src: str) -> list[int]:
@@ -103,7 +118,13 @@ class StagingJournal:
                     staged.removes.append(pat)
                 elif op == "uploaded":
                     name = ev["path"].rsplit("/", 1)[-1]
-                    staged.uploaded[ev["path"]] = (ev["stamp"], entry_from_json(name, ev["entry"]))
+                    staged.uploaded[ev["path"]] = (
+                        ev["stamp"],
+                        entry_from_json(name, ev["entry"]),
+                        ev.get("session", ""),
+                    )
+                elif op == "forget_upload":  # its blocks vanished from the store: upload again
+                    staged.uploaded.pop(ev["path"], None)
         return staged
 
     def discard(self) -> None:

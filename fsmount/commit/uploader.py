@@ -129,14 +129,22 @@ class Uploader:
         if self.progress:
             self.progress(len(data))
         return FileEntry(
-            f.dest.rsplit("/", 1)[-1], f.mode, f.mtime_ns, f.size, h, self.block_size,
-            (h,) if data else (), self.origin,
+            f.dest.rsplit("/", 1)[-1],
+            f.mode,
+            f.mtime_ns,
+            f.size,
+            h,
+            self.block_size,
+            (h,) if data else (),
+            self.origin,
         )
 
     def upload(self, files: Iterable[SourceFile]) -> Iterator[tuple[SourceFile, FileEntry]]:
         """Upload every file; yield (file, entry) in input order as each completes."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as pool:
-            pending: list[tuple[SourceFile, list[Future[bytes]] | Future[FileEntry], Future[bytes] | None]] = []
+            pending: list[
+                tuple[SourceFile, list[Future[bytes]] | Future[FileEntry], Future[bytes] | None]
+            ] = []
             try:
                 for f in files:
                     if f.size <= self.block_size:
@@ -167,8 +175,14 @@ class Uploader:
             blocks = tuple(fut.result() for fut in work)
             assert sha is not None
             entry = FileEntry(
-                f.dest.rsplit("/", 1)[-1], f.mode, f.mtime_ns, f.size, sha.result(),
-                self.block_size, blocks, self.origin,
+                f.dest.rsplit("/", 1)[-1],
+                f.mode,
+                f.mtime_ns,
+                f.size,
+                sha.result(),
+                self.block_size,
+                blocks,
+                self.origin,
             )
             return f, entry
         except FileNotFoundError:

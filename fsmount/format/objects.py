@@ -139,8 +139,17 @@ def _origin_bytes(origin: str) -> bytes:
 def _encode_entry(e: Entry) -> list[Any]:
     if isinstance(e, FileEntry):
         blocks = [b if isinstance(b, bytes) else list(b) for b in e.blocks]
-        return [e.name, KIND_FILE, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, blocks,
-                _origin_bytes(e.origin)]
+        return [
+            e.name,
+            KIND_FILE,
+            e.mode,
+            e.mtime_ns,
+            e.size,
+            e.sha256,
+            e.block_size,
+            blocks,
+            _origin_bytes(e.origin),
+        ]
     if isinstance(e, DirEntry):
         return [e.name, KIND_DIR, e.mode, e.mtime_ns, e.tree, e.nfiles, e.nbytes]
     return [e.name, KIND_SYMLINK, e.mode, e.mtime_ns, e.target, _origin_bytes(e.origin)]
@@ -292,11 +301,19 @@ class VersionRecord:
         d = unpack(data, "version")
         try:
             rec = cls(
-                id=d["id"], project=d["project"], name=d["name"], version=d["version"],
-                parents=tuple(d["parents"]), root=_check_hash(d["root"]),
-                base=_check_hash(d["base"]), created=float(d["created"]),
-                finalized=float(d["finalized"]), author=d["author"], message=d["message"],
-                files=_check_int(d["files"]), bytes=_check_int(d["bytes"]),
+                id=d["id"],
+                project=d["project"],
+                name=d["name"],
+                version=d["version"],
+                parents=tuple(d["parents"]),
+                root=_check_hash(d["root"]),
+                base=_check_hash(d["base"]),
+                created=float(d["created"]),
+                finalized=float(d["finalized"]),
+                author=d["author"],
+                message=d["message"],
+                files=_check_int(d["files"]),
+                bytes=_check_int(d["bytes"]),
                 block_size=_check_int(d["block_size"], lo=1),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -350,10 +367,18 @@ class VersionState:
         d = unpack(data, "state")
         try:
             st = cls(
-                id=d["id"], project=d["project"], name=d["name"], version=d["version"],
-                parents=tuple(d["parents"]), state=d["state"], tags=tuple(d["tags"]),
-                description=d["description"], created=float(d["created"]),
-                updated=float(d["updated"]), author=d["author"], etag=etag,
+                id=d["id"],
+                project=d["project"],
+                name=d["name"],
+                version=d["version"],
+                parents=tuple(d["parents"]),
+                state=d["state"],
+                tags=tuple(d["tags"]),
+                description=d["description"],
+                created=float(d["created"]),
+                updated=float(d["updated"]),
+                author=d["author"],
+                etag=etag,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"malformed state object: {e}") from None

@@ -68,7 +68,11 @@ class TreeEditor:
 
     def __init__(self, load: TreeLoader, root: bytes = EMPTY_TREE_HASH) -> None:
         self.load = load
-        self.root = DirNode(root, DEFAULT_DIR_MODE, 0) if root != EMPTY_TREE_HASH else DirNode(None, DEFAULT_DIR_MODE, 0)
+        self.root = (
+            DirNode(root, DEFAULT_DIR_MODE, 0)
+            if root != EMPTY_TREE_HASH
+            else DirNode(None, DEFAULT_DIR_MODE, 0)
+        )
         if root == EMPTY_TREE_HASH:
             self.root.dirty = False
 
@@ -193,7 +197,9 @@ class TreeEditor:
 
     # -- reading back -------------------------------------------------------------------
 
-    def iter_paths(self, node: DirNode | None = None, prefix: str = "") -> Iterator[tuple[str, Entry | DirNode]]:
+    def iter_paths(
+        self, node: DirNode | None = None, prefix: str = ""
+    ) -> Iterator[tuple[str, Entry | DirNode]]:
         """Every path below `node` (directories before their contents)."""
         node = node or self.root
         for name, e in sorted(node.entries(self.load).items()):

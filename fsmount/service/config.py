@@ -45,8 +45,18 @@ class MountSettings:
     def cli_args(self) -> list[str]:
         """The equivalent `fsmount mount` command line (after the command name)."""
         args = [self.ref, self.mountpoint]
-        for key in ("store", "endpoint_url", "cache_dir", "cache_size", "overlay", "log_level", "log_file",
-                    "metrics_file", "metrics_port", "timeout"):
+        for key in (
+            "store",
+            "endpoint_url",
+            "cache_dir",
+            "cache_size",
+            "overlay",
+            "log_level",
+            "log_file",
+            "metrics_file",
+            "metrics_port",
+            "timeout",
+        ):
             value = getattr(self, key)
             if value is not None:
                 args += [f"--{key.replace('_', '-')}", str(value)]
@@ -59,13 +69,45 @@ class MountSettings:
         return args
 
 
-_VALUE_KEYS = {"store", "endpoint_url", "cache_dir", "cache_size", "overlay", "credentials_file", "log_level",
-               "log_file", "metrics_file"}
+_VALUE_KEYS = {
+    "store",
+    "endpoint_url",
+    "cache_dir",
+    "cache_size",
+    "overlay",
+    "credentials_file",
+    "log_level",
+    "log_file",
+    "metrics_file",
+}
 _BOOL_KEYS = {"allow_other", "write"}
 # Options mount(8) and mount.fuse3 pass along that mean nothing to fsmount itself.
-_MOUNT_NOISE = {"_netdev", "nofail", "noauto", "auto", "defaults", "user", "users", "nouser", "owner",
-                "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
-                "nodiratime", "diratime", "sync", "async", "rw", "ro"}
+_MOUNT_NOISE = {
+    "_netdev",
+    "nofail",
+    "noauto",
+    "auto",
+    "defaults",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "nodiratime",
+    "diratime",
+    "sync",
+    "async",
+    "rw",
+    "ro",
+}
 # FUSE options passed through to the kernel mount as -o.
 _FUSE_PASSTHROUGH = {"default_permissions", "allow_root", "max_read", "uid", "gid", "umask", "fsname"}
 

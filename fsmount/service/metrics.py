@@ -12,8 +12,16 @@ import trio
 log = logging.getLogger(__name__)
 
 # Values that go up and down; every other number is a monotonically increasing counter.
-GAUGES = {"open_files", "live_inodes", "directories", "inodes_numbered", "prefetch_inflight_bytes",
-          "pending_changes", "cache_bytes", "cache_objects"}
+GAUGES = {
+    "open_files",
+    "live_inodes",
+    "directories",
+    "inodes_numbered",
+    "prefetch_inflight_bytes",
+    "pending_changes",
+    "cache_bytes",
+    "cache_objects",
+}
 HELP = {
     "reads": "FUSE read requests served",
     "bytes_served": "bytes returned to readers",
@@ -82,8 +90,11 @@ async def write_periodically(path: str, snapshot: Callable[[], dict[str, Any]], 
         await trio.sleep(every)
 
 
-async def serve_http(port: int, snapshot: Callable[[], dict[str, Any]],
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(
+    port: int,
+    snapshot: Callable[[], dict[str, Any]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """GET /metrics on 127.0.0.1:port (loopback only, never a public address)."""
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -98,8 +109,10 @@ async def serve_http(port: int, snapshot: Callable[[], dict[str, Any]],
                 line = request.split(b"\r\n", 1)[0].split()
                 if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] in (b"/metrics", b"/"):
                     body = render([snapshot()]).encode()
-                    head = (f"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                            f"Content-Length: {len(body)}\r\n\r\n").encode()
+                    head = (
+                        f"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n"
+                    ).encode()
                 else:
                     body, head = b"not found\n", b"HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\n\r\n"
                 await stream.send_all(head + body)

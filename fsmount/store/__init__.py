@@ -18,7 +18,9 @@ def default_store_url() -> str:
     return f"file://{Path(data_home) / 'fsmount' / 'store'}"
 
 
-def open_store(url: str | None = None, *, endpoint_url: str | None = None, **s3_options: object) -> ObjectStore:
+def open_store(
+    url: str | None = None, *, endpoint_url: str | None = None, **s3_options: object
+) -> ObjectStore:
     """Open the store a URL names: file://PATH, a plain path, or s3://BUCKET[/PREFIX]."""
     url = url or os.environ.get("FSMOUNT_STORE") or default_store_url()
     if "://" not in url:

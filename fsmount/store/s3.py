@@ -146,9 +146,7 @@ class S3Store(ObjectStore):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 for obj in page.get("Contents", ()):
-                    yield ObjectInfo(
-                        obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp()
-                    )
+                    yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp())
         except botocore.exceptions.ClientError as e:
             self._call("list", _raiser(e))
         except botocore.exceptions.BotoCoreError as e:
