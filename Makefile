@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd
 BENCH_PACKAGES := rclone s3fs
 
-.PHONY: all demo test lint bench system-deps bench-deps clean
+.PHONY: all demo test lint bench system-deps bench-deps install clean
 
 all: test
 
@@ -44,6 +44,15 @@ demo: system-deps $(STAMP)
 bench: bench-deps $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) bench/run_all.py
+
+# Put `fsmount` on the system PATH (systemd units and mount.fuse3 look in /usr/local/bin)
+# and install the unit files. Run as root.
+install: system-deps $(STAMP)
+	ln -sf $(CURDIR)/$(VENV)/bin/fsmount /usr/local/bin/fsmount
+	install -d /etc/fsmount
+	install -m 0644 systemd/fsmount@.service /etc/systemd/system/fsmount@.service
+	install -m 0644 systemd/example.conf /etc/fsmount/example.conf.sample
+	-systemctl daemon-reload 2>/dev/null
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 """`python -m fsmount.cli`: the same as the `fsmount` console script."""
 
-from fsmount.cli.main import main
+from fsmount.cli.main import entry
 
-main()
+entry()

@@ -144,3 +144,36 @@ def _register() -> None:
 
 
 _register()
+
+
+def fstab_argv(argv: list[str]) -> list[str] | None:
+    """mount.fuse3 runs `fsmount SOURCE MOUNTPOINT -o OPTIONS`: turn that into `mount ...` arguments.
+
+    Returns None when `argv` is an ordinary command line.
+    """
+    if len(argv) < 2 or argv[0] in main.commands or argv[0].startswith("-"):
+        return None
+    source, mountpoint, rest = argv[0], argv[1], argv[2:]
+    options: list[str] = []
+    while rest:
+        flag = rest.pop(0)
+        if flag == "-o" and rest:
+            options.append(rest.pop(0))
+        elif flag.startswith("-o") and len(flag) > 2:
+            options.append(flag[2:])
+        # anything else mount.fuse3 may add (-n, -v...) means nothing here
+    from fsmount.service.config import parse_fstab_options
+
+    settings = parse_fstab_options(source, mountpoint, ",".join(options))
+    return ["mount", *settings.cli_args()]
+
+
+def entry() -> None:
+    """Console entry point: the click group, or the mount.fuse3 calling convention (fstab)."""
+    argv = sys.argv[1:]
+    try:
+        translated = fstab_argv(argv)
+    except FsmountError as e:
+        click.echo(f"fsmount: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    main(args=translated if translated is not None else argv, prog_name="fsmount")

@@ -141,3 +141,20 @@ def test_prometheus_rendering_is_well_formed() -> None:
     assert "# TYPE fsmount_open_files gauge" in lines
     assert "# HELP fsmount_store_objects_fetched_total objects downloaded from the store" in lines
     assert not any("last_error" in line for line in lines)  # text values are not samples
+
+
+def test_mount_fuse3_calling_convention_becomes_a_mount_command() -> None:
+    from fsmount.cli.main import fstab_argv
+
+    assert fstab_argv(["cv/pets@1.2.0", "/mnt/data", "-o", "ro,_netdev,allow_other,cache_size=50GiB"]) == [
+        "mount", "cv/pets@1.2.0", "/mnt/data", "--cache-size", "50GiB", "--allow-other"]
+    assert fstab_argv(["list", "--json"]) is None
+    assert fstab_argv(["--store", "s3://b", "list"]) is None
+
+
+def test_unknown_fstab_option_exits_78_with_one_line() -> None:
+    from tests.helpers import run_cli
+
+    proc = run_cli("cv/pets", "/mnt/nowhere", "-o", "ro,turbo", check=False)
+    assert proc.returncode == EX_CONFIG
+    assert proc.stderr.strip() == "fsmount: error: fstab option 'turbo': unknown option"
