@@ -169,3 +169,55 @@ def test_publish_delete_and_gc(ws: Workspace, tmp_path: Path) -> None:
     assert res["deleted"] >= 4  # the 200 KB file's 4 blocks at least
     assert Dataset.get(dataset_id=child.id, workspace=ws).verify_dataset_hash() == []
     assert hash_tree(Path(child.get_local_copy())) == expected_hashes({"keep": "k", "x": "x"})
+
+
+def test_sync_removes_names_with_glob_characters_exactly(ws: Workspace, tmp_path: Path) -> None:
+    folder = write_tree(
+        tmp_path / "g", {"img[1].jpg": "bracket", "img1.jpg": "plain", "sub/img1.jpg": "deep"}
+    )
+    sync(folder, project="proj", name="glob", workspace=ws)
+    (folder / "img[1].jpg").unlink()
+    second, res = sync(folder, project="proj", name="glob", workspace=ws)
+    assert res.removed == ["img[1].jpg"]
+    assert sorted(second.list_files()) == ["img1.jpg", "sub/img1.jpg"]
+
+
+def test_chmod_alone_is_a_modification(ws: Workspace, tmp_path: Path) -> None:
+    folder = write_tree(tmp_path / "m", {"run.sh": "echo"})
+    sync(folder, project="proj", name="mode", workspace=ws)
+    (folder / "run.sh").chmod(0o755)
+    second, res = sync(folder, project="proj", name="mode", workspace=ws)
+    assert res.modified == ["run.sh"]
+    assert os.stat(Path(second.get_mutable_local_copy(tmp_path / "out")) / "run.sh").st_mode & 0o777 == 0o755
+
+
+def test_non_utf8_file_names_are_refused_clearly(ws: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / b"caf\xe9.txt".decode("utf-8", "surrogateescape")).write_text("x")
+    ds = Dataset.create("enc", "proj", workspace=ws)
+    with pytest.raises(UsageError, match="not valid UTF-8"):
+        ds.add_files(folder)
+
+
+def test_files_staged_after_an_interrupted_finalize_are_not_lost(ws: Workspace, tmp_path: Path) -> None:
+    import fsmount.commit.finalize as fin
+
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    ds = Dataset.create("late", "proj", workspace=ws)
+    ds.add_files(tmp_path / "a")
+    real = fin.update_state
+
+    def crash(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt  # after the record is written, before the state flips
+
+    fin.update_state = crash  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ds.finalize()
+    finally:
+        fin.update_state = real
+    ds.add_files(tmp_path / "b")
+    ds.finalize()
+    assert sorted(ds.list_files()) == ["a", "b"]

@@ -19,7 +19,8 @@ def test_one_small_change_in_1000_files_adds_one_block_and_the_trees_on_its_path
     parent.add_files(src)
     parent.finalize()
     objects_before, _ = count_objects(store)
-    assert objects_before == 1000 + 11  # 1000 distinct blocks, 10 directories and the root
+    # 1000 distinct blocks, 10 directories, the root, and the empty tree (a root version's base)
+    assert objects_before == 1000 + 11 + 1
 
     (tmp_path / "edit").mkdir()
     edited = write_tree(tmp_path / "edit", {"f050.txt": "changed\n"})

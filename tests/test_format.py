@@ -170,3 +170,22 @@ def test_remove_matching_globs() -> None:
 def test_empty_tree_hash_is_the_hash_of_its_encoding() -> None:
     h, data = tree_object([])
     assert h == EMPTY_TREE_HASH == digest(data)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["f", 0, 0o644, 0, 1, digest(b"x"), 4096, [digest(b"x")], "not-bytes"],
+        ["f", 0, 0o644, 0, 1, digest(b"x"), 4096, 7, bytes(16)],
+        ["l", 2, 0o777, 0, "target", 12],
+        ["d", 1, 0o755, 0, "nothash", 0, 0],
+    ],
+)
+def test_type_confused_entries_are_format_errors(entry: list[object]) -> None:
+    with pytest.raises(FormatError):
+        decode_tree(msgpack.packb({"format": FORMAT, "type": "tree", "entries": [entry]}))
+
+
+def test_missing_format_number_is_malformed_not_newer() -> None:
+    with pytest.raises(FormatError, match="no valid format number"):
+        decode_tree(msgpack.packb({"type": "tree", "entries": []}))

@@ -64,6 +64,14 @@ def _scan(folder: Path, dest: str) -> Iterator[tuple[str, str, str]]:
     """(kind, dataset path, source path) for everything under `folder`; symlinks are not followed."""
     prefix = "/".join(split_path(dest))
     for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = (
+                    os.path.join(dirpath, name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                )
+                raise UsageError(f"{shown}: the file name is not valid UTF-8; rename it first") from None
         rel = os.path.relpath(dirpath, folder)
         rel = "" if rel == "." else rel
         base = "/".join(p for p in (prefix, rel) if p)
@@ -436,7 +444,7 @@ class Dataset:
                 journal.append([{"op": "forget_upload", "path": d} for d in lost])
                 self._upload(journal, progress)
                 staged = journal.replay()
-            changes = ChangeSet(removes=list(staged.removes))
+            changes = ChangeSet(removes=list(staged.removes), deletes=list(staged.deletes))
             for dest, (kind, src) in staged.adds.items():
                 if kind == "file":
                     changes.puts[dest] = staged.uploaded[dest][1]
@@ -515,12 +523,14 @@ class Dataset:
         for p in sorted(old):
             if p not in local_paths:
                 result.removed.append(full(p))
-                events.append({"op": "remove", "pattern": full(p)})
+                events.append({"op": "delete", "path": full(p)})
         # Same-size files may be unchanged: hash them and compare with the stored sha256.
         same_size = [
             (p, s)
             for kind, p, s in local
-            if kind == "file" and isinstance(old.get(p), FileEntry) and old[p].size == os.path.getsize(s)
+            if kind == "file"
+            and isinstance(old.get(p), FileEntry)
+            and (old[p].size, old[p].mode) == _size_mode(s)  # a chmod alone is a modification too
         ]
         with ThreadPoolExecutor(8) as pool:
             unchanged = {
@@ -767,6 +777,11 @@ class Dataset:
         return d
 
 
+def _size_mode(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, stat.S_IMODE(st.st_mode)
+
+
 def _next_version(prev: VersionState | None) -> str:
     """1.0.0 for a new dataset; otherwise bump the last numeric part of the newest version."""
     if prev is None:
@@ -850,6 +865,11 @@ def gc(workspace: Workspace, grace: float = 3600.0, dry_run: bool = False) -> di
         trees_only: set[bytes] = set(full)
         for rec in records:
             _reach(reader, rec.base, trees_only, keep, with_blocks=False)
+        from fsmount.commit.locks import STALE_AFTER
+
+        for info in store.list("locks/"):
+            if time.time() - info.mtime > STALE_AFTER:  # left by a crashed process
+                store.delete(info.key)
         cutoff = time.time() - grace
         if drafts:
             cutoff = min(cutoff, min(drafts) - grace)  # an open draft may reference newer objects

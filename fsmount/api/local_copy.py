@@ -41,31 +41,35 @@ def materialise(
         else:
             files.append((dest, e))
 
-    def write_block(fd: int, h: bytes, off: int, length: int, file_off: int) -> None:
+    def write_block(dest: Path, h: bytes, off: int, length: int, file_off: int, create: bool) -> None:
         data = reader.read(h)
         view = memoryview(data)[off : off + length]
-        while view:
-            n = os.pwrite(fd, view, file_off)
-            view, file_off = view[n:], file_off + n
+        # One open per block keeps the number of open files bounded by the worker count.
+        flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if create else 0)
+        fd = os.open(dest, flags, 0o600)
+        try:
+            while view:
+                n = os.pwrite(fd, view, file_off)
+                view, file_off = view[n:], file_off + n
+        finally:
+            os.close(fd)
         if progress:
             progress(length)
 
-    fds: list[int] = []
     total = 0
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
-            futures = []
-            for dest, e in files:
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                fds.append(fd)
-                os.ftruncate(fd, e.size)
-                total += e.size
-                futures.extend(pool.submit(write_block, fd, *span) for span in e.spans())
-            for f in futures:
-                f.result()
-    finally:
-        for fd in fds:
-            os.close(fd)
+    with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
+        futures = []
+        for dest, e in files:
+            total += e.size
+            spans = list(e.spans())
+            if len(spans) == 1:  # the common small file: created and written by its one task
+                futures.append(pool.submit(write_block, dest, *spans[0], True))
+                continue
+            with open(dest, "wb") as f:  # empty files, and multi-block files sized up front
+                f.truncate(e.size)
+            futures.extend(pool.submit(write_block, dest, *span, False) for span in spans)
+        for fut in futures:
+            fut.result()
     for dest, e in files:
         mode = e.mode & ~0o222 if read_only else e.mode
         os.chmod(dest, mode)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 from fsmount.cache.local_cache import ContentCache
-from fsmount.errors import IntegrityError
+from fsmount.errors import FormatError, IntegrityError
 from fsmount.format.hashing import digest, object_key, record_key
 from fsmount.format.objects import (
     EMPTY_TREE_BYTES,
@@ -142,9 +142,11 @@ class ObjectReader:
     def record(self, version_id: str) -> VersionRecord:
         """A finalized version's record: immutable, so cached forever once read."""
         data = self.cache.get_meta("version", version_id)
-        if data is None:
-            data = self.store.get(record_key(version_id))
-            rec = VersionRecord.decode(data)
-            self.cache.put_meta("version", version_id, data)
-            return rec
-        return VersionRecord.decode(data)
+        if data is not None:
+            return VersionRecord.decode(data)
+        data = self.store.get(record_key(version_id))
+        rec = VersionRecord.decode(data)
+        if rec.id != version_id:
+            raise FormatError(f"record {version_id} in {self.store.url} names another version ({rec.id})")
+        self.cache.put_meta("version", version_id, data)
+        return rec

@@ -61,8 +61,11 @@ class ContentCache:
         except OSError as e:
             raise UsageError(f"cache directory {self.directory} is not writable: {e.strerror}") from None
         try:
-            self._cache = diskcache.Cache(
+            # Shards: 16 fetch threads writing to one SQLite database queue on its write lock.
+            self._cache = diskcache.FanoutCache(
                 str(self.directory),
+                shards=8,
+                timeout=2.0,
                 size_limit=self.size_limit,
                 eviction_policy="least-recently-used",
                 cull_limit=16,

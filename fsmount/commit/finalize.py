@@ -19,14 +19,16 @@ from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
 from fsmount.format.objects import (
+    EMPTY_TREE_BYTES,
     EMPTY_TREE_HASH,
     READABLE_STATES,
+    DirEntry,
     FileEntry,
     SymlinkEntry,
     VersionRecord,
     VersionState,
 )
-from fsmount.format.tree_edit import DirNode, TreeEditor
+from fsmount.format.tree_edit import DirNode, TreeEditor, split_path
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,15 @@ class ChangeSet:
     removes: list[str] = field(default_factory=list)  # paths or globs
     puts: dict[str, FileEntry | SymlinkEntry] = field(default_factory=dict)
     mkdirs: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (mode, mtime_ns)
+    # Used by the overlay commit (empty for sync): stored subtrees placed at a path (renamed or
+    # re-made directories), exact paths to remove (no glob), modes and mtimes of directories.
+    grafts: dict[str, DirEntry] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    dir_attrs: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (mode, mtime_ns)
 
     def __bool__(self) -> bool:
-        return bool(self.removes or self.puts or self.mkdirs)
+        return bool(self.removes or self.puts or self.mkdirs or self.grafts or self.deletes
+                    or self.dir_attrs)
 
 
 class TreeUploader:
@@ -86,10 +94,17 @@ def merged_base(reader: ObjectReader, parents: Iterable[str], trees: TreeUploade
 def apply_changes(reader: ObjectReader, base: bytes, changes: ChangeSet) -> TreeEditor:
     """An editor over `base` with the change-set applied; unchanged files keep their entries."""
     editor = TreeEditor(reader.tree, base)
+    # Grafts first, parents before children: a whiteout or put below a graft then edits it.
+    for path in sorted(changes.grafts, key=lambda p: len(split_path(p))):
+        editor.graft(path, changes.grafts[path])
     for pattern in changes.removes:
         editor.remove_matching(pattern)
+    for path in changes.deletes:
+        editor.remove(path)
     for path, (mode, mtime) in changes.mkdirs.items():
         editor.mkdir(path, mode, mtime)
+    for path, (mode, mtime) in changes.dir_attrs.items():
+        editor.set_dir_attrs(path, mode, mtime)
     for path, entry in changes.puts.items():
         old = editor.get(path)
         if old is not None and not isinstance(old, DirNode) and entry.same_content(old):
@@ -123,29 +138,9 @@ def finalize(
     root, stats = editor.write(trees)
     trees.flush()
     store.barrier()
-    try:
-        record = VersionRecord.decode(store.get(record_key(state.id)))
-        log.info("version %s already has a record (an earlier close was interrupted)", state.id)
-    except ObjectNotFound:
-        now = time.time()
-        record = VersionRecord(
-            id=state.id,
-            project=state.project,
-            name=state.name,
-            version=state.version,
-            parents=state.parents,
-            root=root,
-            base=base,
-            created=state.created,
-            finalized=now,
-            author=state.author or _author(),
-            message=message,
-            files=stats.files,
-            bytes=stats.bytes,
-            block_size=block_size,
-        )
-        if not store.put(record_key(state.id), record.encode()):
-            record = VersionRecord.decode(store.get(record_key(state.id)))
+    if base == EMPTY_TREE_HASH or root == EMPTY_TREE_HASH:
+        store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)  # every referenced tree exists
+    record = _write_record(store, state, root, base, stats.files, stats.bytes, block_size, message)
     store.barrier()
 
     def flip(st: VersionState) -> None:
@@ -156,6 +151,36 @@ def finalize(
     update_state(store, state.id, flip)
     if on_final:
         on_final(record)
+    return record
+
+
+def _write_record(
+    store: ObjectStore, state: VersionState, root: bytes, base: bytes, files: int, nbytes: int,
+    block_size: int, message: str,
+) -> VersionRecord:
+    """Write the version's record, or reuse the one an interrupted finalize already wrote.
+
+    A record is only authoritative once the state says final; while the state is still draft,
+    a record whose tree differs (files were staged after the crash) is replaced.
+    """
+    try:
+        existing = VersionRecord.decode(store.get(record_key(state.id)))
+    except ObjectNotFound:
+        existing = None
+    if existing is not None:
+        if (existing.root, existing.base, existing.message) == (root, base, message):
+            log.info("version %s already has its record (an earlier finalize was interrupted)", state.id)
+            return existing
+        log.info("replacing the record of draft %s: its content changed since an interrupted finalize", state.id)
+        store.delete(record_key(state.id))
+    record = VersionRecord(
+        id=state.id, project=state.project, name=state.name, version=state.version,
+        parents=state.parents, root=root, base=base, created=state.created, finalized=time.time(),
+        author=state.author or _author(), message=message, files=files, bytes=nbytes,
+        block_size=block_size,
+    )
+    if not store.put(record_key(state.id), record.encode()):
+        record = VersionRecord.decode(store.get(record_key(state.id)))
     return record
 
 

@@ -52,7 +52,8 @@ class Staged:
     """The replayed journal: the change-set a draft will commit."""
 
     adds: dict[str, tuple[str, str]] = field(default_factory=dict)  # dest -> (kind, source path)
-    removes: list[str] = field(default_factory=list)  # patterns, applied to the parents' tree
+    removes: list[str] = field(default_factory=list)  # globs (user's `remove`), applied to the parents' tree
+    deletes: list[str] = field(default_factory=list)  # exact paths (from sync), never read as globs
     # dest -> (source stamp, entry, id of the process session that uploaded it)
     uploaded: dict[str, tuple[list[int], FileEntry, str]] = field(default_factory=dict)
 
@@ -110,6 +111,12 @@ class StagingJournal:
                 if op == "add":
                     staged.adds[ev["path"]] = (ev["kind"], ev["src"])
                     staged.uploaded.pop(ev["path"], None)
+                elif op == "delete":  # an exact path: a name like 'img[1].jpg' is not a glob here
+                    path = ev["path"]
+                    for dest in [d for d in staged.adds if d == path or d.startswith(path + "/")]:
+                        del staged.adds[dest]
+                        staged.uploaded.pop(dest, None)
+                    staged.deletes.append(path)
                 elif op == "remove":
                     pat = ev["pattern"]
                     for dest in [d for d in staged.adds if _matches(d, pat)]:

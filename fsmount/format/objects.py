@@ -35,10 +35,17 @@ def validate_name(name: object) -> str:
         or name in (".", "..")
         or "/" in name
         or "\0" in name
-        or len(name.encode("utf-8", "surrogateescape")) > 255
+        or not _utf8_len_ok(name)
     ):
         raise FormatError(f"invalid entry name {name!r} in tree")
     return name
+
+
+def _utf8_len_ok(name: str) -> bool:
+    try:
+        return len(name.encode("utf-8")) <= 255
+    except UnicodeEncodeError:  # a lone surrogate: the on-disk name was not UTF-8
+        return False
 
 
 @dataclass(slots=True, frozen=True)
@@ -220,7 +227,9 @@ def _check_format(obj: object, expected_type: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise FormatError(f"malformed {expected_type} object")
     fmt = obj.get("format")
-    if not isinstance(fmt, int) or fmt > FORMAT:
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise FormatError(f"malformed {expected_type} object: no valid format number")
+    if fmt > FORMAT:
         raise FormatError(
             f"{expected_type} written by a newer fsmount (format {fmt}, this one reads {FORMAT}):"
             " upgrade fsmount"
@@ -240,7 +249,13 @@ def unpack(data: bytes, expected_type: str) -> dict[str, Any]:
 
 def decode_tree(data: bytes) -> Tree:
     obj = unpack(data, "tree")
-    entries = [_decode_entry(r) for r in obj.get("entries", ())]
+    raw = obj.get("entries")
+    if not isinstance(raw, tuple | list):
+        raise FormatError("malformed tree: no entry list")
+    try:
+        entries = [_decode_entry(r) for r in raw]
+    except (TypeError, AttributeError, ValueError, IndexError) as e:  # hostile or damaged input
+        raise FormatError(f"malformed tree entry: {e}") from None
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise FormatError("duplicate names in tree")
@@ -318,6 +333,11 @@ class VersionRecord:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"malformed version record: {e}") from None
+        if not all(
+            isinstance(v, str)
+            for v in (rec.id, rec.project, rec.name, rec.version, rec.author, rec.message, *rec.parents)
+        ):
+            raise FormatError("malformed text field in version record")
         if not is_version_id(rec.id) or not all(is_version_id(p) for p in rec.parents):
             raise FormatError("malformed id in version record")
         return rec
@@ -382,6 +402,19 @@ class VersionState:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"malformed state object: {e}") from None
+        texts = (
+            st.id,
+            st.project,
+            st.name,
+            st.version,
+            st.state,
+            st.description,
+            st.author,
+            *st.parents,
+            *st.tags,
+        )
+        if not all(isinstance(v, str) for v in texts):
+            raise FormatError(f"malformed text field in state of {d.get('id')!r}")
         if st.state not in STATES or not is_version_id(st.id):
             raise FormatError(f"malformed state object for {d.get('id')!r}")
         return st

@@ -142,6 +142,31 @@ class TreeEditor:
         self._mark(chain)
         return node
 
+    def graft(self, path: str, entry: DirEntry) -> None:
+        """Place a stored directory at `path` (replacing whatever was there), named after `path`.
+
+        An empty tree becomes a new directory, so that its (empty) tree object gets written.
+        """
+        parts = split_path(path)
+        if not parts:
+            raise UsageError("cannot replace the dataset root with a subtree")
+        validate_name(parts[-1])
+        chain = self._walk_to(parts[:-1], create=True)
+        assert chain is not None
+        if entry.tree == EMPTY_TREE_HASH:
+            chain[-1].entries(self.load)[parts[-1]] = DirNode(None, entry.mode, entry.mtime_ns)
+        else:
+            chain[-1].entries(self.load)[parts[-1]] = DirEntry(
+                parts[-1], entry.mode, entry.mtime_ns, entry.tree, entry.nfiles, entry.nbytes)
+        self._mark(chain)
+
+    def set_dir_attrs(self, path: str, mode: int, mtime_ns: int) -> None:
+        """Set the mode and mtime of the directory at `path`, making it (and parents) if needed."""
+        node = self.mkdir(path, mode, mtime_ns)
+        if (node.mode, node.mtime_ns) != (mode, mtime_ns):
+            node.mode, node.mtime_ns = mode, mtime_ns
+            node.dirty = True
+
     def remove(self, path: str) -> bool:
         """Remove a file, symlink or whole directory; False if nothing was there."""
         parts = split_path(path)

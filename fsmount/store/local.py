@@ -107,7 +107,9 @@ class LocalStore(ObjectStore):
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock_path = self.root / ".locks" / key.replace("/", "_")
+        # 64 lock files in all, whatever the keys: lock objects with unique names don't pile up.
+        stripe = hashlib.sha256(key.encode()).digest()[0] % 64
+        lock_path = self.root / ".locks" / f"{stripe:02d}"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

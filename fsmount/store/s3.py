@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,11 +123,17 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, resp["ContentLength"], resp["LastModified"].timestamp())
 
     def put(self, key: str, data: bytes) -> bool:
-        try:
-            self._call("put", self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*")
-        except PreconditionFailed:
-            return False
-        return True
+        for attempt in range(5):
+            try:
+                self._call("put", self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*")
+                return True
+            except PreconditionFailed:
+                # 412: the object exists. 409: another conditional write of it is in flight;
+                # only trust "exists" once a HEAD sees it.
+                if self.head(key) is not None:
+                    return False
+                time.sleep(0.05 * 2**attempt)
+        raise StoreError(f"could not write {key} to {self.url}: concurrent writes kept conflicting")
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         resp = self._call("get", self.client.get_object, Key=self._key(key))
