@@ -171,7 +171,7 @@ def _write_record(
         if (existing.root, existing.base, existing.message) == (root, base, message):
             log.info("version %s already has its record (an earlier finalize was interrupted)", state.id)
             return existing
-        log.info("replacing the record of draft %s: its content changed since an interrupted finalize", state.id)
+        log.info("replacing the record of draft %s: it changed since an interrupted finalize", state.id)
         store.delete(record_key(state.id))
     record = VersionRecord(
         id=state.id, project=state.project, name=state.name, version=state.version,

@@ -23,8 +23,8 @@ import trio
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import IntegrityError, StoreUnreachable
-from fsmount.fs.options import FsOptions
 from fsmount.format.objects import FileEntry
+from fsmount.fs.options import FsOptions
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from typing import NamedTuple
 import trio
 
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, VersionRecord
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.fserrors import FsError
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
 from fsmount.fs.options import FsOptions
-from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, VersionRecord
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class ReadOnlyFS:
     async def _dir_attr(self, d: DirRec) -> Attr:
         if not d.loaded:
             await self._dir_tree(d)
-        return Attr(d.ino, stat.S_IFDIR | d.mode, 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, self.record.block_size)
+        bs = self.record.block_size
+        return Attr(d.ino, stat.S_IFDIR | d.mode, 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, bs)
 
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
         if isinstance(e, FileEntry):

@@ -50,7 +50,8 @@ class InodeTable:
     """Maps inode numbers to directory records and (while looked up) to tree entries."""
 
     def __init__(self, root_tree: bytes, root_mtime_ns: int, root_mode: int = 0o755) -> None:
-        self.dirs: dict[int, DirRec] = {ROOT_INO: DirRec(ROOT_INO, ROOT_INO, root_tree, root_mode, root_mtime_ns)}
+        root = DirRec(ROOT_INO, ROOT_INO, root_tree, root_mode, root_mtime_ns)
+        self.dirs: dict[int, DirRec] = {ROOT_INO: root}
         self.live: dict[int, list[object]] = {}  # ino -> [entry, lookup count]; files and symlinks
         self._starts: list[int] = []  # range starts, increasing
         self._owners: list[int] = []  # directory inode owning the range at the same index

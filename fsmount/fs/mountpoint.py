@@ -57,7 +57,7 @@ def is_mounted(path: str | os.PathLike[str]) -> bool:
 
 def check_fuse() -> None:
     if not os.path.exists("/dev/fuse"):
-        raise FuseUnavailable("/dev/fuse is missing: load the fuse module or run the container with --device /dev/fuse")
+        raise FuseUnavailable("/dev/fuse is missing: load the fuse module (or give the container /dev/fuse)")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fusermount3") is None:
         raise FuseUnavailable("cannot open /dev/fuse and fusermount3 is not installed (apt install fuse3)")
     if os.getuid() != 0 and shutil.which("fusermount3") is None:

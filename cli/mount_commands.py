@@ -1,0 +1,110 @@
+"""`fsmount mount`, `umount` and `status`: parse, call fsmount.fs, print."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+from fsmount.cli.output import emit, human_bytes
+
+from fsmount.errors import FsmountError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def _merged(ctx: click.Context, **kw: str | None) -> dict[str, str | None]:
+    """This command's store options, else the group's (env fallback happens in Workspace)."""
+    base = ctx.find_root().obj or {}
+    return {k: v if v is not None else base.get(k) for k, v in kw.items()}
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("mountpoint")
+@click.option("--foreground", "-f", is_flag=True, help="Stay attached (for systemd); Ctrl-C unmounts.")
+@click.option("--allow-other", is_flag=True, help="Let other users read (adds default_permissions).")
+@click.option("-o", "options", multiple=True, metavar="OPT[,OPT]", help="FUSE mount options.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds before an uncached read fails with EIO when the store does not answer.")
+@click.option("--store", default=None, envvar="FSMOUNT_STORE", help="Store URL (file://PATH or s3://BUCKET[/PREFIX]).")
+@click.option("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...).")
+@click.option("--cache-dir", default=None, envvar="FSMOUNT_CACHE_DIR", help="Local cache folder.")
+@click.option("--cache-size", default=None, envvar="FSMOUNT_CACHE_SIZE", help="Cache byte cap, e.g. 20GiB.")
+@click.option("--ready-fd", type=int, default=None, hidden=True)
+@click.pass_context
+def mount(ctx: click.Context, ref: str, mountpoint: str, foreground: bool, allow_other: bool,
+          options: tuple[str, ...], timeout: float, store: str | None, endpoint_url: str | None,
+          cache_dir: str | None, cache_size: str | None, ready_fd: int | None) -> None:
+    """Mount version REF read-only at MOUNTPOINT (returns once the mount is live)."""
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    opts = _merged(ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size)
+    if foreground:
+        from fsmount.fs.daemon import MountRequest, run
+
+        req = MountRequest(ref, mountpoint, allow_other=allow_other, fuse_options=list(options),
+                           timeout=timeout, **opts)  # type: ignore[arg-type]
+        ctx.exit(run(req, ready_fd))
+    from fsmount.fs.launcher import mount_argv, start_background
+
+    level = ctx.find_root().params.get("log_level") or "warning"
+    argv = mount_argv(ref, mountpoint, allow_other=allow_other, options=options, timeout=timeout,
+                      log_level=level if level != "warning" else "info", **opts)  # type: ignore[arg-type]
+    start_background(argv, mountpoint)
+
+
+@click.command()
+@click.argument("mountpoint")
+def umount(mountpoint: str) -> None:
+    """Unmount MOUNTPOINT (also when its daemon has died)."""
+    from fsmount.fs.launcher import umount as do_umount
+
+    do_umount(mountpoint)
+
+
+def _print_counters(info: dict, status: dict | None) -> None:
+    click.echo(f"{info['mountpoint']}: {info.get('name', '')} {info['version']}")
+    click.echo(f"  store {info.get('store')}  pid {info.get('pid')}  log {info.get('log')}")
+    if status is None:
+        click.echo("  daemon not answering (died?): run 'fsmount umount' on it")
+        return
+    c = status["counters"]
+    s = c["store"]
+    click.echo(f"  served {human_bytes(c['bytes_served'])} in {c['reads']} reads; "
+               f"blocks: {c['block_hits']} cache hits, {c['block_misses']} fetched")
+    click.echo(f"  store: {s['objects_fetched']} objects, {human_bytes(s['bytes_fetched'])} fetched; "
+               f"cache {s['cache_hits']} hits / {s['cache_misses']} misses")
+    click.echo(f"  prefetch: {c['prefetch_started']} started, {c['prefetch_fetched']} fetched "
+               f"({human_bytes(c['prefetch_bytes'])}), {c['prefetch_skipped']} skipped for budget")
+    click.echo(f"  errors: {c['errors']} (store {s['store_errors']}, integrity {s['integrity_errors']}, "
+               f"timeouts {c['timeouts']}){'  last: ' + c['last_error'] if c.get('last_error') else ''}")
+
+
+@click.command()
+@click.argument("mountpoint", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(mountpoint: str | None, as_json: bool) -> None:
+    """List live mounts, or show one mount's counters."""
+    from fsmount.fs import control
+
+    if mountpoint is None:
+        mounts = control.list_mounts()
+        emit({"mounts": mounts}, as_json, lambda: [
+            click.echo(f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
+                       f"{'' if m['alive'] else '  (daemon dead)'}") for m in mounts
+        ] or click.echo("no fsmount mounts"))
+        return
+    info = control.find_mount(mountpoint)
+    if info is None:
+        raise UsageError(f"{os.path.abspath(mountpoint)} is not an fsmount mount")
+    try:
+        st = control.query(info["socket"])
+    except (OSError, ValueError) as e:
+        if as_json:
+            raise FsmountError(f"the daemon of {info['mountpoint']} does not answer: {e}") from None
+        st = None
+    emit({**info, **(st or {})}, as_json, lambda: _print_counters(info, st))
+
+
+COMMANDS = [mount, umount, status]

@@ -1,0 +1,154 @@
+"""Where live mounts are registered (one JSON file each) and the control socket that serves counters.
+
+The runtime folder is $FSMOUNT_RUNTIME_DIR, else $XDG_RUNTIME_DIR/fsmount, else
+data_home()/mounts. Each mount writes `<key>.json` there (mountpoint, version, pid, socket) and
+its daemon log `<key>.log`. The socket is an abstract unix socket (no path-length limit, nothing
+to clean up after a crash); it answers every connection with one JSON object and closes. Only
+the mount's own user (or root) gets an answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from fsmount.api.workspace import data_home
+from fsmount.fs.mountpoint import is_mounted
+
+log = logging.getLogger(__name__)
+
+
+def runtime_dir() -> Path:
+    if os.environ.get("FSMOUNT_RUNTIME_DIR"):
+        d = Path(os.environ["FSMOUNT_RUNTIME_DIR"])
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "fsmount"
+    else:
+        d = data_home() / "mounts"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def mount_key(mountpoint: str) -> str:
+    return hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+
+
+def info_path(mountpoint: str) -> Path:
+    return runtime_dir() / f"{mount_key(mountpoint)}.json"
+
+
+def log_path(mountpoint: str) -> Path:
+    return runtime_dir() / f"{mount_key(mountpoint)}.log"
+
+
+def socket_name(mountpoint: str) -> str:
+    return f"\0fsmount-{os.getuid()}-{mount_key(mountpoint)}-{os.getpid()}"
+
+
+def write_info(mountpoint: str, info: dict[str, Any]) -> Path:
+    path = info_path(mountpoint)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)
+    return path
+
+
+def remove_info(mountpoint: str, pid: int) -> None:
+    """Remove the registration if it is still ours."""
+    path = info_path(mountpoint)
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie nobody reaped yet counts as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
+def list_mounts() -> list[dict[str, Any]]:
+    """Registered mounts; each gets 'alive' (daemon running) and 'mounted' (kernel mount present)."""
+    out = []
+    for p in sorted(runtime_dir().glob("*.json")):
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        info["alive"] = pid_alive(int(info.get("pid", 0)))
+        info["mounted"] = is_mounted(info.get("mountpoint", ""))
+        if not info["alive"] and not info["mounted"]:
+            with contextlib.suppress(OSError):
+                p.unlink()  # a stale registration: the daemon and its mount are both gone
+            continue
+        out.append(info)
+    return out
+
+
+def find_mount(mountpoint: str) -> dict[str, Any] | None:
+    want = os.path.abspath(mountpoint)
+    for info in list_mounts():
+        if info.get("mountpoint") == want:
+            return info
+    return None
+
+
+def query(sock_name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask a daemon for its counters."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_name)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    return json.loads(b"".join(chunks))
+
+
+def _peer_uid(sock: trio.socket.SocketType) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid
+
+
+async def serve(sock_name: str, snapshot: Callable[[], dict[str, Any]],
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer each connection with `snapshot()` as JSON, until cancelled."""
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(sock_name)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    task_status.started()
+    me = os.getuid()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            if _peer_uid(stream.socket) not in (me, 0):
+                return
+            await stream.send_all(json.dumps(snapshot(), default=str).encode())
+        except Exception:
+            log.debug("control connection failed", exc_info=True)
+        finally:
+            await stream.aclose()
+
+    await trio.serve_listeners(handle, [listener])

@@ -1,0 +1,169 @@
+"""The mount daemon: validate, pyfuse3.init, serve until unmounted or signalled, always clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+import trio
+
+from fsmount.api import registry
+from fsmount.api.workspace import Workspace
+from fsmount.errors import FsmountError
+from fsmount.fs import control
+from fsmount.fs.adapter import Operations
+from fsmount.fs.core import ReadOnlyFS
+from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
+from fsmount.fs.options import FsOptions
+from fsmount.store import open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass
+class MountRequest:
+    """Everything `fsmount mount` was asked for."""
+
+    ref: str
+    mountpoint: str
+    store: str | None = None
+    endpoint_url: str | None = None
+    cache_dir: str | None = None
+    cache_size: str | None = None
+    allow_other: bool = False
+    fuse_options: list[str] = field(default_factory=list)
+    timeout: float = DEFAULT_TIMEOUT
+
+    def fuse_option_set(self) -> set[str]:
+        opts = {"fsname=fsmount", "subtype=fsmount", "ro"}
+        if self.allow_other:
+            opts |= {"allow_other", "default_permissions"}
+        for o in self.fuse_options:
+            opts |= {p.strip() for p in o.split(",") if p.strip()}
+        opts.discard("rw")
+        return opts
+
+
+class Mounter:
+    """One mount's life: prepare (every check that can fail), mount, serve, clean up."""
+
+    def __init__(self, req: MountRequest) -> None:
+        self.req = req
+        self.mountpoint = os.path.abspath(req.mountpoint)
+        self.ws: Workspace | None = None
+        self.fs: ReadOnlyFS | None = None
+        self.started = time.time()
+        self.sock = control.socket_name(self.mountpoint)
+
+    def prepare(self) -> None:
+        """Resolve the version and read its root; raises FsmountError with one clear line."""
+        req = self.req
+        check_fuse()
+        check_mountpoint(self.mountpoint)
+        t = req.timeout
+        store = open_store(req.store, endpoint_url=req.endpoint_url, connect_timeout=min(5.0, t),
+                           read_timeout=t, max_attempts=2)
+        self.ws = Workspace(store, cache_dir=req.cache_dir, cache_size=req.cache_size)
+        _ = self.ws.cache  # an unwritable cache folder fails here, before anything is mounted
+        state = registry.resolve(store, req.ref)
+        record = self.ws.reader.record(state.id)
+        self.ws.reader.tree(record.root)  # the root only: everything else loads on first use
+        self.fs = ReadOnlyFS(self.ws.reader, record, FsOptions(fetch_timeout=t))
+        self.state = state
+
+    def snapshot(self) -> dict[str, Any]:
+        assert self.fs is not None
+        return {"mountpoint": self.mountpoint, "pid": os.getpid(), "ref": self.req.ref,
+                "store": self.ws.store_url if self.ws else None, "uptime": time.time() - self.started,
+                "counters": self.fs.counters()}
+
+    def mount(self) -> None:
+        assert self.fs is not None
+        ops = Operations(self.fs)
+        try:
+            pyfuse3.init(ops, self.mountpoint, self.req.fuse_option_set())
+        except RuntimeError as e:
+            raise FsmountError(f"cannot mount {self.mountpoint}: {e}") from None
+        control.write_info(self.mountpoint, {
+            "mountpoint": self.mountpoint, "version": self.fs.record.id, "ref": self.req.ref,
+            "name": f"{self.state.project}/{self.state.name}@{self.state.version}",
+            "store": self.ws.store_url if self.ws else None, "pid": os.getpid(), "socket": self.sock,
+            "started": self.started, "log": str(control.log_path(self.mountpoint)),
+        })
+
+    async def serve(self) -> None:
+        assert self.fs is not None
+        async with trio.open_nursery() as nursery:
+            self.fs.start(nursery)
+            await nursery.start(control.serve, self.sock, self.snapshot)
+            nursery.start_soon(self._signals)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for sig in signals:
+                log.info("signal %s: unmounting %s", signal.Signals(sig).name, self.mountpoint)
+                pyfuse3.terminate()
+                return
+
+    def close(self, mounted: bool) -> None:
+        if mounted:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception:
+                log.exception("closing the FUSE session failed")
+            if is_mounted(self.mountpoint):
+                from fsmount.fs.mountpoint import unmount
+
+                with contextlib.suppress(FsmountError):
+                    unmount(self.mountpoint)
+        control.remove_info(self.mountpoint, os.getpid())
+        if self.ws is not None:
+            self.ws.close()
+
+
+def _report(fd: int | None, line: str) -> None:
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+        os.close(fd)
+
+
+def run(req: MountRequest, ready_fd: int | None = None) -> int:
+    """Mount and serve in this process until unmounted or signalled; returns an exit status.
+
+    With `ready_fd`, one line goes to that pipe: 'OK' once the mount is live, or 'ERR <why>'.
+    """
+    m = Mounter(req)
+    mounted = False
+    try:
+        m.prepare()
+        m.mount()
+        mounted = True
+        log.info("mounted %s at %s", m.fs.record.id if m.fs else "?", m.mountpoint)
+        _report(ready_fd, "OK")
+        ready_fd = None
+        trio.run(m.serve)
+        return 0
+    except FsmountError as e:
+        if ready_fd is None:
+            raise
+        _report(ready_fd, f"ERR {e}")
+        return e.exit_code
+    except BaseException as e:
+        log.exception("mount daemon failed")
+        _report(ready_fd, f"ERR mount daemon failed: {type(e).__name__}: {e}")
+        raise
+    finally:
+        m.close(mounted)
+        log.info("unmounted %s", m.mountpoint)

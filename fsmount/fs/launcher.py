@@ -1,0 +1,145 @@
+"""Background mounts: start the daemon as a detached process and return once the mount is live."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fsmount.errors import FsmountError, UsageError
+from fsmount.fs import control
+from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
+
+log = logging.getLogger(__name__)
+
+CLI = [sys.executable, "-m", "fsmount.cli"]
+
+
+def mount_argv(ref: str, mountpoint: str, *, store: str | None = None, endpoint_url: str | None = None,
+               cache_dir: str | None = None, cache_size: str | int | None = None, allow_other: bool = False,
+               options: list[str] | tuple[str, ...] = (), timeout: float | None = None,
+               log_level: str = "info") -> list[str]:
+    """The `fsmount ... mount --foreground` command line that runs the daemon."""
+    argv = ["--log-level", log_level, "mount", ref, os.path.abspath(mountpoint), "--foreground"]
+    for flag, value in (("--store", store), ("--endpoint-url", endpoint_url), ("--cache-dir", cache_dir),
+                        ("--cache-size", cache_size), ("--timeout", timeout)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if allow_other:
+        argv.append("--allow-other")
+    for o in options:
+        argv += ["-o", o]
+    return argv
+
+
+def _last_log_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> int:
+    """Run the daemon detached; return its pid once the mount is live, or raise with its one-line error."""
+    mountpoint = os.path.abspath(mountpoint)
+    check_fuse()
+    check_mountpoint(mountpoint)  # fail fast; the daemon checks again
+    logfile = str(control.log_path(mountpoint))
+    r, w = os.pipe()
+    with open(logfile, "ab") as logf:
+        proc = subprocess.Popen([*CLI, *argv, "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=logf, start_new_session=True)
+    os.close(w)
+    buf = b""
+    deadline = time.monotonic() + wait
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([r], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(r, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(r)
+    line = buf.decode(errors="replace").strip()
+    if line == "OK":
+        while not is_mounted(mountpoint) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return proc.pid
+    if line.startswith("ERR "):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        raise FsmountError(line[4:])
+    # No answer: the daemon died or hangs. Leave nothing behind.
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if is_mounted(mountpoint):
+        with contextlib.suppress(FsmountError):
+            unmount(mountpoint)
+    why = _last_log_line(logfile) or f"exit status {proc.returncode}"
+    raise FsmountError(f"the mount daemon did not start: {why} (log: {logfile})")
+
+
+def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not control.pid_alive(pid):
+            return True
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def umount(mountpoint: str, wait: float = 10.0) -> None:
+    """Unmount (also a mount whose daemon died) and wait for the daemon to exit."""
+    info = control.find_mount(mountpoint)
+    unmount(mountpoint)
+    if info and info.get("pid"):
+        wait_for_exit(int(info["pid"]), wait)
+
+
+@dataclass
+class Mount:
+    """A live mount made by `mounted()`."""
+
+    path: str
+    pid: int
+
+    def status(self) -> dict[str, Any]:
+        info = control.find_mount(self.path)
+        if info is None:
+            raise UsageError(f"{self.path} is not mounted by fsmount")
+        return control.query(info["socket"])
+
+
+@contextlib.contextmanager
+def mounted(ref: str, path: str | os.PathLike[str], **opts: Any) -> Iterator[Mount]:
+    """`with mounted(REF, PATH) as m:` mounts for the block (options as `fsmount mount`), then unmounts."""
+    mp = os.path.abspath(path)
+    pid = start_background(mount_argv(ref, mp, **opts), mp)
+    try:
+        yield Mount(mp, pid)
+    finally:
+        if is_mounted(mp):
+            unmount(mp)
+        wait_for_exit(pid)
