@@ -31,12 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     GiB,
     MotoServer,
     Results,
     Timer,
     machine_summary,
+    rmtree_force,
     run_cli,
     s3_client,
     s3_env,
@@ -59,12 +60,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small-files", type=int, default=5000, help="number of small random files")
     p.add_argument("--small-kib", type=int, default=16, help="size of each small file (KiB)")
     p.add_argument("--workers", type=int, default=16, help="threads of the boto3 baseline")
+    p.add_argument("--ranged-baseline", action="store_true",
+                   help="also time boto3's default download (8 MiB ranged GETs; slow on moto,"
+                        " see boto3_download)")
     p.add_argument("--profile", type=Path, default=None,
                    help="folder for profiles: run the fsmount commands under a sampling profiler"
                         " (this slows them down; the timings of such a run are not the benchmark's)")
     p.add_argument("--profiler", choices=("py-spy", "pyinstrument"), default="py-spy")
     p.add_argument("--json-out", type=Path, default=None, help="also write the JSON lines to this file")
     return p.parse_args(argv)
+
+
+def last_json(stdout: str) -> dict:
+    """The command's --json object (a profiler may print its own lines around it)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON object in the output:\n{stdout[-2000:]}")
 
 
 def mb_per_s(nbytes: int, seconds: float) -> float:
@@ -88,22 +100,30 @@ def boto3_upload(endpoint: str, folder: Path, workers: int) -> int:
     config = TransferConfig()
     files = relative_files(folder)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda fk: client.upload_file(str(fk[0]), BASELINE_BUCKET, fk[1], Config=config), files))
+        list(pool.map(lambda fk: client.upload_file(str(fk[0]), BASELINE_BUCKET, fk[1], Config=config),
+                      files))
     client.close()
     return len(files)
 
 
-def boto3_download(endpoint: str, target: Path, workers: int) -> int:
+def boto3_download(endpoint: str, target: Path, workers: int, ranged: bool = False) -> int:
+    """download_file of every object, `workers` at a time.
+
+    ranged=False sets multipart_threshold above any object, so each object is one GET: moto
+    answers a ranged GET by reading the whole object first, which makes boto3's default
+    8 MiB ranged GETs of a 1 GiB object cost O(n^2) on the server and would flatter fsmount.
+    """
     from boto3.s3.transfer import TransferConfig
 
     client = s3_client(endpoint, max_pool=64)
-    config = TransferConfig()
+    config = TransferConfig() if ranged else TransferConfig(multipart_threshold=2**50)
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BASELINE_BUCKET)
             for o in page.get("Contents", ())]
     for d in {str((target / k).parent) for k in keys}:
         os.makedirs(d, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda k: client.download_file(BASELINE_BUCKET, k, str(target / k), Config=config), keys))
+        list(pool.map(lambda k: client.download_file(BASELINE_BUCKET, k, str(target / k), Config=config),
+                      keys))
     client.close()
     return len(keys)
 
@@ -153,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile is None:
                     return None
                 args.profile.mkdir(parents=True, exist_ok=True)
-                ext = "speedscope.json" if args.profiler == "py-spy" else "txt"
+                ext = "collapsed.txt" if args.profiler == "py-spy" else "txt"
                 return args.profile / f"{name}.{ext}"
 
             # (a) upload --------------------------------------------------------------
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             off, cpu0 = moto.log_offset(), moto.cpu_seconds()
             r = run_cli(["sync", "--folder", str(data), "--project", "bench", "--name", "ds", "--json", "-q"],
                         writer_env, profile=prof("sync"), profiler=args.profiler)
-            sync_out = json.loads(r.stdout)
+            sync_out = last_json(r.stdout)
             ref = sync_out["id"]
             assert len(sync_out["added"]) == nfiles, "sync did not add every file"
             sync_srv_cpu = moto.cpu_seconds() - cpu0
@@ -189,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             reader_env = env | xdg("reader")
             off, cpu0 = moto.log_offset(), moto.cpu_seconds()
             r = run_cli(["get", ref, "--json", "-q"], reader_env, profile=prof("get"), profiler=args.profiler)
-            copy_path = Path(json.loads(r.stdout)["path"])
+            copy_path = Path(last_json(r.stdout)["path"])
             get_srv_cpu = moto.cpu_seconds() - cpu0
             get_objs = moto.count_requests(off, "GET", "/objects/")
             get_reqs = moto.count_requests(off)
@@ -205,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             with Timer() as t:
                 boto3_download(moto.url, dl, args.workers)
             dl_srv_cpu = moto.cpu_seconds() - cpu0
-            res.add("get.boto3", mb_per_s(nbytes, t.seconds), "MB/s", f"{t.seconds:.2f} s wall")
+            res.add("get.boto3", mb_per_s(nbytes, t.seconds), "MB/s",
+                    f"{t.seconds:.2f} s wall, one GET per object")
             res.add("get.boto3.cpu", self_cpu_seconds() - self0, "s", "client CPU")
             res.add("get.boto3.server_cpu", dl_srv_cpu, "s", "moto CPU during the phase")
             res.add("get.boto3.requests", moto.count_requests(off), "requests")
@@ -213,6 +234,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("boto3 download produced different content")
             get_ratio = t.seconds / r.seconds
             res.add("get.ratio", get_ratio, "x", f"fsmount/boto3, target >= {TARGET_RATIO}")
+
+            if args.ranged_baseline:
+                dl2 = tmp / "download-ranged"
+                off, cpu0 = moto.log_offset(), moto.cpu_seconds()
+                with Timer() as t2:
+                    boto3_download(moto.url, dl2, args.workers, ranged=True)
+                res.add("get.boto3_ranged", mb_per_s(nbytes, t2.seconds), "MB/s",
+                        f"default TransferConfig, {t2.seconds:.2f} s,"
+                        f" moto CPU {moto.cpu_seconds() - cpu0:.1f} s")
+                res.add("get.boto3_ranged.requests", moto.count_requests(off), "requests")
+                rmtree_force(dl2)
 
             # (c) warm cache ----------------------------------------------------------------
             off = moto.log_offset()

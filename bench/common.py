@@ -204,8 +204,9 @@ def run_cli(args: Sequence[str], env: dict[str, str], *, profile: Path | None = 
     cmd = [str(FSMOUNT), *args]
     if profile is not None:
         if profiler == "py-spy":
-            cmd = [str(VENV_BIN / "py-spy"), "record", "--subprocesses", "--threads", "--idle",
-                   "--format", "speedscope", "-o", str(profile), "--", *cmd]
+            # raw = collapsed stacks ("frame;frame;... count"), greppable; active samples only
+            cmd = [str(VENV_BIN / "py-spy"), "record", "--rate", "200", "--format", "raw",
+                   "-o", str(profile), "--", *cmd]
         else:
             cmd = [str(VENV_BIN / "pyinstrument"), "-r", "text", "-o", str(profile), *cmd]
     full_env = {**os.environ, **env}
@@ -286,8 +287,8 @@ class Results:
     rows: list[dict[str, object]] = field(default_factory=list)
 
     def add(self, name: str, value: float | int, unit: str, note: str = "") -> None:
-        row: dict[str, object] = {"name": name, "value": round(value, 3) if isinstance(value, float) else value,
-                                  "unit": unit}
+        v = round(value, 3) if isinstance(value, float) else value
+        row: dict[str, object] = {"name": name, "value": v, "unit": unit}
         if note:
             row["note"] = note
         self.rows.append(row)
@@ -298,7 +299,8 @@ class Results:
 
     def table(self) -> str:
         head = ("name", "value", "unit", "note")
-        cells = [(str(r["name"]), _fmt(r["value"]), str(r["unit"]), str(r.get("note", ""))) for r in self.rows]
+        cells = [(str(r["name"]), _fmt(r["value"]), str(r["unit"]), str(r.get("note", "")))
+                 for r in self.rows]
         widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(head)]
         out = [f"{self.title}", ""]
         out.append("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
