@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -126,7 +127,8 @@ def main(
     """Versioned datasets you can mount: create, upload, mount, commit."""
     from fsmount.logs import setup_logging
 
-    setup_logging(log_level)
+    # Under systemd, stderr goes to journald, which adds its own timestamps.
+    setup_logging(log_level, timestamps=not os.environ.get("JOURNAL_STREAM"))
     ctx.obj = {"store": store, "endpoint_url": endpoint_url, "cache_dir": cache_dir, "cache_size": cache_size}
 
 

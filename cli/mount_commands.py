@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import click
 from fsmount.cli.output import emit, human_bytes
@@ -20,37 +21,130 @@ def _merged(ctx: click.Context, **kw: str | None) -> dict[str, str | None]:
 
 
 @click.command()
-@click.argument("ref")
-@click.argument("mountpoint")
+@click.argument("ref", required=False)
+@click.argument("mountpoint", required=False)
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Take the mount from a conf file (/etc/fsmount/NAME.conf): what fsmount@NAME runs.",
+)
 @click.option("--foreground", "-f", is_flag=True, help="Stay attached (for systemd); Ctrl-C unmounts.")
 @click.option("--allow-other", is_flag=True, help="Let other users read (adds default_permissions).")
 @click.option("-o", "options", multiple=True, metavar="OPT[,OPT]", help="FUSE mount options.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds before an uncached read fails with EIO when the store does not answer.")
-@click.option("--store", default=None, envvar="FSMOUNT_STORE", help="Store URL (file://PATH or s3://BUCKET[/PREFIX]).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds before an uncached read fails with EIO when the store does not answer [30].",
+)
+@click.option("--store", default=None, help="Store URL (file://PATH or s3://BUCKET[/PREFIX]).")
 @click.option("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...).")
-@click.option("--cache-dir", default=None, envvar="FSMOUNT_CACHE_DIR", help="Local cache folder.")
-@click.option("--cache-size", default=None, envvar="FSMOUNT_CACHE_SIZE", help="Cache byte cap, e.g. 20GiB.")
+@click.option("--cache-dir", default=None, help="Local cache folder.")
+@click.option("--cache-size", default=None, help="Cache byte cap, e.g. 20GiB.")
+@click.option(
+    "--credentials-file", default=None, help="KEY=VALUE lines (AWS_ACCESS_KEY_ID=...) for the store."
+)
+@click.option(
+    "--log-level",
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Daemon log level [info].",
+)
+@click.option("--log-file", default=None, help="Daemon log file (rotated at 10 MiB, 3 kept); else stderr.")
+@click.option("--metrics-file", default=None, help="Prometheus text file the daemon rewrites every 10 s.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_context
-def mount(ctx: click.Context, ref: str, mountpoint: str, foreground: bool, allow_other: bool,
-          options: tuple[str, ...], timeout: float, store: str | None, endpoint_url: str | None,
-          cache_dir: str | None, cache_size: str | None, ready_fd: int | None) -> None:
+def mount(
+    ctx: click.Context,
+    ref: str | None,
+    mountpoint: str | None,
+    config_file: str | None,
+    foreground: bool,
+    allow_other: bool,
+    options: tuple[str, ...],
+    timeout: float | None,
+    store: str | None,
+    endpoint_url: str | None,
+    cache_dir: str | None,
+    cache_size: str | None,
+    credentials_file: str | None,
+    log_level: str | None,
+    log_file: str | None,
+    metrics_file: str | None,
+    metrics_port: int | None,
+    ready_fd: int | None,
+) -> None:
     """Mount version REF read-only at MOUNTPOINT (returns once the mount is live)."""
+    service = config_file is not None
+    if config_file:
+        from fsmount.service.config import parse_conf
+
+        conf = parse_conf(Path(config_file))
+        if ref or mountpoint:
+            raise UsageError("give either --config or REF MOUNTPOINT, not both")
+        ref, mountpoint = conf.ref, conf.mountpoint
+        allow_other = allow_other or conf.allow_other
+        options = (*options, *conf.fuse_options)
+        timeout = timeout if timeout is not None else conf.timeout
+        store, endpoint_url = store or conf.store, endpoint_url or conf.endpoint_url
+        cache_dir, cache_size = cache_dir or conf.cache_dir, cache_size or conf.cache_size
+        credentials_file = credentials_file or conf.credentials_file
+        log_level, log_file = log_level or conf.log_level, log_file or conf.log_file
+        metrics_file = metrics_file or conf.metrics_file
+        metrics_port = metrics_port if metrics_port is not None else conf.metrics_port
+    if not ref or not mountpoint:
+        raise UsageError("mount needs REF and MOUNTPOINT (or --config FILE)")
+    timeout = 30.0 if timeout is None else timeout
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if credentials_file:
+        from fsmount.service.config import load_credentials
+
+        os.environ.update(load_credentials(credentials_file))  # for boto3, and for the daemon we start
     opts = _merged(ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size)
+    group_level = ctx.find_root().params.get("log_level") or "warning"
+    level = log_level or ("info" if group_level == "warning" else group_level)  # daemons log info by default
     if foreground:
         from fsmount.fs.daemon import MountRequest, run
+        from fsmount.logs import setup_logging
 
-        req = MountRequest(ref, mountpoint, allow_other=allow_other, fuse_options=list(options),
-                           timeout=timeout, **opts)  # type: ignore[arg-type]
+        setup_logging(level, log_file, timestamps=bool(log_file) or not os.environ.get("JOURNAL_STREAM"))
+        req = MountRequest(
+            ref,
+            mountpoint,
+            allow_other=allow_other,
+            fuse_options=list(options),
+            timeout=timeout,
+            log_file=log_file,
+            metrics_file=metrics_file,
+            metrics_port=metrics_port,
+            service=service,
+            **opts,
+        )  # type: ignore[arg-type]
         ctx.exit(run(req, ready_fd))
     from fsmount.fs.launcher import mount_argv, start_background
 
-    level = ctx.find_root().params.get("log_level") or "warning"
-    argv = mount_argv(ref, mountpoint, allow_other=allow_other, options=options, timeout=timeout,
-                      log_level=level if level != "warning" else "info", **opts)  # type: ignore[arg-type]
+    extra: list[str] = []
+    for flag, value in (
+        ("--log-file", log_file),
+        ("--metrics-file", metrics_file),
+        ("--metrics-port", metrics_port),
+    ):
+        if value is not None:
+            extra += [flag, str(value)]
+    argv = mount_argv(
+        ref,
+        mountpoint,
+        allow_other=allow_other,
+        options=options,
+        timeout=timeout,
+        log_level=level,
+        extra=extra,
+        **opts,
+    )  # type: ignore[arg-type]
     start_background(argv, mountpoint)
 
 
@@ -71,14 +165,22 @@ def _print_counters(info: dict, status: dict | None) -> None:
         return
     c = status["counters"]
     s = c["store"]
-    click.echo(f"  served {human_bytes(c['bytes_served'])} in {c['reads']} reads; "
-               f"blocks: {c['block_hits']} cache hits, {c['block_misses']} fetched")
-    click.echo(f"  store: {s['objects_fetched']} objects, {human_bytes(s['bytes_fetched'])} fetched; "
-               f"cache {s['cache_hits']} hits / {s['cache_misses']} misses")
-    click.echo(f"  prefetch: {c['prefetch_started']} started, {c['prefetch_fetched']} fetched "
-               f"({human_bytes(c['prefetch_bytes'])}), {c['prefetch_skipped']} skipped for budget")
-    click.echo(f"  errors: {c['errors']} (store {s['store_errors']}, integrity {s['integrity_errors']}, "
-               f"timeouts {c['timeouts']}){'  last: ' + c['last_error'] if c.get('last_error') else ''}")
+    click.echo(
+        f"  served {human_bytes(c['bytes_served'])} in {c['reads']} reads; "
+        f"blocks: {c['block_hits']} cache hits, {c['block_misses']} fetched"
+    )
+    click.echo(
+        f"  store: {s['objects_fetched']} objects, {human_bytes(s['bytes_fetched'])} fetched; "
+        f"cache {s['cache_hits']} hits / {s['cache_misses']} misses"
+    )
+    click.echo(
+        f"  prefetch: {c['prefetch_started']} started, {c['prefetch_fetched']} fetched "
+        f"({human_bytes(c['prefetch_bytes'])}), {c['prefetch_skipped']} skipped for budget"
+    )
+    click.echo(
+        f"  errors: {c['errors']} (store {s['store_errors']}, integrity {s['integrity_errors']}, "
+        f"timeouts {c['timeouts']}){'  last: ' + c['last_error'] if c.get('last_error') else ''}"
+    )
 
 
 @click.command()
@@ -90,10 +192,20 @@ def status(mountpoint: str | None, as_json: bool) -> None:
 
     if mountpoint is None:
         mounts = control.list_mounts()
-        emit({"mounts": mounts}, as_json, lambda: [
-            click.echo(f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
-                       f"{'' if m['alive'] else '  (daemon dead)'}") for m in mounts
-        ] or click.echo("no fsmount mounts"))
+        emit(
+            {"mounts": mounts},
+            as_json,
+            lambda: (
+                [
+                    click.echo(
+                        f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
+                        f"{'' if m['alive'] else '  (daemon dead)'}"
+                    )
+                    for m in mounts
+                ]
+                or click.echo("no fsmount mounts")
+            ),
+        )
         return
     info = control.find_mount(mountpoint)
     if info is None:

@@ -15,12 +15,14 @@ import trio
 
 from fsmount.api import registry
 from fsmount.api.workspace import Workspace
-from fsmount.errors import FsmountError
+from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
 from fsmount.fs import control
 from fsmount.fs.adapter import Operations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
 from fsmount.fs.options import FsOptions
+from fsmount.service.config import EX_CONFIG
+from fsmount.service.notify import notify
 from fsmount.store import open_store
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ class MountRequest:
     allow_other: bool = False
     fuse_options: list[str] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT
+    log_file: str | None = None  # else stderr
+    metrics_file: str | None = None  # Prometheus text, rewritten every 10 s
+    metrics_port: int | None = None  # GET /metrics on 127.0.0.1
+    service: bool = False  # started from a conf file: configuration errors exit with EX_CONFIG
 
     def fuse_option_set(self) -> set[str]:
         opts = {"fsname=fsmount", "subtype=fsmount", "ro"}
@@ -101,9 +107,15 @@ class Mounter:
 
     async def serve(self) -> None:
         assert self.fs is not None
+        from fsmount.service import metrics
+
         async with trio.open_nursery() as nursery:
             self.fs.start(nursery)
             await nursery.start(control.serve, self.sock, self.snapshot)
+            if self.req.metrics_port is not None:
+                await nursery.start(metrics.serve_http, self.req.metrics_port, self.snapshot)
+            if self.req.metrics_file:
+                nursery.start_soon(metrics.write_periodically, self.req.metrics_file, self.snapshot)
             nursery.start_soon(self._signals)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
@@ -112,6 +124,7 @@ class Mounter:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for sig in signals:
                 log.info("signal %s: unmounting %s", signal.Signals(sig).name, self.mountpoint)
+                notify("STOPPING=1", f"STATUS=unmounting {self.mountpoint}")
                 pyfuse3.terminate()
                 return
 
@@ -151,11 +164,14 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         m.mount()
         mounted = True
         log.info("mounted %s at %s", m.fs.record.id if m.fs else "?", m.mountpoint)
+        notify("READY=1", f"STATUS=serving {m.fs.record.id if m.fs else '?'} at {m.mountpoint}")
         _report(ready_fd, "OK")
         ready_fd = None
         trio.run(m.serve)
         return 0
     except FsmountError as e:
+        if req.service and isinstance(e, NotFoundError | StateError | UsageError):
+            e.exit_code = EX_CONFIG  # systemd: a configuration error, not worth a restart
         if ready_fd is None:
             raise
         _report(ready_fd, f"ERR {e}")
@@ -165,5 +181,7 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         _report(ready_fd, f"ERR mount daemon failed: {type(e).__name__}: {e}")
         raise
     finally:
+        if mounted:
+            notify("STOPPING=1")
         m.close(mounted)
         log.info("unmounted %s", m.mountpoint)

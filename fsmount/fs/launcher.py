@@ -25,7 +25,7 @@ CLI = [sys.executable, "-m", "fsmount.cli"]
 def mount_argv(ref: str, mountpoint: str, *, store: str | None = None, endpoint_url: str | None = None,
                cache_dir: str | None = None, cache_size: str | int | None = None, allow_other: bool = False,
                options: list[str] | tuple[str, ...] = (), timeout: float | None = None,
-               log_level: str = "info") -> list[str]:
+               log_level: str = "info", extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The `fsmount ... mount --foreground` command line that runs the daemon."""
     argv = ["--log-level", log_level, "mount", ref, os.path.abspath(mountpoint), "--foreground"]
     for flag, value in (("--store", store), ("--endpoint-url", endpoint_url), ("--cache-dir", cache_dir),
@@ -36,7 +36,7 @@ def mount_argv(ref: str, mountpoint: str, *, store: str | None = None, endpoint_
         argv.append("--allow-other")
     for o in options:
         argv += ["-o", o]
-    return argv
+    return [*argv, *extra]
 
 
 def _last_log_line(path: str) -> str:
