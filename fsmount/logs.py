@@ -58,8 +58,7 @@ def setup_logging(level: str = "warning", log_file: str | None = None, timestamp
     handler.addFilter(ScrubbingFilter())
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # botocore at debug prints request headers; keep it, but scrubbed, and only when asked for.
+    # botocore at debug prints request headers (scrubbed above); below debug it is only noise.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(
-            max(root.level, logging.INFO) if level.lower() != "debug" else logging.DEBUG
-        )
+        debug = level.lower() == "debug"
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else max(root.level, logging.WARNING))

@@ -184,4 +184,5 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         if mounted:
             notify("STOPPING=1")
         m.close(mounted)
-        log.info("unmounted %s", m.mountpoint)
+        if mounted:
+            log.info("unmounted %s", m.mountpoint)

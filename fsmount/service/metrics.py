@@ -57,7 +57,8 @@ def render(mounts: list[dict[str, Any]]) -> str:
     """Text format 0.0.4: one family per counter, one sample per mount."""
     families: dict[str, list[tuple[dict[str, str], float]]] = {}
     for m in mounts:
-        labels = {"mountpoint": str(m.get("mountpoint", "")), "version": str(m.get("version", ""))}
+        version = m.get("version") or m.get("counters", {}).get("version", "")
+        labels = {"mountpoint": str(m.get("mountpoint", "")), "version": str(version)}
         for name, value in _flatten(m.get("counters", {})).items():
             families.setdefault(name, []).append((labels, value))
     lines: list[str] = []
