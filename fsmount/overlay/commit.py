@@ -1,0 +1,198 @@
+"""Commit an upper layer as a new child version: rows -> ChangeSet -> the same finalize() sync uses.
+
+Crash safety: the draft id is recorded in the upper db (`committing`) before anything is
+uploaded. Running commit again resumes that draft (uploads are idempotent, blocks the store
+holds are skipped); if the draft is already final, only the last step remains. The upper
+layer is emptied, and its base moved to the new version, only after the version is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from fsmount.api import registry
+from fsmount.api.workspace import Workspace
+from fsmount.commit.finalize import ChangeSet, finalize
+from fsmount.commit.locks import writer_lock
+from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
+from fsmount.errors import FsmountError, NotFoundError, UsageError
+from fsmount.format.hashing import new_version_id
+from fsmount.format.objects import READABLE_STATES, DirEntry, SymlinkEntry, VersionRecord, VersionState
+from fsmount.format.tree_edit import split_path
+from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, UpperLayer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommitResult:
+    """What a commit made: the new record (None when there was nothing to commit)."""
+
+    record: VersionRecord | None
+    stats: UploadStats
+    resumed: bool = False
+
+
+@dataclass
+class Pending:
+    """Pending changes of an overlay, by path (what `fsmount diff MOUNTPOINT` lists)."""
+
+    added: list[str]
+    modified: list[str]
+    removed: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.modified) + len(self.removed)
+
+
+def _depth_sorted(upper: UpperLayer) -> list[str]:
+    return sorted((p for p in upper.rows if p), key=lambda p: (len(split_path(p)), p))
+
+
+def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: int,
+                    progress: Callable[[int], None] | None = None) -> tuple[ChangeSet, UploadStats]:
+    """Upload the upper layer's data files and describe every row as a change."""
+    reader = ws.reader
+    cs = ChangeSet()
+    files: list[SourceFile] = []
+    for path in _depth_sorted(upper):
+        row = upper.rows[path]
+        name = path.rsplit("/", 1)[-1]
+        if row.kind == WHITEOUT:
+            cs.deletes.append(path)
+        elif row.kind == DIR:
+            if row.opaque or row.redirect:
+                tree = reader.tree(row.redirect) if row.redirect else None
+                cs.grafts[path] = DirEntry(
+                    name, row.mode, row.mtime_ns, row.redirect or _empty(), tree.nfiles if tree else 0,
+                    tree.nbytes if tree else 0)
+            cs.dir_attrs[path] = (row.mode, row.mtime_ns)
+        elif row.kind == SYMLINK:
+            assert row.target is not None
+            cs.puts[path] = SymlinkEntry(name, 0o777, row.mtime_ns, row.target, origin)
+        elif row.kind == FILE and row.data is not None:
+            st = os.stat(upper.data_path(row.data))
+            files.append(SourceFile(path, upper.data_path(row.data), st.st_size, row.mode, st.st_mtime_ns))
+        elif row.kind == FILE and row.lower is not None:
+            cs.puts[path] = replace(row.lower, name=name, mode=row.mode, mtime_ns=row.mtime_ns, origin=origin)
+    uploader = Uploader(ws.store, origin, block_size=block_size, progress=progress)
+    for f, entry in uploader.upload(files):
+        cs.puts[f.dest] = entry
+    return cs, uploader.stats
+
+
+def _empty() -> bytes:
+    from fsmount.format.objects import EMPTY_TREE_HASH
+
+    return EMPTY_TREE_HASH
+
+
+def _new_draft(ws: Workspace, base: VersionState, version: str | None, tags: list[str]) -> VersionState:
+    from fsmount.api.dataset import _next_version, _user
+
+    if version is None:
+        same = [s for s in registry.list_states(ws.store)
+                if s.project == base.project and s.name == base.name]
+        version = _next_version(registry.newest(same))
+    now = time.time()
+    st = VersionState(
+        id=new_version_id(), project=base.project, name=base.name, version=version,
+        parents=(base.id,), state="draft", tags=tuple(tags), description="", created=now,
+        updated=now, author=_user(),
+    )
+    return registry.create_state(ws.store, st)
+
+
+def finish_interrupted(upper: UpperLayer, ws: Workspace) -> VersionRecord | None:
+    """If a commit's draft became final before the overlay was emptied, finish: empty it, move base."""
+    draft = upper.committing
+    if draft is None:
+        return None
+    try:
+        st = registry.read_state(ws.store, draft)
+    except NotFoundError:
+        upper.set_meta(committing=None)
+        return None
+    if st.state in READABLE_STATES:
+        rec = ws.reader.record(draft)
+        log.info("commit of %s had finished in the store; emptying the overlay", draft)
+        upper.reset(draft, rec.root)
+        return rec
+    if st.state != "draft":
+        upper.set_meta(committing=None)  # aborted or failed: a new commit makes a new draft
+    return None
+
+
+def commit_upper(
+    upper: UpperLayer, ws: Workspace, *, message: str = "", version: str | None = None,
+    tags: list[str] | None = None, publish: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_final: Callable[[VersionRecord], None] | None = None,
+) -> CommitResult:
+    """Make the upper layer a final child version of its base, then empty it onto that version."""
+    done = finish_interrupted(upper, ws)
+    if done is not None:
+        if on_final:
+            on_final(done)
+        return CommitResult(done, UploadStats(), resumed=True)
+    if upper.base is None:
+        raise UsageError(f"overlay {upper.folder} is not bound to a version")
+    if upper.is_empty():
+        return CommitResult(None, UploadStats())
+    base_state = registry.read_state(ws.store, upper.base)
+    block_size = ws.reader.record(upper.base).block_size
+    resumed = upper.committing is not None
+    if resumed:
+        state = registry.read_state(ws.store, upper.committing)  # type: ignore[arg-type]
+        log.info("resuming the interrupted commit of draft %s", state.id)
+    else:
+        state = _new_draft(ws, base_state, version, tags or [])
+        upper.set_meta(committing=state.id)
+    with writer_lock(ws.store):
+        changes, stats = build_changeset(upper, ws, state.id, block_size, progress)
+        try:
+            record = finalize(ws.store, ws.reader, state, changes, block_size=block_size,
+                              message=message, publish=publish)
+        except FsmountError:
+            log.warning("commit of draft %s failed; the overlay is intact and commit can be run again",
+                        state.id)
+            raise
+    upper.reset(record.id, record.root)
+    if on_final:
+        on_final(record)
+    return CommitResult(record, stats, resumed)
+
+
+def pending(upper: UpperLayer, ws: Workspace, root: bytes) -> Pending:
+    """Files and symlinks the overlay adds, modifies or removes (directories count by content)."""
+    from fsmount.format.tree_edit import lookup, walk_tree
+
+    reader = ws.reader
+    added: list[str] = []
+    modified: list[str] = []
+    removed: list[str] = []
+    for path in _depth_sorted(upper):
+        row = upper.rows[path]
+        old = lookup(reader.tree, root, path)
+        if row.kind == WHITEOUT or (row.kind == DIR and (row.opaque or row.redirect)):
+            if isinstance(old, DirEntry):
+                removed.extend(p for p, e in walk_tree(reader.tree, old.tree, path + "/")
+                               if not isinstance(e, DirEntry))
+            elif old is not None:
+                removed.append(path)
+            if row.kind == DIR and row.redirect:
+                added.extend(p for p, e in walk_tree(reader.tree, row.redirect, path + "/")
+                             if not isinstance(e, DirEntry) and p not in upper.rows)
+            continue
+        if row.kind == DIR:
+            continue
+        if isinstance(old, DirEntry) or old is None:
+            added.append(path)
+        else:
+            modified.append(path)
+    return Pending(sorted(set(added)), sorted(set(modified) - set(added)), sorted(set(removed) - set(added)))

@@ -1,0 +1,592 @@
+"""The merged view of a writable mount by path: lower version tree + upper layer, every POSIX mutation.
+
+Resolution of a path: an upper row wins (a whiteout hides the path); otherwise the entry
+comes from the lower tree of its parent directory. The lower tree of a directory is its
+row's `redirect` (a renamed lower directory), nothing if the row is opaque, else the
+entry of that name in the parent's lower tree, up to the version's root.
+
+Concurrency: every public method takes one lock, so it may be called from worker threads.
+Methods block (sqlite, data files, fetches of lower trees and blocks through ObjectReader);
+a trio caller runs them on a thread. Errors are OverlayError (or OSError) carrying errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.errors import FormatError
+from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, validate_name
+from fsmount.format.tree_edit import DEFAULT_DIR_MODE
+from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, OverlayError, Row, UpperLayer, parent_of
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
+COPY_CHUNK = 8 * 2**20
+_ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+
+
+@dataclass(slots=True, frozen=True)
+class Node:
+    """What a path is in the merged view."""
+
+    path: str
+    kind: int  # FILE, DIR or SYMLINK
+    mode: int  # permission bits
+    mtime_ns: int
+    size: int
+    target: str | None = None
+    data: str | None = None  # upper data file
+    lower: FileEntry | None = None  # lower file (untouched, or a metadata-only copy)
+    row: Row | None = None
+
+    @property
+    def st_mode(self) -> int:
+        return {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK}[self.kind] | self.mode
+
+
+class Handle:
+    """One open() of a file. `fd` is its data file once copied up; until then reads go to `lower`."""
+
+    __slots__ = ("append", "fd", "lower", "path", "writable")
+
+    def __init__(self, path: str | None, fd: int | None, lower: FileEntry | None, writable: bool,
+                 append: bool) -> None:
+        self.path = path  # None once unlinked
+        self.fd = fd
+        self.lower = lower
+        self.writable = writable
+        self.append = append
+
+
+def split(path: str) -> str:
+    """Normalise '/a//b/' to 'a/b'; reject '..' and bad names with EINVAL."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    for p in parts:
+        if p == "..":
+            raise OverlayError(errno.EINVAL, f"{path!r}: '..' is not allowed")
+        if len(p.encode("utf-8", "surrogateescape")) > 255:
+            raise OverlayError(errno.ENAMETOOLONG)
+    return "/".join(parts)
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class MergedView:
+    """Lookup, attributes, listing and every mutation of the merged tree, all by path."""
+
+    def __init__(self, upper: UpperLayer, reader: ObjectReader, root: bytes, root_mtime_ns: int = 0,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.upper = upper
+        self.reader = reader
+        self.root = root
+        self.root_mtime_ns = root_mtime_ns
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._lower_memo: dict[str, bytes | None] = {}
+
+    # -- resolution ------------------------------------------------------------------------
+
+    def _tree(self, h: bytes) -> Tree:
+        return self.reader.tree(h)
+
+    def _lower_dir(self, path: str) -> bytes | None:
+        """The lower tree whose entries show through directory `path`, or None."""
+        if path in self._lower_memo:
+            return self._lower_memo[path]
+        row = self.upper.rows.get(path)
+        result: bytes | None
+        if row is not None and (row.kind != DIR or row.opaque or row.redirect):
+            result = row.redirect if row.kind == DIR else None
+        elif not path:
+            result = self.root
+        else:
+            pt = self._lower_dir(parent_of(path))
+            e = self._tree(pt).get(path.rsplit("/", 1)[-1]) if pt is not None else None
+            result = e.tree if isinstance(e, DirEntry) else None
+        self._lower_memo[path] = result
+        return result
+
+    def _lower_entry(self, path: str) -> Entry | None:
+        if not path:
+            return None
+        pt = self._lower_dir(parent_of(path))
+        return self._tree(pt).get(path.rsplit("/", 1)[-1]) if pt is not None else None
+
+    def _node_of_row(self, row: Row) -> Node:
+        if row.kind == DIR:
+            return Node(row.path, DIR, row.mode, row.mtime_ns, 4096, row=row)
+        if row.kind == SYMLINK:
+            assert row.target is not None
+            return Node(row.path, SYMLINK, 0o777, row.mtime_ns, len(os.fsencode(row.target)),
+                        target=row.target, row=row)
+        if row.data is not None:
+            st = os.stat(self.upper.data_path(row.data))
+            return Node(row.path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=row.data, row=row)
+        assert row.lower is not None
+        return Node(row.path, FILE, row.mode, row.mtime_ns, row.lower.size, lower=row.lower, row=row)
+
+    @staticmethod
+    def _node_of_entry(path: str, e: Entry) -> Node:
+        if isinstance(e, DirEntry):
+            return Node(path, DIR, e.mode, e.mtime_ns, 4096)
+        if isinstance(e, SymlinkEntry):
+            return Node(path, SYMLINK, 0o777, e.mtime_ns, len(os.fsencode(e.target)), target=e.target)
+        return Node(path, FILE, e.mode, e.mtime_ns, e.size, lower=e)
+
+    def _root_node(self) -> Node:
+        row = self.upper.rows.get("")
+        if row is not None:
+            return Node("", DIR, row.mode, row.mtime_ns, 4096, row=row)
+        return Node("", DIR, DEFAULT_DIR_MODE, self.root_mtime_ns, 4096)
+
+    def _child(self, parent: str, name: str) -> Node | None:
+        """`name` in directory `parent` (known to be a directory of the merged view)."""
+        path = _join(parent, name)
+        row = self.upper.rows.get(path)
+        if row is not None:
+            return None if row.kind == WHITEOUT else self._node_of_row(row)
+        pt = self._lower_dir(parent)
+        e = self._tree(pt).get(name) if pt is not None else None
+        return None if e is None else self._node_of_entry(path, e)
+
+    def _resolve(self, path: str) -> Node | None:
+        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory."""
+        if not path:
+            return self._root_node()
+        parent = parent_of(path)
+        if parent:
+            pn = self._resolve(parent)
+            if pn is None:
+                return None
+            if pn.kind != DIR:
+                raise OverlayError(errno.ENOTDIR)
+        return self._child(parent, path.rsplit("/", 1)[-1])
+
+    def _get(self, path: str) -> Node:
+        n = self._resolve(path)
+        if n is None:
+            raise OverlayError(errno.ENOENT)
+        return n
+
+    def _parent_dir(self, path: str) -> str:
+        """Check that the parent of `path` is an existing directory; return it."""
+        if not path:
+            raise OverlayError(errno.EBUSY, "the root cannot be replaced or removed")
+        validate = path.rsplit("/", 1)[-1]
+        try:
+            validate_name(validate)
+        except FormatError:
+            raise OverlayError(errno.EINVAL, f"invalid name {validate!r}") from None
+        parent = parent_of(path)
+        pn = self._get(parent)
+        if pn.kind != DIR:
+            raise OverlayError(errno.ENOTDIR)
+        return parent
+
+    def _names(self, path: str) -> dict[str, Node]:
+        out: dict[str, Node] = {}
+        pt = self._lower_dir(path)
+        if pt is not None:
+            for e in self._tree(pt).entries:
+                out[e.name] = self._node_of_entry(_join(path, e.name), e)
+        for name in self.upper.children.get(path, ()):
+            row = self.upper.rows.get(_join(path, name))
+            if row is None:
+                continue
+            if row.kind == WHITEOUT:
+                out.pop(name, None)
+            else:
+                out[name] = self._node_of_row(row)
+        return out
+
+    def _changed(self) -> None:
+        self._lower_memo.clear()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Node:
+        with self.lock:
+            return self._get(split(path))
+
+    getattr = lookup
+
+    def exists(self, path: str) -> bool:
+        with self.lock:
+            try:
+                return self._resolve(split(path)) is not None
+            except OverlayError:
+                return False
+
+    def readdir(self, path: str) -> list[tuple[str, Node]]:
+        """Entries of a directory, sorted by name."""
+        with self.lock:
+            n = self._get(split(path))
+            if n.kind != DIR:
+                raise OverlayError(errno.ENOTDIR)
+            return sorted(self._names(n.path).items())
+
+    def readlink(self, path: str) -> str:
+        with self.lock:
+            n = self._get(split(path))
+            if n.kind != SYMLINK:
+                raise OverlayError(errno.EINVAL)
+            assert n.target is not None
+            return n.target
+
+    def statfs(self) -> os.statvfs_result:
+        """Space of the overlay's own disk: what writers can still use."""
+        return os.statvfs(self.upper.folder)
+
+    # -- lower bytes -----------------------------------------------------------------------
+
+    def read_lower(self, e: FileEntry, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset+size) of a lower file, through the verified object cache."""
+        out = bytearray()
+        end = min(e.size, offset + size)
+        for h, off, length, pos in e.spans():
+            if pos + length <= offset or pos >= end:
+                continue
+            data = self.reader.read(h)
+            lo, hi = max(offset, pos) - pos, min(end, pos + length) - pos
+            out += memoryview(data)[off + lo : off + hi]
+        return bytes(out)
+
+    def _copy_up(self, path: str, lower: FileEntry, limit: int) -> tuple[str, int]:
+        """A new data file holding the first `limit` bytes of `lower`; (name, fd)."""
+        name, fd = self.upper.new_data_file()
+        try:
+            pos = 0
+            limit = min(limit, lower.size)
+            while pos < limit:
+                chunk = self.read_lower(lower, pos, min(COPY_CHUNK, limit - pos))
+                if not chunk:
+                    raise OverlayError(errno.EIO, f"{path}: lower file shorter than its entry")
+                os.pwrite(fd, chunk, pos)
+                pos += len(chunk)
+        except BaseException:
+            os.close(fd)
+            self.upper.drop_data(name)
+            raise
+        return name, fd
+
+    def _materialise(self, n: Node, limit: int | None = None) -> str:
+        """Copy up the file at `n` (first write, truncate): afterwards its row has a data file."""
+        if n.data is not None:
+            return n.data
+        assert n.lower is not None
+        name, fd = self._copy_up(n.path, n.lower, n.lower.size if limit is None else limit)
+        try:
+            os.utime(fd, ns=(n.mtime_ns, n.mtime_ns))
+        finally:
+            os.close(fd)
+        try:
+            self.upper.put(Row(n.path, FILE, n.mode, 0, data=name))
+        except BaseException:
+            self.upper.drop_data(name)
+            raise
+        self._changed()
+        for h in self._handles.values():
+            if h.path == n.path and h.fd is None:
+                h.fd = self.upper.open_data(name)
+        return name
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _new_fh(self, h: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = h
+        return fh
+
+    def create(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> int:
+        """Create a new regular file (EEXIST if the path exists) and open it."""
+        with self.lock:
+            path = split(path)
+            parent = self._parent_dir(path)
+            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
+                raise OverlayError(errno.EEXIST)
+            name, fd = self.upper.new_data_file()
+            try:
+                self.upper.put(Row(path, FILE, stat.S_IMODE(mode), 0, data=name))
+            except BaseException:
+                os.close(fd)
+                self.upper.drop_data(name)
+                raise
+            self._changed()
+            return self._new_fh(Handle(path, fd, None, True, bool(flags & os.O_APPEND)))
+
+    def open(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """Open an existing file; O_TRUNC truncates (without fetching a byte of the lower file)."""
+        with self.lock:
+            n = self._get(split(path))
+            if n.kind == DIR:
+                if flags & _ACCMODE != os.O_RDONLY:
+                    raise OverlayError(errno.EISDIR)
+                raise OverlayError(errno.EISDIR)
+            if n.kind == SYMLINK:
+                raise OverlayError(errno.ELOOP)
+            writable = flags & _ACCMODE != os.O_RDONLY
+            if flags & os.O_TRUNC and writable:
+                self._truncate_node(n, 0)
+                n = self._get(n.path)
+            fd = self.upper.open_data(n.data) if n.data is not None else None
+            return self._new_fh(Handle(n.path, fd, n.lower, writable, bool(flags & os.O_APPEND)))
+
+    def handle(self, fh: int) -> Handle:
+        h = self._handles.get(fh)
+        if h is None:
+            raise OverlayError(errno.EBADF)
+        return h
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        h = self.handle(fh)
+        if h.fd is not None:
+            return os.pread(h.fd, size, offset)
+        assert h.lower is not None
+        return self.read_lower(h.lower, offset, size)
+
+    def _handle_fd(self, h: Handle) -> int:
+        if h.fd is None:
+            with self.lock:
+                if h.fd is None:
+                    if h.path is not None:
+                        self._materialise(self._get(h.path))
+                    else:  # unlinked before its first write: a private copy, gone at release
+                        assert h.lower is not None
+                        name, h.fd = self._copy_up("(unlinked)", h.lower, h.lower.size)
+                        self.upper.drop_data(name)
+        assert h.fd is not None
+        return h.fd
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        h = self.handle(fh)
+        if not h.writable:
+            raise OverlayError(errno.EBADF)
+        fd = self._handle_fd(h)
+        if h.append:
+            offset = os.fstat(fd).st_size
+        return os.pwrite(fd, data, offset)
+
+    def ftruncate(self, fh: int, size: int) -> None:
+        h = self.handle(fh)
+        if h.fd is None and h.path is not None:
+            self.truncate(h.path, size)
+            return
+        os.ftruncate(self._handle_fd(h), size)
+
+    def fsync(self, fh: int) -> None:
+        h = self.handle(fh)
+        if h.fd is not None:
+            os.fsync(h.fd)
+        self.upper.sync()
+
+    def release(self, fh: int) -> None:
+        with self.lock:
+            h = self._handles.pop(fh, None)
+        if h is not None and h.fd is not None:
+            os.close(h.fd)
+
+    def open_handles(self) -> int:
+        return len(self._handles)
+
+    def _truncate_node(self, n: Node, size: int) -> None:
+        if n.kind == DIR:
+            raise OverlayError(errno.EISDIR)
+        if n.kind != FILE:
+            raise OverlayError(errno.EINVAL)
+        if n.data is None:
+            self._materialise(n, limit=size)
+        name = self.upper.rows[n.path].data
+        assert name is not None
+        os.truncate(self.upper.data_path(name), size)
+
+    def truncate(self, path: str, size: int) -> None:
+        if size < 0:
+            raise OverlayError(errno.EINVAL)
+        with self.lock:
+            self._truncate_node(self._get(split(path)), size)
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _hide(self, b: object, path: str) -> None:
+        """Remove `path`'s row and hide the lower entry there, if there is one (in batch `b`)."""
+        if self._lower_entry(path) is not None:
+            b.put(Row(path, WHITEOUT))  # type: ignore[attr-defined]
+        else:
+            b.delete(path)  # type: ignore[attr-defined]
+
+    def unlink(self, path: str) -> None:
+        with self.lock:
+            path = split(path)
+            self._parent_dir(path)
+            n = self._get(path)
+            if n.kind == DIR:
+                raise OverlayError(errno.EISDIR)
+            with self.upper.batch() as b:
+                self._hide(b, path)
+            self._changed()
+            if n.data is not None:
+                self.upper.drop_data(n.data)
+            for h in self._handles.values():
+                if h.path == path:
+                    h.path = None
+
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        with self.lock:
+            path = split(path)
+            parent = self._parent_dir(path)
+            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
+                raise OverlayError(errno.EEXIST)
+            opaque = self._lower_entry(path) is not None  # a whiteout was here: hide the old contents
+            self.upper.put(Row(path, DIR, stat.S_IMODE(mode), self.clock(), opaque=opaque))
+            self._changed()
+
+    def rmdir(self, path: str) -> None:
+        with self.lock:
+            path = split(path)
+            self._parent_dir(path)
+            n = self._get(path)
+            if n.kind != DIR:
+                raise OverlayError(errno.ENOTDIR)
+            if self._names(path):
+                raise OverlayError(errno.ENOTEMPTY)
+            with self.upper.batch() as b:
+                b.delete_below(path)
+                self._hide(b, path)
+            self._changed()
+
+    def symlink(self, path: str, target: str) -> None:
+        with self.lock:
+            path = split(path)
+            parent = self._parent_dir(path)
+            if not target or "\0" in target:
+                raise OverlayError(errno.EINVAL)
+            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
+                raise OverlayError(errno.EEXIST)
+            self.upper.put(Row(path, SYMLINK, 0o777, self.clock(), target=target))
+            self._changed()
+
+    def link(self, old: str, new: str) -> None:
+        """Hard links cannot be stored in a version's tree: refused with EPERM (docs/SEMANTICS.md)."""
+        raise OverlayError(errno.EPERM, "hard links are not supported on fsmount overlays")
+
+    def _row_for(self, n: Node, path: str) -> Row:
+        """The row that makes node `n` appear at `path` (metadata only: no bytes move)."""
+        if n.kind == DIR:
+            mode, mtime = n.mode, n.mtime_ns
+            return Row(path, DIR, mode, mtime, opaque=True, redirect=self._lower_dir(n.path))
+        if n.kind == SYMLINK:
+            return Row(path, SYMLINK, 0o777, n.mtime_ns, target=n.target)
+        if n.data is not None:
+            return Row(path, FILE, n.mode, 0, data=n.data)
+        return Row(path, FILE, n.mode, n.mtime_ns, lower=n.lower)
+
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        """rename(2)/renameat2: files and directories, replacing a target where POSIX allows."""
+        with self.lock:
+            old, new = split(old), split(new)
+            if flags & (RENAME_EXCHANGE | RENAME_WHITEOUT) or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE
+                                                                         | RENAME_WHITEOUT):
+                raise OverlayError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
+            self._parent_dir(old)
+            new_parent = self._parent_dir(new)
+            src = self._get(old)
+            if old == new:
+                return
+            dst = self._child(new_parent, new.rsplit("/", 1)[-1])
+            # The order of checks follows Linux's renameat2, so callers see the same errno.
+            if dst is not None and flags & RENAME_NOREPLACE:
+                raise OverlayError(errno.EEXIST)
+            if new.startswith(old + "/"):
+                raise OverlayError(errno.EINVAL, "cannot move a directory into itself")
+            if dst is not None:
+                if old.startswith(new + "/"):
+                    raise OverlayError(errno.ENOTEMPTY)
+                if src.kind == DIR and dst.kind != DIR:
+                    raise OverlayError(errno.ENOTDIR)
+                if src.kind != DIR and dst.kind == DIR:
+                    raise OverlayError(errno.EISDIR)
+                if dst.kind == DIR and self._names(new):
+                    raise OverlayError(errno.ENOTEMPTY)
+            row = self._row_for(src, new)
+            with self.upper.batch() as b:
+                if dst is not None and dst.kind == DIR:
+                    b.delete_below(new)
+                if src.kind == DIR:
+                    b.move_below(old, new)
+                b.put(row)
+                self._hide(b, old)
+            self._changed()
+            if dst is not None and dst.data is not None and dst.data != src.data:
+                self.upper.drop_data(dst.data)
+            for h in self._handles.values():
+                if h.path is None:
+                    continue
+                if dst is not None and h.path == new:
+                    h.path = None
+                elif h.path == old or h.path.startswith(old + "/"):
+                    h.path = new + h.path[len(old):]
+
+    # -- attributes ----------------------------------------------------------------------------
+
+    def _set_attrs(self, n: Node, mode: int | None, mtime_ns: int | None) -> None:
+        row = n.row
+        if n.kind == FILE and n.data is not None:
+            if mtime_ns is not None:
+                os.utime(self.upper.data_path(n.data), ns=(mtime_ns, mtime_ns))
+            if mode is not None:
+                assert row is not None
+                self.upper.put(replace(row, mode=stat.S_IMODE(mode)))
+            self._changed()
+            return
+        if row is None:  # a lower entry: a metadata-only upper copy
+            row = Row(n.path, n.kind, n.mode, n.mtime_ns, target=n.target, lower=n.lower)
+        if n.kind == SYMLINK:
+            mode = None
+        self.upper.put(replace(
+            row,
+            mode=row.mode if mode is None else stat.S_IMODE(mode),
+            mtime_ns=row.mtime_ns if mtime_ns is None else mtime_ns,
+        ))
+        self._changed()
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self.lock:
+            self._set_attrs(self._get(split(path)), mode, None)
+
+    def utimens(self, path: str, mtime_ns: int | None = None) -> None:
+        with self.lock:
+            self._set_attrs(self._get(split(path)), None, self.clock() if mtime_ns is None else mtime_ns)
+
+    # -- after a commit ---------------------------------------------------------------------------
+
+    def rebase(self, root: bytes, root_mtime_ns: int) -> None:
+        """The upper layer was emptied into a new version with root `root`: stand on it."""
+        from fsmount.format.tree_edit import lookup
+
+        with self.lock:
+            self.root = root
+            self.root_mtime_ns = root_mtime_ns
+            self._changed()
+            for h in self._handles.values():
+                if h.fd is None or h.path is None:
+                    continue
+                e = lookup(self.reader.tree, root, h.path)
+                if isinstance(e, FileEntry):
+                    os.close(h.fd)
+                    h.fd, h.lower = None, e
