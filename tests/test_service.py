@@ -69,6 +69,9 @@ def test_notify_protocol_end_to_end(dataset: tuple[str, str], tmp_path: Path) ->
         # READY=1 was sent only once the mount answers.
         assert is_mounted(mnt)
         assert (mnt / "a.txt").read_text() == "alpha\n"
+        # Started by "systemd" or by hand, it is the same daemon to `fsmount status`.
+        mounts = json.loads(run_cli("status", "--json").stdout)["mounts"]
+        assert [(m["version"], m["pid"]) for m in mounts if m["mountpoint"] == str(mnt)] == [(ref, proc.pid)]
         proc.send_signal(signal.SIGTERM)
         messages = sock.recv(4096).decode()
         assert "STOPPING=1" in messages.splitlines()
