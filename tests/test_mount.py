@@ -276,7 +276,8 @@ def test_signals_and_dead_daemon(file_store_url: str, tmp_path: Path) -> None:
         wait_until(lambda: not pid_alive(pid), what="daemon death")
         with pytest.raises(OSError) as e:
             os.listdir(mnt)
-        assert e.value.errno == errno.ENOTCONN
+        # The kernel says ENOTCONN once /dev/fuse is closed, ECONNABORTED while it aborts.
+        assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
         assert is_mounted(mnt)
         listed = json.loads(run_cli("status", "--json").stdout)["mounts"]
         assert [m["alive"] for m in listed if m["pid"] == pid] == [False]

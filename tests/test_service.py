@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,22 @@ def _conf(tmp_path: Path, **values: str) -> Path:
     return conf
 
 
+def _receive(sock: socket.socket, proc: subprocess.Popen[bytes], timeout: float = 120) -> str:
+    """The next notify datagram; fails at once (with the daemon's stderr) if the daemon exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], 0.2)
+        if ready:
+            return sock.recv(4096).decode()
+        if proc.poll() is not None:
+            ready, _, _ = select.select([sock], [], [], 0)
+            if ready:
+                return sock.recv(4096).decode()
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise AssertionError(f"daemon exited ({proc.returncode}) without notifying: {err}")
+    raise AssertionError("no notify message within the deadline")
+
+
 def test_notify_protocol_end_to_end(dataset: tuple[str, str], tmp_path: Path) -> None:
     ref, store = dataset
     mnt = tmp_path / "mnt"
@@ -64,7 +82,7 @@ def test_notify_protocol_end_to_end(dataset: tuple[str, str], tmp_path: Path) ->
         stderr=subprocess.PIPE,
     )
     try:
-        first = sock.recv(4096).decode()
+        first = _receive(sock, proc)
         assert "READY=1" in first.splitlines()
         # READY=1 was sent only once the mount answers.
         assert is_mounted(mnt)
@@ -73,7 +91,7 @@ def test_notify_protocol_end_to_end(dataset: tuple[str, str], tmp_path: Path) ->
         mounts = json.loads(run_cli("status", "--json").stdout)["mounts"]
         assert [(m["version"], m["pid"]) for m in mounts if m["mountpoint"] == str(mnt)] == [(ref, proc.pid)]
         proc.send_signal(signal.SIGTERM)
-        messages = sock.recv(4096).decode()
+        messages = _receive(sock, proc)
         assert "STOPPING=1" in messages.splitlines()
         assert proc.wait(30) == 0
         assert not is_mounted(mnt)
