@@ -49,7 +49,12 @@ if [ -e /dev/fuse ] && fsmount mount --help >/dev/null 2>&1; then
   python3 - "$mnt" <<'PY'
 import os, sys
 root = sys.argv[1]
-print("python reads", sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs), "bytes of files")
+total = 0
+for d, _, files in os.walk(root):
+    for f in files:
+        with open(os.path.join(d, f), "rb") as fh:
+            total += len(fh.read())
+print(f"python read {total} bytes from {root}, fetched on first use")
 PY
   fsmount status "$mnt" || true
   fsmount umount "$mnt"
