@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Results, temp_dir  # noqa: E402
+from common import Results, temp_dir
 
 OPEN = """
 import sys, time
