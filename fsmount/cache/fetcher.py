@@ -54,9 +54,20 @@ class ObjectReader:
         self._inflight: dict[bytes, Future[bytes]] = {}
         self._trees: OrderedDict[bytes, Tree] = OrderedDict()
         self._tree_memory = tree_memory
+        self._write_behind = False
 
-    def _fetch(self, h: bytes) -> bytes:
-        """GET from the store, verify, insert in the cache. Called by one thread per hash."""
+    def enable_write_behind(self, max_bytes: int) -> None:
+        """Insert fetched objects in the disk cache behind the caller (at most `max_bytes` waiting).
+
+        The verified bytes are returned (and given to concurrent readers of the same object) as
+        soon as they are verified; until the cache holds them, a reader asking for the object gets
+        those same bytes, never a second GET.
+        """
+        self.cache.set_write_behind(max_bytes)
+        self._write_behind = max_bytes > 0
+
+    def _get_verified(self, h: bytes) -> bytes:
+        """GET from the store and verify. Called by one thread per hash."""
         try:
             data = self.store.get(object_key(h))
         except Exception:
@@ -68,10 +79,15 @@ class ObjectReader:
                 self.stats.integrity_errors += 1
             log.error("object %s from %s does not match its hash: refusing it", h.hex(), self.store.url)
             raise IntegrityError(f"object {h.hex()} in {self.store.url} is corrupt (hash mismatch)")
-        self.cache.put(h, data)
         with self._lock:
             self.stats.objects_fetched += 1
             self.stats.bytes_fetched += len(data)
+        return data
+
+    def _fetch(self, h: bytes) -> bytes:
+        """GET from the store, verify, insert in the cache."""
+        data = self._get_verified(h)
+        self.cache.put(h, data)
         return data
 
     def _fetch_once(self, h: bytes) -> bytes:
@@ -84,16 +100,41 @@ class ObjectReader:
         if not owner:
             return fut.result()
         try:
-            data = self._fetch(h)
+            data = self._get_verified(h)
         except BaseException as e:
             fut.set_exception(e)
+            self._done(h)
             raise
-        else:
-            fut.set_result(data)
+        fut.set_result(data)  # waiting readers go on with the verified bytes now
+        if self._write_behind:
+            # The future stays in _inflight (resolved) until the cache has the object.
+            self.cache.put_later(h, data, lambda: self._done(h))
             return data
+        try:
+            self.cache.put(h, data)
         finally:
+            self._done(h)
+        return data
+
+    def _done(self, h: bytes) -> None:
+        with self._lock:
+            self._inflight.pop(h, None)
+
+    def load(self, h: bytes) -> tuple[BinaryIO | bytes, bool]:
+        """(source, fetched?) for object `h`: bytes being fetched or just fetched by anyone
+        (no cache lookup), else the cached object (an open file if large), else a fetch."""
+        with self._lock:
+            fut = self._inflight.get(h)
+        if fut is not None:
+            return fut.result(), False
+        handle = self.cache.open(h)
+        if handle is not None:
             with self._lock:
-                del self._inflight[h]
+                self.stats.cache_hits += 1
+            return handle, False
+        with self._lock:
+            self.stats.cache_misses += 1
+        return self._fetch_once(h), True
 
     def read(self, h: bytes) -> bytes:
         """The verified bytes of object `h`, from the cache or else the store."""
@@ -118,7 +159,12 @@ class ObjectReader:
         return self._fetch_once(h)
 
     def ensure(self, h: bytes) -> bool:
-        """Make sure `h` is in the cache; True if it had to be fetched."""
+        """Make sure `h` is in the cache (or on its way there); True if it had to be fetched."""
+        with self._lock:
+            fut = self._inflight.get(h)
+        if fut is not None:
+            fut.result()
+            return False
         if h in self.cache:
             return False
         self._fetch_once(h)

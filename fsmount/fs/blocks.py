@@ -1,12 +1,18 @@
-"""The read path: file ranges to block spans, cached blocks by pread, misses and prefetch on threads.
+"""The read path: file ranges to block spans; blocks served from memory, cached files or the store.
 
-Concurrency rules (everything here runs on the trio thread except what `_offload` runs):
-- worker threads get only a hash and return an open file or bytes; they never touch an
-  `OpenFile`, the counters or any other state of this module;
+Concurrency rules (everything here runs on the trio thread except what `offload` runs):
+- worker threads get only a hash (or a private dup of a descriptor) and return an open file or
+  bytes; they never touch an `OpenFile`, the counters or any other state of this module;
 - `OpenFile` state and `ReadStats` change only on the trio thread, between awaits;
-- the global prefetch budget counts bytes of blocks being prefetched (a fetched block is held
-  in memory until it is verified and written to the disk cache); a prefetch that would exceed
-  it is skipped, never queued.
+- memory: blocks fetched from the store are served from memory (verified bytes, sliced without a
+  copy) while the open file keeps them; the global prefetch budget counts bytes of blocks being
+  prefetched plus bytes of blocks held in memory by open files. A prefetch that would exceed it is
+  skipped, never queued. Writing fetched blocks to the disk cache happens behind the reader
+  (ContentCache.put_later), never on the critical path of a read.
+- a block already in the disk cache is read with `preadv(RWF_NOWAIT)` on the trio thread when its
+  pages are in the page cache (no thread hop); otherwise the read goes to a worker thread on a dup
+  of the descriptor, so a slow disk never stalls the event loop and an evicted handle is never
+  read after it was closed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Source = BinaryIO | bytes
+Buffer = bytes | bytearray | memoryview
+_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 
 
 @dataclass
@@ -40,12 +49,16 @@ class ReadStats:
     bytes_served: int = 0
     block_hits: int = 0  # block found in the local cache on first use by an open file
     block_misses: int = 0  # block had to come from the store on a demand read
+    memory_hits: int = 0  # block served from memory (prefetched or just fetched), no thread hop
+    slow_preads: int = 0  # cached block not in the page cache: read on a worker thread
+    largest_read: int = 0  # largest request the kernel sent (bytes)
     prefetch_started: int = 0
     prefetch_fetched: int = 0  # prefetches that actually went to the store
     prefetch_bytes: int = 0
     prefetch_skipped: int = 0  # skipped because the global budget was spent
     prefetch_errors: int = 0
     prefetch_inflight_bytes: int = 0
+    held_bytes: int = 0  # verified blocks kept in memory by open files
     errors: int = 0
     timeouts: int = 0
     last_error: str = ""
@@ -55,16 +68,20 @@ class ReadStats:
 
 
 class OpenFile:
-    """One open() of a file: its spans, block handles it keeps open, its prefetch window."""
+    """One open() of a file: its spans, the blocks it keeps at hand, its prefetch window."""
 
-    __slots__ = ("entry", "handles", "ino", "last_end", "prefetched_to", "spans", "starts", "window")
+    __slots__ = ("closed", "entry", "handles", "held", "ino", "last_end", "owner", "prefetched_to", "spans",
+                 "starts", "window")
 
     def __init__(self, ino: int, entry: FileEntry) -> None:
         self.ino = ino
         self.entry = entry
         self.spans = list(entry.spans())  # (object hash, offset in object, length, offset in file)
         self.starts = [s[3] for s in self.spans]
-        self.handles: OrderedDict[int, Source] = OrderedDict()  # span index -> cached object
+        self.handles: OrderedDict[int, Source] = OrderedDict()  # span index -> bytes or open cache file
+        self.held = 0  # bytes of `handles` that are in memory
+        self.owner: BlockReader | None = None  # the reader whose budget `held` is counted in
+        self.closed = False
         self.last_end = -1  # end of the previous read; -1 before the first
         self.window = 0  # current prefetch window in bytes
         self.prefetched_to = 0  # file offset up to which prefetch has been issued
@@ -73,6 +90,7 @@ class OpenFile:
         return bisect_right(self.starts, offset) - 1
 
     def close(self) -> None:
+        self.closed = True
         for src in self.handles.values():
             if not isinstance(src, bytes):
                 try:
@@ -80,10 +98,21 @@ class OpenFile:
                 except OSError:
                     pass
         self.handles.clear()
+        if self.owner is not None:
+            self.owner.stats.held_bytes -= self.held
+        self.held = 0
+
+
+def _pread_fd(fd: int, n: int, off: int) -> bytes:
+    """pread on a private descriptor (a dup), closed afterwards. Runs on a worker thread."""
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
 
 
 class BlockReader:
-    """Serves reads of open files from the shared verified cache, fetching what is missing."""
+    """Serves reads of open files from memory and the shared verified cache, fetching what is missing."""
 
     def __init__(self, reader: ObjectReader, options: FsOptions) -> None:
         self.reader = reader
@@ -94,6 +123,8 @@ class BlockReader:
         self.prefetch_limiter = trio.CapacityLimiter(options.prefetch_threads)
         self._nursery: trio.Nursery | None = None
         self._prefetching: set[bytes] = set()
+        if options.write_behind:
+            reader.enable_write_behind(options.write_behind)
 
     def start(self, nursery: trio.Nursery) -> None:
         """Enable prefetch: background fetches run as tasks of `nursery`."""
@@ -112,61 +143,126 @@ class BlockReader:
         self.stats.timeouts += 1
         raise StoreUnreachable(f"store did not answer within {timeout:g} s")
 
-    # -- blocks ----------------------------------------------------------------------
+    # -- blocks held by open files ----------------------------------------------------------
 
-    def _load_block(self, h: bytes) -> tuple[Source, bool]:
-        """(cached object, fetched?) for block `h`. Runs on a worker thread."""
-        src = self.cache.open(h)
-        if src is not None:
-            return src, False
-        data = self.reader.read(h)  # single-flight fetch, verified, inserted in the cache
-        src = self.cache.open(h)
-        return (data if src is None else src), True
+    def _keep(self, f: OpenFile, i: int, src: Source) -> None:
+        """Give open file `f` the source of span `i` (trio thread); evict its oldest beyond the limit."""
+        old = f.handles.pop(i, None)
+        if old is not None and old is not src:
+            self._drop(f, old)
+        elif old is not None:
+            f.handles[i] = src
+            return
+        f.handles[i] = src
+        if isinstance(src, bytes):
+            f.held += len(src)
+            self.stats.held_bytes += len(src)
+        if f.owner is None:
+            f.owner = self
+        while len(f.handles) > self.options.handles_per_file:
+            _, gone = f.handles.popitem(last=False)
+            self._drop(f, gone)
+
+    def _drop(self, f: OpenFile, src: Source) -> None:
+        if isinstance(src, bytes):
+            f.held -= len(src)
+            self.stats.held_bytes -= len(src)
+        else:
+            try:
+                src.close()
+            except OSError:
+                pass
+
+    def _forget_before(self, f: OpenFile, i: int) -> None:
+        """A sequential reader has passed span `i`: free what it holds of earlier spans."""
+        if i and (i - 1) in f.handles:
+            for j in [j for j in f.handles if j < i]:
+                self._drop(f, f.handles.pop(j))
 
     async def _source(self, f: OpenFile, i: int) -> Source:
         src = f.handles.get(i)
         if src is not None:
             f.handles.move_to_end(i)
             return src
-        h = f.spans[i][0]
-        src, fetched = await self.offload(self._load_block, h)
+        src, fetched = await self.offload(self.reader.load, f.spans[i][0])
         if fetched:
             self.stats.block_misses += 1
+        elif isinstance(src, bytes):
+            self.stats.memory_hits += 1
         else:
             self.stats.block_hits += 1
-        f.handles[i] = src
-        if len(f.handles) > self.options.handles_per_file:
-            _, old = f.handles.popitem(last=False)
-            if not isinstance(old, bytes):
-                old.close()
+        if f.closed:
+            if not isinstance(src, bytes):
+                src.close()
+            raise IntegrityError(f"inode {f.ino} was closed during a read")
+        cur = f.handles.get(i)
+        if cur is not None:  # a prefetch landed while we waited: use it, drop ours
+            if cur is not src and not isinstance(src, bytes):
+                src.close()
+            return cur
+        self._keep(f, i, src)
         return src
+
+    async def _piece(self, f: OpenFile, src: Source, start: int, n: int) -> Buffer:
+        """`n` bytes at `start` of one block: a slice of memory, or a pread of the cache file."""
+        if isinstance(src, bytes):
+            if start == 0 and n == len(src):
+                return src
+            return memoryview(src)[start:start + n]
+        fd = src.fileno()
+        buf = bytearray(n)
+        got = 0
+        if _NOWAIT:
+            try:
+                got = os.preadv(fd, [buf], start, _NOWAIT)
+            except BlockingIOError:
+                got = 0
+            except OSError as e:
+                if e.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: no RWF_NOWAIT on this filesystem
+                    raise
+                got = 0
+        if got < n:
+            self.stats.slow_preads += 1
+            rest = await self.offload(_pread_fd, os.dup(fd), n - got, start + got)
+            buf[got:got + len(rest)] = rest
+            got += len(rest)
+        if got != n:
+            raise IntegrityError(f"cached block of inode {f.ino} is shorter than expected")
+        return buf
 
     async def read(self, f: OpenFile, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of the open file, short at the end of the file."""
-        entry = f.entry
-        end = min(offset + size, entry.size)
+        return bytes(await self.read_buffer(f, offset, size))
+
+    async def read_buffer(self, f: OpenFile, offset: int, size: int) -> Buffer:
+        """Like read(), but may return a view into a block held in memory (no copy)."""
+        end = min(offset + size, f.entry.size)
         if offset >= end:
             return b""
-        parts = []
-        pos = offset
         i = f.span_index(offset)
-        while pos < end:
-            _, obj_off, length, file_off = f.spans[i]
-            src = await self._source(f, i)
-            a = pos - file_off
-            b = min(end, file_off + length) - file_off
-            if isinstance(src, bytes):
-                parts.append(src[obj_off + a: obj_off + b])
-            else:
-                chunk = os.pread(src.fileno(), b - a, obj_off + a)
-                if len(chunk) != b - a:
-                    raise IntegrityError(f"cached block of inode {f.ino} is shorter than expected")
-                parts.append(chunk)
-            pos = file_off + b
-            i += 1
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.stats.reads += 1
-        self.stats.bytes_served += len(data)
+        _, obj_off, length, file_off = f.spans[i]
+        if end <= file_off + length:  # the common case: within one block
+            src = f.handles.get(i)
+            if src is None:
+                src = await self._source(f, i)
+            data = await self._piece(f, src, obj_off + offset - file_off, end - offset)
+        else:
+            parts: list[Buffer] = []
+            pos = offset
+            while pos < end:
+                _, obj_off, length, file_off = f.spans[i]
+                src = await self._source(f, i)
+                a = pos - file_off
+                b = min(end, file_off + length) - file_off
+                parts.append(await self._piece(f, src, obj_off + a, b - a))
+                pos = file_off + b
+                i += 1
+            data = b"".join(parts)
+        st = self.stats
+        st.reads += 1
+        st.bytes_served += end - offset
+        if end - offset > st.largest_read:
+            st.largest_read = end - offset
         self._after_read(f, offset, end)
         return data
 
@@ -177,6 +273,7 @@ class BlockReader:
         opts = self.options
         if offset == f.last_end:
             f.window = min(opts.prefetch_max, max(opts.prefetch_initial, f.window * 2))
+            self._forget_before(f, f.span_index(offset))
         else:
             f.window = 0
             f.prefetched_to = 0
@@ -188,27 +285,46 @@ class BlockReader:
         if start >= target:
             return
         i = f.span_index(start)
+        st = self.stats
         while i < len(f.spans) and f.spans[i][3] < target:
             h, _, length, file_off = f.spans[i]
             i += 1
             if i - 1 in f.handles or h in self._prefetching:
                 f.prefetched_to = file_off + length
                 continue
-            if self.stats.prefetch_inflight_bytes + length > opts.prefetch_budget:
-                self.stats.prefetch_skipped += 1
+            if st.prefetch_inflight_bytes + st.held_bytes + length > opts.prefetch_budget:
+                st.prefetch_skipped += 1
                 break  # try again on the next read, when the budget may have room
             f.prefetched_to = file_off + length
             self._prefetching.add(h)
-            self.stats.prefetch_started += 1
-            self.stats.prefetch_inflight_bytes += length
-            self._nursery.start_soon(self._prefetch, h, length)
+            st.prefetch_started += 1
+            st.prefetch_inflight_bytes += length
+            self._nursery.start_soon(self._prefetch, f, i - 1, h, length)
 
-    async def _prefetch(self, h: bytes, length: int) -> None:
+    @staticmethod
+    def _prefetch_load(reader: ObjectReader, h: bytes) -> tuple[Source, bool]:
+        """Worker thread: the block in memory (fetched) or its cache file, with readahead started."""
+        src, fetched = reader.load(h)
+        if not isinstance(src, bytes) and _WILLNEED is not None:
+            try:
+                os.posix_fadvise(src.fileno(), 0, 0, _WILLNEED)
+            except OSError:
+                pass
+        return src, fetched
+
+    async def _prefetch(self, f: OpenFile, i: int, h: bytes, length: int) -> None:
         try:
-            fetched = await self.offload(self.reader.ensure, h, limiter=self.prefetch_limiter)
+            src, fetched = await self.offload(self._prefetch_load, self.reader, h,
+                                              limiter=self.prefetch_limiter)
             if fetched:
                 self.stats.prefetch_fetched += 1
                 self.stats.prefetch_bytes += length
+            passed = f.window and f.last_end >= f.spans[i][3] + length  # a sequential reader went past it
+            if f.closed or passed or i in f.handles:
+                if not isinstance(src, bytes):
+                    src.close()
+            else:
+                self._keep(f, i, src)
         except Exception as e:  # a failed prefetch only costs the demand read a retry
             self.stats.prefetch_errors += 1
             log.debug("prefetch of %s failed: %s", h.hex(), e)
