@@ -434,12 +434,20 @@ def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json:
 
 @click.command()
 @click.argument("ref_a")
-@click.argument("ref_b")
+@click.argument("ref_b", required=False)
 @json_option
 @with_workspace
-def diff(ws: Workspace, ref_a: str, ref_b: str, as_json: bool) -> None:
-    """What changed from REF_A to REF_B: added, modified, removed paths."""
+def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
+    """What changed from REF_A to REF_B; or, given a writable MOUNTPOINT, its pending changes."""
     from fsmount.format.tree_edit import diff_trees
+
+    if ref_b is None:
+        from fsmount.cli.overlay_commands import ask_daemon, is_mountpoint_arg, print_pending
+
+        if not is_mountpoint_arg(ref_a):
+            raise UsageError("diff needs REF_A REF_B, or the MOUNTPOINT of a writable mount")
+        print_pending(ask_daemon(ref_a, {"op": "diff"}), as_json)
+        return
 
     a = Dataset.get(ref=ref_a, workspace=ws)
     b = Dataset.get(ref=ref_b, workspace=ws)

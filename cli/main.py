@@ -143,6 +143,10 @@ def _register() -> None:
         return
     for cmd in mount_commands.COMMANDS:
         main.add_command(cmd)
+    from fsmount.cli import overlay_commands
+
+    for cmd in overlay_commands.COMMANDS:
+        main.add_command(cmd)
 
 
 _register()

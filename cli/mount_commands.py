@@ -55,6 +55,10 @@ def _merged(ctx: click.Context, **kw: str | None) -> dict[str, str | None]:
 @click.option("--log-file", default=None, help="Daemon log file (rotated at 10 MiB, 3 kept); else stderr.")
 @click.option("--metrics-file", default=None, help="Prometheus text file the daemon rewrites every 10 s.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@click.option("--write", "-w", "writable", is_flag=True,
+              help="Writable: changes go to a local overlay; 'fsmount commit' makes them a version.")
+@click.option("--overlay", default=None, type=click.Path(file_okay=False),
+              help="Overlay folder for --write [$XDG_DATA_HOME/fsmount/overlays/<key>].")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_context
 def mount(
@@ -75,9 +79,14 @@ def mount(
     log_file: str | None,
     metrics_file: str | None,
     metrics_port: int | None,
+    writable: bool,
+    overlay: str | None,
     ready_fd: int | None,
 ) -> None:
-    """Mount version REF read-only at MOUNTPOINT (returns once the mount is live)."""
+    """Mount version REF at MOUNTPOINT, read-only or with --write (returns once the mount is live)."""
+    if overlay and not writable:
+        raise UsageError("--overlay needs --write")
+    overlay = os.path.abspath(overlay) if overlay else None
     service = config_file is not None
     if config_file:
         from fsmount.service.config import parse_conf
@@ -122,6 +131,8 @@ def mount(
             metrics_file=metrics_file,
             metrics_port=metrics_port,
             service=service,
+            write=writable,
+            overlay=overlay,
             **opts,
         )  # type: ignore[arg-type]
         ctx.exit(run(req, ready_fd))
@@ -132,9 +143,12 @@ def mount(
         ("--log-file", log_file),
         ("--metrics-file", metrics_file),
         ("--metrics-port", metrics_port),
+        ("--overlay", overlay),
     ):
         if value is not None:
             extra += [flag, str(value)]
+    if writable:
+        extra.append("--write")
     argv = mount_argv(
         ref,
         mountpoint,
@@ -165,6 +179,9 @@ def _print_counters(info: dict, status: dict | None) -> None:
         return
     c = status["counters"]
     s = c["store"]
+    if c.get("writable"):
+        click.echo(f"  writable: {c['pending']} pending change(s) in {c['overlay']}; "
+                   f"{c['commits']} commit(s)")
     click.echo(
         f"  served {human_bytes(c['bytes_served'])} in {c['reads']} reads; "
         f"blocks: {c['block_hits']} cache hits, {c['block_misses']} fetched"

@@ -16,13 +16,14 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from fsmount.api.workspace import data_home
+from fsmount.errors import FsmountError
 from fsmount.fs.mountpoint import is_mounted
 
 log = logging.getLogger(__name__)
@@ -114,15 +115,29 @@ def find_mount(mountpoint: str) -> dict[str, Any] | None:
     return None
 
 
-def query(sock_name: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask a daemon for its counters."""
+def read_info(mountpoint: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(info_path(mountpoint).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def request(sock_name: str, payload: dict[str, Any], timeout: float | None = 5.0) -> dict[str, Any]:
+    """Send one JSON request line to a daemon and return its JSON answer (None: wait forever)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(sock_name)
+        s.sendall(json.dumps(payload).encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
         chunks = []
         while data := s.recv(65536):
             chunks.append(data)
     return json.loads(b"".join(chunks))
+
+
+def query(sock_name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Ask a daemon for its counters."""
+    return request(sock_name, {"op": "status"}, timeout)
 
 
 def _peer_uid(sock: trio.socket.SocketType) -> int:
@@ -131,9 +146,52 @@ def _peer_uid(sock: trio.socket.SocketType) -> int:
     return uid
 
 
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+REQUEST_WAIT = 2.0  # seconds a connection may take to send its request line
+
+
+async def _read_request(stream: trio.SocketStream) -> dict[str, Any]:
+    """One JSON line (or nothing: a client that only listens gets the counters)."""
+    buf = b""
+    with trio.move_on_after(REQUEST_WAIT):
+        while b"\n" not in buf and len(buf) < 65536:
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            buf += data
+    try:
+        req = json.loads(buf.split(b"\n", 1)[0] or b"{}")
+    except ValueError:
+        return {"op": "invalid"}
+    return req if isinstance(req, dict) else {"op": "invalid"}
+
+
+async def _answer(req: dict[str, Any], snapshot: Callable[[], dict[str, Any]],
+                  handlers: dict[str, Handler]) -> dict[str, Any]:
+    op = req.get("op", "status")
+    if op == "status":
+        return snapshot()
+    handler = handlers.get(op)
+    if handler is None:
+        return {"ok": False, "error": f"this mount does not support {op!r}"
+                f"{' (it is read-only)' if not handlers else ''}", "exit_code": 2}
+    try:
+        return {"ok": True, **await handler(req)}
+    except FsmountError as e:
+        return {"ok": False, "error": str(e), "exit_code": e.exit_code}
+    except Exception as e:
+        log.exception("control request %r failed", op)
+        return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}", "exit_code": 70}
+
+
 async def serve(sock_name: str, snapshot: Callable[[], dict[str, Any]],
+                handlers: dict[str, Handler] | None = None,
                 task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Answer each connection with `snapshot()` as JSON, until cancelled."""
+    """Answer each connection's request (one JSON line; none means status) with JSON, until cancelled.
+
+    `{"op": "status"}` answers `snapshot()`; other ops go to `handlers` (a writable mount's
+    commit, diff, discard), whose answers carry `"ok": true`, or `"ok": false` and `"error"`.
+    """
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(sock_name)
     sock.listen(16)
@@ -145,7 +203,8 @@ async def serve(sock_name: str, snapshot: Callable[[], dict[str, Any]],
         try:
             if _peer_uid(stream.socket) not in (me, 0):
                 return
-            await stream.send_all(json.dumps(snapshot(), default=str).encode())
+            reply = await _answer(await _read_request(stream), snapshot, handlers or {})
+            await stream.send_all(json.dumps(reply, default=str).encode())
         except Exception:
             log.debug("control connection failed", exc_info=True)
         finally:

@@ -275,11 +275,12 @@ class ReadOnlyFS:
         self._files[fh] = OpenFile(ino, e)
         return fh
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | bytearray | memoryview:
+        """The bytes asked for, possibly as a view into a block held in memory (no copy)."""
         f = self._files.get(fh)
         if f is None:
             raise FsError(errno.EBADF)
-        return await self.blocks.read(f, offset, size)
+        return await self.blocks.read_buffer(f, offset, size)
 
     def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,11 @@ from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
 from fsmount.fs import control
 from fsmount.fs.adapter import Operations
+from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
-from fsmount.fs.options import FsOptions
+from fsmount.fs.options import FsOptions, tune_kernel
+from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.service.config import EX_CONFIG
 from fsmount.service.notify import notify
 from fsmount.store import open_store
@@ -47,14 +50,16 @@ class MountRequest:
     metrics_file: str | None = None  # Prometheus text, rewritten every 10 s
     metrics_port: int | None = None  # GET /metrics on 127.0.0.1
     service: bool = False  # started from a conf file: configuration errors exit with EX_CONFIG
+    write: bool = False  # writable, with an overlay (fsmount/overlay)
+    overlay: str | None = None  # overlay folder; default under $XDG_DATA_HOME/fsmount/overlays
 
     def fuse_option_set(self) -> set[str]:
-        opts = {"fsname=fsmount", "subtype=fsmount", "ro"}
+        opts = {"fsname=fsmount", "subtype=fsmount"} | (set() if self.write else {"ro"})
         if self.allow_other:
             opts |= {"allow_other", "default_permissions"}
         for o in self.fuse_options:
             opts |= {p.strip() for p in o.split(",") if p.strip()}
-        opts.discard("rw")
+        opts.discard("ro" if self.write else "rw")
         return opts
 
 
@@ -65,7 +70,7 @@ class Mounter:
         self.req = req
         self.mountpoint = os.path.abspath(req.mountpoint)
         self.ws: Workspace | None = None
-        self.fs: ReadOnlyFS | None = None
+        self.fs: ReadOnlyFS | WritableFS | None = None
         self.started = time.time()
         self.sock = control.socket_name(self.mountpoint)
 
@@ -80,6 +85,10 @@ class Mounter:
         self.ws = Workspace(store, cache_dir=req.cache_dir, cache_size=req.cache_size)
         _ = self.ws.cache  # an unwritable cache folder fails here, before anything is mounted
         state = registry.resolve(store, req.ref)
+        if req.write:
+            self.fs, state = writable_fs(self.ws, state, self.mountpoint, req.overlay, t)
+            self.state = state
+            return
         record = self.ws.reader.record(state.id)
         self.ws.reader.tree(record.root)  # the root only: everything else loads on first use
         self.fs = ReadOnlyFS(self.ws.reader, record, FsOptions(fetch_timeout=t))
@@ -93,7 +102,7 @@ class Mounter:
 
     def mount(self) -> None:
         assert self.fs is not None
-        ops = Operations(self.fs)
+        ops = WritableOperations(self.fs) if isinstance(self.fs, WritableFS) else Operations(self.fs)
         try:
             pyfuse3.init(ops, self.mountpoint, self.req.fuse_option_set())
         except RuntimeError as e:
@@ -103,15 +112,35 @@ class Mounter:
             "name": f"{self.state.project}/{self.state.name}@{self.state.version}",
             "store": self.ws.store_url if self.ws else None, "pid": os.getpid(), "socket": self.sock,
             "started": self.started, "log": str(control.log_path(self.mountpoint)),
+            **({"writable": True, "overlay": str(self.fs.upper.folder)} if isinstance(self.fs, WritableFS)
+               else {}),
         })
 
-    async def serve(self) -> None:
+    def _requests(self) -> dict[str, control.Handler]:
+        """Control-socket operations of a writable mount (commit, diff, discard)."""
+        if not isinstance(self.fs, WritableFS):
+            return {}
+        from fsmount.fs.overlay_ops import overlay_handlers
+
+        return overlay_handlers(self.fs, self.mountpoint, lambda: self.mount_info_update())
+
+    def mount_info_update(self) -> None:
+        """After a commit: the registration names the version the mount now stands on."""
+        assert self.fs is not None
+        info = control.read_info(self.mountpoint)
+        if info is not None and info.get("pid") == os.getpid():
+            rec = self.fs.record
+            info.update(version=rec.id, name=f"{rec.project}/{rec.name}@{rec.version}")
+            control.write_info(self.mountpoint, info)
+
+    async def serve(self, ready: Callable[[], None] | None = None) -> None:
         assert self.fs is not None
         from fsmount.service import metrics
 
         async with trio.open_nursery() as nursery:
             self.fs.start(nursery)
-            await nursery.start(control.serve, self.sock, self.snapshot)
+            nursery.start_soon(self._tune_kernel, ready)
+            await nursery.start(control.serve, self.sock, self.snapshot, self._requests())
             if self.req.metrics_port is not None:
                 await nursery.start(metrics.serve_http, self.req.metrics_port, self.snapshot)
             if self.req.metrics_file:
@@ -119,6 +148,18 @@ class Mounter:
             nursery.start_soon(self._signals)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
+
+    async def _tune_kernel(self, ready: Callable[[], None] | None) -> None:
+        """Once the FUSE INIT is done (a stat through the mount waits for it): larger kernel
+        reads and more of them in flight, where allowed (root); then report the mount ready."""
+        try:
+            opts = getattr(self.fs, "options", None) or FsOptions()
+            done = await trio.to_thread.run_sync(tune_kernel, self.mountpoint, opts, abandon_on_cancel=True)
+            if done:
+                log.info("kernel settings: %s", ", ".join(done))
+        finally:
+            if ready is not None:
+                ready()
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -140,6 +181,8 @@ class Mounter:
                 with contextlib.suppress(FsmountError):
                     unmount(self.mountpoint)
         control.remove_info(self.mountpoint, os.getpid())
+        if isinstance(self.fs, WritableFS):
+            self.fs.upper.close()
         if self.ws is not None:
             self.ws.close()
 
@@ -165,9 +208,8 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         mounted = True
         log.info("mounted %s at %s", m.fs.record.id if m.fs else "?", m.mountpoint)
         notify("READY=1", f"STATUS=serving {m.fs.record.id if m.fs else '?'} at {m.mountpoint}")
-        _report(ready_fd, "OK")
-        ready_fd = None
-        trio.run(m.serve)
+        fd, ready_fd = ready_fd, None
+        trio.run(m.serve, lambda: _report(fd, "OK"))  # 'OK' once the kernel side is tuned
         return 0
     except FsmountError as e:
         if req.service and isinstance(e, NotFoundError | StateError | UsageError):

@@ -18,8 +18,10 @@ import os
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FormatError
@@ -33,6 +35,8 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 COPY_CHUNK = 8 * 2**20
+TREE_MEMORY = 4096  # decoded lower trees kept by the view
+T = TypeVar("T")
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
 
@@ -53,6 +57,10 @@ class Node:
     @property
     def st_mode(self) -> int:
         return {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK}[self.kind] | self.mode
+
+
+class NeedsIO(Exception):
+    """Raised in inline mode when an operation would fetch from the store or copy bytes."""
 
 
 class Handle:
@@ -98,11 +106,35 @@ class MergedView:
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._lower_memo: dict[str, bytes | None] = {}
+        self._trees: OrderedDict[bytes, Tree] = OrderedDict()  # decoded trees used lately
+        self._inline = threading.local()
+
+    def inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` here (an event-loop thread) unless it needs I/O: then it raises NeedsIO, changing nothing.
+
+        Every operation looks up all it needs before it changes anything, so NeedsIO (from a
+        tree not in memory, or a copy-up) always comes before the first change.
+        """
+        self._inline.on = True
+        try:
+            return fn(*args)
+        finally:
+            self._inline.on = False
 
     # -- resolution ------------------------------------------------------------------------
 
     def _tree(self, h: bytes) -> Tree:
-        return self.reader.tree(h)
+        t = self._trees.get(h)
+        if t is not None:
+            self._trees.move_to_end(h)
+            return t
+        if getattr(self._inline, "on", False):
+            raise NeedsIO
+        t = self.reader.tree(h)
+        self._trees[h] = t
+        if len(self._trees) > TREE_MEMORY:
+            self._trees.popitem(last=False)
+        return t
 
     def _lower_dir(self, path: str) -> bytes | None:
         """The lower tree whose entries show through directory `path`, or None."""
@@ -268,6 +300,8 @@ class MergedView:
 
     def _copy_up(self, path: str, lower: FileEntry, limit: int) -> tuple[str, int]:
         """A new data file holding the first `limit` bytes of `lower`; (name, fd)."""
+        if getattr(self._inline, "on", False) and min(limit, lower.size) > 0:
+            raise NeedsIO
         name, fd = self.upper.new_data_file()
         try:
             pos = 0
@@ -315,20 +349,27 @@ class MergedView:
 
     def create(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> int:
         """Create a new regular file (EEXIST if the path exists) and open it."""
+        return self.create_node(path, mode, flags)[0]
+
+    def create_node(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> tuple[int, Node]:
+        """create(), also returning the new file's node."""
         with self.lock:
             path = split(path)
             parent = self._parent_dir(path)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
                 raise OverlayError(errno.EEXIST)
             name, fd = self.upper.new_data_file()
+            row = Row(path, FILE, stat.S_IMODE(mode), 0, data=name)
             try:
-                self.upper.put(Row(path, FILE, stat.S_IMODE(mode), 0, data=name))
+                self.upper.put(row)
             except BaseException:
                 os.close(fd)
                 self.upper.drop_data(name)
                 raise
             self._changed()
-            return self._new_fh(Handle(path, fd, None, True, bool(flags & os.O_APPEND)))
+            st = os.fstat(fd)
+            node = Node(path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=name, row=row)
+            return self._new_fh(Handle(path, fd, None, True, bool(flags & os.O_APPEND))), node
 
     def open(self, path: str, flags: int = os.O_RDONLY) -> int:
         """Open an existing file; O_TRUNC truncates (without fetching a byte of the lower file)."""
@@ -396,8 +437,7 @@ class MergedView:
         self.upper.sync()
 
     def release(self, fh: int) -> None:
-        with self.lock:
-            h = self._handles.pop(fh, None)
+        h = self._handles.pop(fh, None)  # no lock: an event loop may call this during a commit
         if h is not None and h.fd is not None:
             os.close(h.fd)
 
@@ -446,15 +486,17 @@ class MergedView:
                 if h.path == path:
                     h.path = None
 
-    def mkdir(self, path: str, mode: int = 0o755) -> None:
+    def mkdir(self, path: str, mode: int = 0o755) -> Node:
         with self.lock:
             path = split(path)
             parent = self._parent_dir(path)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
                 raise OverlayError(errno.EEXIST)
             opaque = self._lower_entry(path) is not None  # a whiteout was here: hide the old contents
-            self.upper.put(Row(path, DIR, stat.S_IMODE(mode), self.clock(), opaque=opaque))
+            row = Row(path, DIR, stat.S_IMODE(mode), self.clock(), opaque=opaque)
+            self.upper.put(row)
             self._changed()
+            return self._node_of_row(row)
 
     def rmdir(self, path: str) -> None:
         with self.lock:
@@ -470,7 +512,7 @@ class MergedView:
                 self._hide(b, path)
             self._changed()
 
-    def symlink(self, path: str, target: str) -> None:
+    def symlink(self, path: str, target: str) -> Node:
         with self.lock:
             path = split(path)
             parent = self._parent_dir(path)
@@ -478,8 +520,10 @@ class MergedView:
                 raise OverlayError(errno.EINVAL)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
                 raise OverlayError(errno.EEXIST)
-            self.upper.put(Row(path, SYMLINK, 0o777, self.clock(), target=target))
+            row = Row(path, SYMLINK, 0o777, self.clock(), target=target)
+            self.upper.put(row)
             self._changed()
+            return self._node_of_row(row)
 
     def link(self, old: str, new: str) -> None:
         """Hard links cannot be stored in a version's tree: refused with EPERM (docs/SEMANTICS.md)."""
@@ -546,13 +590,17 @@ class MergedView:
 
     def _set_attrs(self, n: Node, mode: int | None, mtime_ns: int | None) -> None:
         row = n.row
+        if mode is not None and (n.kind == SYMLINK or stat.S_IMODE(mode) == n.mode):
+            mode = None  # unchanged (tar and cp set the mode create already gave): no transaction
         if n.kind == FILE and n.data is not None:
             if mtime_ns is not None:
                 os.utime(self.upper.data_path(n.data), ns=(mtime_ns, mtime_ns))
             if mode is not None:
                 assert row is not None
                 self.upper.put(replace(row, mode=stat.S_IMODE(mode)))
-            self._changed()
+                self._changed()
+            return
+        if mode is None and (mtime_ns is None or mtime_ns == n.mtime_ns):
             return
         if row is None:  # a lower entry: a metadata-only upper copy
             row = Row(n.path, n.kind, n.mode, n.mtime_ns, target=n.target, lower=n.lower)

@@ -1,0 +1,96 @@
+"""`fsmount commit`, `discard` and `diff MOUNTPOINT`: ask a writable mount's daemon, print the answer."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import click
+from fsmount.cli.output import emit
+
+from fsmount.errors import FsmountError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def ask_daemon(mountpoint: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """Send one request to the daemon of `mountpoint`; raise its error as one line."""
+    from fsmount.fs import control
+
+    info = control.find_mount(mountpoint)
+    if info is None:
+        raise UsageError(f"{os.path.abspath(mountpoint)} is not an fsmount mount")
+    if not info.get("alive", True):
+        raise FsmountError(f"the daemon of {info['mountpoint']} is not running: mount it again")
+    try:
+        reply = control.request(info["socket"], request, timeout=timeout)
+    except (OSError, ValueError) as e:
+        raise FsmountError(f"the daemon of {info['mountpoint']} does not answer: {e}") from None
+    if not reply.get("ok", False):
+        err = FsmountError(reply.get("error") or "the daemon refused the request")
+        err.exit_code = int(reply.get("exit_code", 1))
+        raise err
+    return reply
+
+
+def is_mountpoint_arg(arg: str) -> bool:
+    """True if `arg` names a live fsmount mount (so `diff ARG` means pending changes)."""
+    if not os.path.isdir(arg):
+        return False
+    from fsmount.fs import control
+
+    return control.find_mount(arg) is not None
+
+
+def print_pending(reply: dict[str, Any], as_json: bool) -> None:
+    def text() -> None:
+        for kind in ("added", "modified", "removed"):
+            for p in reply.get(kind, []):
+                click.echo(f"{kind[0].upper()} {p}")
+        if not any(reply.get(k) for k in ("added", "modified", "removed")):
+            click.echo("no pending changes")
+
+    emit({k: reply.get(k, []) for k in ("mountpoint", "version", "added", "modified", "removed")},
+         as_json, text)
+
+
+@click.command()
+@click.argument("mountpoint")
+@click.option("-m", "--message", default="", help="Commit message.")
+@click.option("--version", "version", default=None, help="Version string (default: bump the newest).")
+@click.option("--tag", "tags", multiple=True, help="Tag the new version (repeatable).")
+@click.option("--publish", is_flag=True, help="Publish the new version right away.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def commit(mountpoint: str, message: str, version: str | None, tags: tuple[str, ...], publish: bool,
+           as_json: bool) -> None:
+    """Turn a writable mount's pending changes into a new child version; the mount moves onto it."""
+    reply = ask_daemon(mountpoint, {"op": "commit", "message": message, "version": version,
+                                    "tags": list(tags), "publish": publish})
+    if reply.get("id") is None:
+        emit({"id": None, "committed": False, "parent": reply.get("parent")}, as_json,
+             "nothing to commit: the overlay has no changes")
+        return
+    emit({k: reply.get(k) for k in ("id", "version", "parent", "files", "bytes", "blocks_uploaded",
+                                     "bytes_uploaded", "resumed")} | {"committed": True},
+         as_json, reply["id"])
+
+
+@click.command()
+@click.argument("mountpoint")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def discard(mountpoint: str, yes: bool, as_json: bool) -> None:
+    """Drop every pending change of a writable mount (asks first unless --yes)."""
+    if not yes:
+        pend = ask_daemon(mountpoint, {"op": "diff"})
+        n = sum(len(pend.get(k, [])) for k in ("added", "modified", "removed"))
+        where = os.path.abspath(mountpoint)
+        if not click.confirm(f"discard {n} pending change(s) in {where}?", default=False):
+            raise UsageError("nothing discarded")
+    reply = ask_daemon(mountpoint, {"op": "discard"})
+    emit({"discarded": reply.get("discarded", 0)}, as_json,
+         f"discarded {reply.get('discarded', 0)} pending change(s)")
+
+
+COMMANDS = [commit, discard]

@@ -1,0 +1,440 @@
+"""The writable filesystem of a mount with an overlay, without FUSE: inodes by path over a MergedView.
+
+Inode numbers are handed out on first sight of a path and follow it through renames; an
+unlinked or replaced path loses its number. Every metadata operation runs the blocking
+MergedView call on a worker thread while holding `self._meta` (a trio lock), so the inode
+table (touched only on the trio thread) always changes in the order the view did.
+Reads of a file nobody has written yet go through the same BlockReader (cache, prefetch)
+as the read-only mount; once copied up, reads and writes are pread/pwrite on its data file.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from fsmount.api.workspace import Workspace
+from fsmount.format.objects import FileEntry, VersionRecord, VersionState
+from fsmount.fs.blocks import BlockReader, OpenFile
+from fsmount.fs.core import NAME_MAX, XATTR_SHA256, XATTR_VERSION, Attr, FsStat
+from fsmount.fs.fserrors import FsError
+from fsmount.fs.inodes import ROOT_INO
+from fsmount.fs.options import FsOptions
+from fsmount.overlay.commit import CommitResult, Pending, commit_upper, pending
+from fsmount.overlay.merged import MergedView, NeedsIO, Node
+from fsmount.overlay.upper import UpperLayer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+
+
+def _join(parent: str, name: str) -> str:
+    if "/" in name or name in ("", ".", ".."):
+        raise FsError(errno.EINVAL)
+    return f"{parent}/{name}" if parent else name
+
+
+class _Open:
+    """One FUSE file handle: the view's handle, plus block-reader state for untouched lower files."""
+
+    __slots__ = ("ino", "lower", "vfh")
+
+    def __init__(self, ino: int, vfh: int, lower: OpenFile | None) -> None:
+        self.ino = ino
+        self.vfh = vfh
+        self.lower = lower
+
+
+class WritableFS:
+    """A mounted version plus its overlay: every POSIX operation the adapter forwards."""
+
+    writable = True
+
+    def __init__(self, ws: Workspace, record: VersionRecord, upper: UpperLayer,
+                 options: FsOptions | None = None) -> None:
+        self.ws = ws
+        self.reader = ws.reader
+        self.record = record
+        self.upper = upper
+        self.options = options or FsOptions(entry_timeout=1.0, attr_timeout=1.0)
+        self.view = MergedView(upper, ws.reader, record.root, int(record.finalized * 1e9))
+        self.blocks = BlockReader(ws.reader, self.options)
+        self._paths: dict[int, str] = {ROOT_INO: ""}
+        self._inos: dict[str, int] = {"": ROOT_INO}
+        self._refs: dict[int, int] = {}
+        self._next_ino = ROOT_INO + 1
+        self._files: dict[int, _Open] = {}
+        self._dirs: dict[int, list[tuple[str, Node]]] = {}
+        self._next_fh = 1
+        self._meta = trio.Lock()
+        self.commits = 0
+        self.writes = 0
+        self.bytes_written = 0
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self.blocks.start(nursery)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _op(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one metadata operation of the view, in order with every other one.
+
+        Most need no I/O: they run right here, between two awaits, so nothing interleaves.
+        One that needs I/O (a tree not in memory, a copy-up) raises NeedsIO before changing
+        anything and runs again on a worker thread while holding `_meta`; so does every
+        operation that arrives while another holds it (a commit, a copy-up). The caller's
+        inode-table update right after the await still happens before any other task runs.
+        """
+        try:
+            if not self._meta.locked():
+                try:
+                    return self.view.inline(fn, *args)
+                except NeedsIO:
+                    pass
+            async with self._meta:
+                return await trio.to_thread.run_sync(functools.partial(fn, *args))
+        except OSError as e:  # ENOSPC, EIO... from the overlay's own disk: the caller's errno
+            raise FsError(e.errno or errno.EIO, str(e)) from None
+
+    def _path(self, ino: int) -> str:
+        p = self._paths.get(ino)
+        if p is None:
+            raise FsError(errno.ENOENT, f"inode {ino} is gone")
+        return p
+
+    def _ino(self, path: str) -> int:
+        ino = self._inos.get(path)
+        if ino is None:
+            ino = self._next_ino
+            self._next_ino += 1
+            self._inos[path] = ino
+            self._paths[ino] = path
+        return ino
+
+    def _drop(self, path: str) -> None:
+        """`path` no longer names what it named: its inode (and those below it) lose their path."""
+        prefix = path + "/"
+        for p in [p for p in self._inos if p == path or p.startswith(prefix)]:
+            ino = self._inos.pop(p)
+            self._paths.pop(ino, None)
+
+    def _moved(self, old: str, new: str) -> None:
+        prefix = old + "/"
+        moves = [(p, new + p[len(old):]) for p in self._inos if p == old or p.startswith(prefix)]
+        for p, q in moves:
+            ino = self._inos.pop(p)
+            self._inos[q] = ino
+            self._paths[ino] = q
+
+    def _attr(self, n: Node) -> Attr:
+        nlink = 1  # directories too: 1 tells find(1) not to count subdirectories by link count
+        return Attr(self._ino(n.path), n.st_mode, nlink, n.size, n.mtime_ns, self.record.block_size)
+
+    # -- names and attributes ------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> Attr:
+        base = self._path(parent)
+        if name == ".":
+            path = base
+        elif name == "..":
+            path = base.rsplit("/", 1)[0] if "/" in base else ""
+        else:
+            path = _join(base, name)
+        attr = self._attr(await self._op(self.view.lookup, path))
+        self._refs[attr.ino] = self._refs.get(attr.ino, 0) + 1
+        return attr
+
+    def remember(self, ino: int) -> None:
+        self._refs[ino] = self._refs.get(ino, 0) + 1
+
+    def forget(self, ino: int, n: int) -> None:
+        left = self._refs.get(ino, 0) - n
+        if left > 0:
+            self._refs[ino] = left
+            return
+        self._refs.pop(ino, None)
+        if ino != ROOT_INO and not any(f.ino == ino for f in self._files.values()):
+            path = self._paths.pop(ino, None)
+            if path is not None and self._inos.get(path) == ino:
+                del self._inos[path]
+
+    async def getattr(self, ino: int) -> Attr:
+        if ino not in self._paths:  # unlinked but still open: fstat of its data file
+            for f in self._files.values():
+                h = self.view.handle(f.vfh)
+                if f.ino == ino and h.fd is not None:
+                    st = os.fstat(h.fd)
+                    return Attr(ino, stat.S_IFREG | stat.S_IMODE(st.st_mode), 0, st.st_size,
+                                st.st_mtime_ns, self.record.block_size)
+        path = self._path(ino)
+        return self._attr(await self._op(self.view.lookup, path))
+
+    async def readlink(self, ino: int) -> str:
+        return await self._op(self.view.readlink, self._path(ino))
+
+    async def opendir(self, ino: int) -> int:
+        path = self._path(ino)
+        entries = await self._op(self.view.readdir, path)
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = entries
+        return fh
+
+    async def readdir(self, fh: int, offset: int) -> AsyncIterator[tuple[str, Attr, int]]:
+        entries = self._dirs.get(fh)
+        if entries is None:
+            raise FsError(errno.EBADF)
+        for i in range(offset, len(entries)):
+            name, node = entries[i]
+            yield name, self._attr(node), i + 1
+
+    def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    def statfs(self) -> FsStat:
+        s = self.view.statfs()
+        return FsStat(s.f_frsize, s.f_blocks, s.f_files, NAME_MAX)
+
+    def statvfs(self) -> os.statvfs_result:
+        return self.view.statfs()
+
+    async def _unchanged_lower(self, ino: int) -> FileEntry | None:
+        """The lower entry of a file whose bytes the overlay has not changed (None otherwise)."""
+        if ino not in self._paths:
+            return None
+        node = await self._op(self.view.lookup, self._paths[ino])
+        return node.lower if node.data is None else None
+
+    async def listxattr(self, ino: int) -> list[str]:
+        if ino == ROOT_INO:
+            return [XATTR_VERSION]
+        return [XATTR_SHA256, XATTR_VERSION] if await self._unchanged_lower(ino) else []
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        if ino == ROOT_INO and name == XATTR_VERSION:
+            return self.record.id.encode()
+        if name in (XATTR_SHA256, XATTR_VERSION) and ino != ROOT_INO:
+            e = await self._unchanged_lower(ino)
+            if e is not None:
+                return e.sha256.hex().encode() if name == XATTR_SHA256 else e.origin.encode()
+        raise FsError(errno.ENODATA)
+
+    # -- changes of names ----------------------------------------------------------------------
+
+    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
+        path = _join(self._path(parent), name)
+        vfh, node = await self._op(self.view.create_node, path, mode, flags)
+        attr = self._attr(node)
+        self._refs[attr.ino] = self._refs.get(attr.ino, 0) + 1
+        return self._new_fh(attr.ino, vfh), attr
+
+    async def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+        path = _join(self._path(parent), name)
+        attr = self._attr(await self._op(self.view.mkdir, path, mode))
+        self._refs[attr.ino] = self._refs.get(attr.ino, 0) + 1
+        return attr
+
+    async def symlink(self, parent: int, name: str, target: str) -> Attr:
+        path = _join(self._path(parent), name)
+        attr = self._attr(await self._op(self.view.symlink, path, target))
+        self._refs[attr.ino] = self._refs.get(attr.ino, 0) + 1
+        return attr
+
+    async def unlink(self, parent: int, name: str) -> None:
+        path = _join(self._path(parent), name)
+        await self._op(self.view.unlink, path)
+        self._drop(path)
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        path = _join(self._path(parent), name)
+        await self._op(self.view.rmdir, path)
+        self._drop(path)
+
+    async def rename(self, parent_old: int, old_name: str, parent_new: int, new_name: str,
+                     flags: int) -> None:
+        old = _join(self._path(parent_old), old_name)
+        new = _join(self._path(parent_new), new_name)
+        await self._op(self.view.rename, old, new, flags)
+        if old != new:
+            self._drop(new)
+            self._moved(old, new)
+
+    async def link(self, ino: int, parent: int, name: str) -> Attr:
+        raise FsError(errno.EPERM, "hard links are not supported on fsmount overlays")
+
+    async def setattr(self, ino: int, fh: int | None, size: int | None, mode: int | None,
+                      mtime_ns: int | None) -> Attr:
+        path = self._path(ino)
+        f = self._files.get(fh) if fh is not None else None
+        view = self.view
+
+        def change() -> Node:  # a copy-up (the only I/O) comes first: NeedsIO before any change
+            if size is not None:
+                if f is not None:
+                    view.ftruncate(f.vfh, size)
+                else:
+                    view.truncate(path, size)
+            if mode is not None:
+                view.chmod(path, stat.S_IMODE(mode))
+            if mtime_ns is not None:
+                view.utimens(path, mtime_ns)
+            return view.lookup(path)
+
+        return self._attr(await self._op(change))
+
+    # -- file contents ---------------------------------------------------------------------
+
+    def _new_fh(self, ino: int, vfh: int, lower: OpenFile | None = None) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = _Open(ino, vfh, lower)
+        return fh
+
+    async def open(self, ino: int, flags: int) -> int:
+        path = self._path(ino)
+        vfh = await self._op(self.view.open, path, flags)
+        h = self.view.handle(vfh)
+        lower = OpenFile(ino, h.lower) if h.fd is None and h.lower is not None else None
+        return self._new_fh(ino, vfh, lower)
+
+    def _open(self, fh: int) -> _Open:
+        f = self._files.get(fh)
+        if f is None:
+            raise FsError(errno.EBADF)
+        return f
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        f = self._open(fh)
+        h = self.view.handle(f.vfh)
+        if h.fd is not None:
+            try:
+                return os.pread(h.fd, size, offset)
+            except OSError as e:
+                raise FsError(e.errno or errno.EIO, str(e)) from None
+        if f.lower is None or f.lower.entry is not h.lower:
+            assert h.lower is not None
+            f.lower = OpenFile(f.ino, h.lower)
+        return await self.blocks.read(f.lower, offset, size)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        self.writes += 1
+        self.bytes_written += len(data)
+        f = self._open(fh)
+        h = self.view.handle(f.vfh)
+        if h.fd is None or self._meta.locked():  # a copy-up, or a commit under way: in order
+            return await self._op(self.view.write, f.vfh, offset, data)
+        try:
+            return self.view.write(f.vfh, offset, data)
+        except OSError as e:
+            raise FsError(e.errno or errno.EIO, str(e)) from None
+
+    async def fsync(self, fh: int) -> None:
+        await trio.to_thread.run_sync(self.view.fsync, self._open(fh).vfh)
+
+    def release(self, fh: int) -> None:
+        f = self._files.pop(fh, None)
+        if f is None:
+            return
+        if f.lower is not None:
+            f.lower.close()
+        self.view.release(f.vfh)
+
+    # -- the overlay as a whole --------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        return sum(1 for p in self.upper.rows if p)
+
+    async def pending(self) -> Pending:
+        async with self._meta:
+            return await trio.to_thread.run_sync(pending, self.upper, self.ws, self.view.root)
+
+    async def commit(self, message: str = "", version: str | None = None, tags: list[str] | None = None,
+                     publish: bool = False) -> CommitResult:
+        """Commit the overlay (writes wait meanwhile); the mount then stands on the new version."""
+        async with self._meta:
+            def run() -> CommitResult:
+                with self.view.lock:
+                    for h in list(self.view._handles.values()):
+                        if h.fd is not None:
+                            os.fsync(h.fd)
+                    return commit_upper(self.upper, self.ws, message=message, version=version,
+                                        tags=tags, publish=publish)
+
+            result = await trio.to_thread.run_sync(run)
+            if result.record is not None:
+                self.record = result.record
+                self.view.rebase(result.record.root, int(result.record.finalized * 1e9))
+                self.commits += 1
+            return result
+
+    async def discard(self) -> tuple[int, list[tuple[int, str]], list[int]]:
+        """Drop every pending change.
+
+        Returns (upper entries dropped, (parent inode, name) of names that are gone, inodes
+        whose contents or attributes may differ now): the kernel's caches of both must go.
+        """
+        async with self._meta:
+            n = self.pending_count()
+            await trio.to_thread.run_sync(self.upper.reset, self.record.id, self.record.root)
+            self.view.rebase(self.record.root, int(self.record.finalized * 1e9))
+            gone: list[tuple[int, str]] = []
+            for path in sorted(self._inos, key=lambda p: -p.count("/")):
+                if path and not await trio.to_thread.run_sync(self.view.exists, path):
+                    parent = self._inos.get(path.rsplit("/", 1)[0] if "/" in path else "")
+                    if parent is not None:
+                        gone.append((parent, path.rsplit("/", 1)[-1]))
+                    self._drop(path)
+            return n, gone, list(self._paths)
+
+    def counters(self) -> dict[str, object]:
+        return {
+            "version": self.record.id,
+            "writable": True,
+            "overlay": str(self.upper.folder),
+            "pending": self.pending_count(),
+            "commits": self.commits,
+            "writes": self.writes,
+            "bytes_written": self.bytes_written,
+            "open_files": len(self._files),
+            "inodes": len(self._paths),
+            **self.blocks.stats.as_dict(),
+            "store": self.reader.stats.as_dict(),
+        }
+
+
+
+def writable_fs(ws: Workspace, state: VersionState, mountpoint: str, overlay: str | None,
+                timeout: float) -> tuple[WritableFS, VersionState]:
+    """Open (or create) the overlay of `mountpoint` over version `state`; finish an interrupted commit.
+
+    If a commit of this overlay became final before the overlay was emptied (a crash), the
+    mount stands on that child version: it holds exactly what the overlay held.
+    """
+    from fsmount.api import registry
+    from fsmount.overlay.commit import finish_interrupted
+    from fsmount.overlay.upper import default_overlay_dir
+
+    folder = overlay or str(default_overlay_dir(ws.store_url, mountpoint))
+    upper = UpperLayer(folder)
+    try:
+        done = finish_interrupted(upper, ws)
+        if done is not None and state.id in done.parents:
+            log.info("an interrupted commit made %s from %s: mounting it", done.id, state.id)
+            state = registry.read_state(ws.store, done.id)
+        record = ws.reader.record(state.id)
+        ws.reader.tree(record.root)
+        upper.bind(state.id, record.root)
+    except BaseException:
+        upper.close()
+        raise
+    options = FsOptions(fetch_timeout=timeout, entry_timeout=1.0, attr_timeout=1.0)
+    return WritableFS(ws, record, upper, options), state
