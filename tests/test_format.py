@@ -189,3 +189,22 @@ def test_type_confused_entries_are_format_errors(entry: list[object]) -> None:
 def test_missing_format_number_is_malformed_not_newer() -> None:
     with pytest.raises(FormatError, match="no valid format number"):
         decode_tree(msgpack.packb({"type": "tree", "entries": []}))
+
+
+def test_unsorted_or_duplicate_entries_are_rejected() -> None:
+    a, b = _encode_entry_raw("a"), _encode_entry_raw("b")
+    for entries in ([b, a], [a, a]):
+        with pytest.raises(FormatError, match="not sorted or duplicated"):
+            decode_tree(msgpack.packb({"format": FORMAT, "type": "tree", "entries": entries}))
+
+
+def _encode_entry_raw(name: str) -> list[object]:
+    return [name, 2, 0o777, 0, "target", bytes(16)]
+
+
+def test_single_block_files_share_their_hash_object() -> None:
+    content = b"x" * 100
+    t = decode_tree(encode_tree([f("a", content), f("b", b"y")]))
+    e = t.get("a")
+    assert isinstance(e, FileEntry) and e.blocks[0] is e.sha256
+    assert e.origin is t.get("b").origin  # type: ignore[union-attr]

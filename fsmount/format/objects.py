@@ -8,6 +8,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import msgpack
@@ -201,26 +202,51 @@ def _blocks_add_up(blocks: tuple[BlockRef, ...], block_size: int, size: int) -> 
     return pos == size
 
 
-def _decode_entry(raw: object) -> Entry:
-    if not isinstance(raw, Sequence) or len(raw) < 4:
+def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
+    """One positional entry, validated. `shared` interns values repeated across a tree.
+
+    A mount keeps every entry the kernel references in memory (a million after a `find`),
+    so repeated values (origin ids, block sizes, the hash of a single-block file, which is
+    also its only block) are one object each, not one per entry.
+    """
+    if not isinstance(raw, tuple | list) or len(raw) < 4:
         raise FormatError("malformed tree entry")
     name = validate_name(raw[0])
-    kind, mode, mtime = raw[1], _check_int(raw[2]), _check_int(raw[3], lo=-(2**62))
+    kind, mode, mtime = raw[1], raw[2], raw[3]
+    if type(mode) is not int or mode < 0 or type(mtime) is not int:
+        raise FormatError(f"malformed mode or mtime for {name!r}")
     mode &= 0o7777
     if kind == KIND_FILE and len(raw) == 9:
-        size, bs = _check_int(raw[4]), _check_int(raw[6], lo=1)
-        blocks = tuple(_decode_block(b) for b in raw[7])
-        entry = FileEntry(name, mode, mtime, size, _check_hash(raw[5]), bs, blocks, raw[8].hex())
-        if not _blocks_add_up(blocks, bs, size):
+        size, sha, bs, raw_blocks = raw[4], raw[5], raw[6], raw[7]
+        if type(size) is not int or size < 0 or type(bs) is not int or bs < 1:
+            raise FormatError(f"malformed size for {name!r}")
+        _check_hash(sha)
+        bs = shared.setdefault(bs, bs)
+        blocks: tuple[BlockRef, ...]
+        if len(raw_blocks) == 1 and raw_blocks[0] == sha:  # single-block file: hash == block hash
+            blocks, ok = (sha,), 0 < size <= bs
+        else:
+            blocks = tuple(_decode_block(b) for b in raw_blocks)
+            ok = _blocks_add_up(blocks, bs, size)
+        if not ok:
             raise FormatError(f"blocks of {name!r} do not add up to its size")
-        return entry
+        return FileEntry(name, mode, mtime, size, sha, bs, blocks, _origin(raw[8], shared))
     if kind == KIND_DIR and len(raw) == 7:
         return DirEntry(name, mode, mtime, _check_hash(raw[4]), _check_int(raw[5]), _check_int(raw[6]))
     if kind == KIND_SYMLINK and len(raw) == 6:
         if not isinstance(raw[4], str) or "\0" in raw[4] or not raw[4]:
             raise FormatError(f"malformed symlink target for {name!r}")
-        return SymlinkEntry(name, mode, mtime, raw[4], raw[5].hex())
+        return SymlinkEntry(name, mode, mtime, raw[4], _origin(raw[5], shared))
     raise FormatError(f"unknown entry kind {kind!r} for {name!r}")
+
+
+def _origin(raw: object, shared: dict[object, Any]) -> str:
+    origin = shared.get(raw)
+    if origin is None:
+        if type(raw) is not bytes or len(raw) != 16:
+            raise FormatError("malformed origin version id in tree")
+        origin = shared[raw] = raw.hex()
+    return origin
 
 
 def _check_format(obj: object, expected_type: str) -> dict[str, Any]:
@@ -253,12 +279,15 @@ def decode_tree(data: bytes) -> Tree:
     if not isinstance(raw, tuple | list):
         raise FormatError("malformed tree: no entry list")
     try:
-        entries = [_decode_entry(r) for r in raw]
+        shared: dict[object, Any] = {}
+        entries = [_decode_entry(r, shared) for r in raw]
     except (TypeError, AttributeError, ValueError, IndexError) as e:  # hostile or damaged input
         raise FormatError(f"malformed tree entry: {e}") from None
-    names = [e.name for e in entries]
-    if len(set(names)) != len(names):
-        raise FormatError("duplicate names in tree")
+    # Strictly increasing names: sorted (readers bisect) and unique. For valid UTF-8, str order
+    # is the UTF-8 byte order encode_tree sorts by.
+    for a, b in pairwise(entries):
+        if not a.name < b.name:
+            raise FormatError(f"tree entries not sorted or duplicated at {b.name!r}")
     return Tree(entries)
 
 

@@ -150,10 +150,8 @@ class ReadOnlyFS:
             attr = await self._dir_attr(self.inodes.dirs[d.parent])
         else:
             t = await self._dir_tree(d)
-            e = t.get(name)
-            if e is None:
-                raise FsError(errno.ENOENT)
-            index = self._index(t, name)
+            index = self._index(t, name)  # bisection: no per-directory name dict kept in memory
+            e = t.entries[index]
             attr = await self._child(d, index, e)
             self.inodes.remember(attr.ino, None if isinstance(e, DirEntry) else e)
             return attr
@@ -162,20 +160,18 @@ class ReadOnlyFS:
 
     @staticmethod
     def _index(t: Tree, name: str) -> int:
-        # Entries are sorted by their UTF-8 bytes (encode_tree); verify rather than trust the store.
-        lo, hi, key = 0, len(t.entries), _key(name)
+        # Entries are sorted by their UTF-8 bytes (encode_tree). Names are valid UTF-8, whose
+        # byte order is code point order, so str comparison bisects; verify, don't trust the store.
+        lo, hi, entries = 0, len(t.entries), t.entries
         while lo < hi:
             mid = (lo + hi) // 2
-            if _key(t.entries[mid].name) < key:
+            if entries[mid].name < name:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo < len(t.entries) and t.entries[lo].name == name:
+        if lo < len(entries) and entries[lo].name == name:
             return lo
-        for i, e in enumerate(t.entries):  # a store that wrote an unsorted tree: still correct
-            if e.name == name:
-                return i
-        raise FsError(errno.ENOENT)
+        raise FsError(errno.ENOENT)  # decode_tree rejects unsorted trees, so this is a real miss
 
     def forget(self, ino: int, n: int) -> None:
         self.inodes.forget(ino, n)
