@@ -207,9 +207,14 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         m.mount()
         mounted = True
         log.info("mounted %s at %s", m.fs.record.id if m.fs else "?", m.mountpoint)
-        notify("READY=1", f"STATUS=serving {m.fs.record.id if m.fs else '?'} at {m.mountpoint}")
         fd, ready_fd = ready_fd, None
-        trio.run(m.serve, lambda: _report(fd, "OK"))  # 'OK' once the kernel side is tuned
+        status = f"STATUS=serving {m.fs.record.id if m.fs else '?'} at {m.mountpoint}"
+
+        def ready() -> None:  # once the FUSE handshake is done and the kernel side tuned
+            notify("READY=1", status)
+            _report(fd, "OK")
+
+        trio.run(m.serve, ready)
         return 0
     except FsmountError as e:
         if req.service and isinstance(e, NotFoundError | StateError | UsageError):

@@ -376,9 +376,7 @@ class MergedView:
         with self.lock:
             n = self._get(split(path))
             if n.kind == DIR:
-                if flags & _ACCMODE != os.O_RDONLY:
-                    raise OverlayError(errno.EISDIR)
-                raise OverlayError(errno.EISDIR)
+                raise OverlayError(errno.EISDIR)  # directories are opened with opendir
             if n.kind == SYMLINK:
                 raise OverlayError(errno.ELOOP)
             writable = flags & _ACCMODE != os.O_RDONLY
