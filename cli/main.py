@@ -31,6 +31,9 @@ class FsmountGroup(click.Group):
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # `fsmount ... | head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             click.echo(f"fsmount: error: {e.strerror or e}{where}", err=True)

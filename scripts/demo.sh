@@ -58,6 +58,18 @@ print(f"python read {total} bytes from {root}, fetched on first use")
 PY
   fsmount status "$mnt" || true
   fsmount umount "$mnt"
+
+  step "fsmount mount --write: fix labels, delete an image, add one; then commit v3 from the mount"
+  fsmount mount "$project/images" "$mnt" --write --overlay "$work/overlay"
+  echo "img04.jpg,7" > "$mnt/labels/img04.csv"
+  rm "$mnt/images/img05.jpg"
+  head -c 40000 /dev/urandom > "$mnt/images/img25.jpg"
+  fsmount diff "$mnt"
+  v3=$(fsmount commit "$mnt" -m "fix a label, drop img05, add img25" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  echo "v3 = $v3 (the mount now stands on it, with an empty overlay)"
+  fsmount status "$mnt"
+  fsmount umount "$mnt"
+  fsmount info "$v3" | sed -n '1,/^lineage/p'
 fi
 
 step "fsmount get: a read-only local copy through the cache (a second get downloads nothing)"
