@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd rsync
 BENCH_PACKAGES := rclone s3fs
 
 .PHONY: all demo test lint bench system-deps bench-deps install clean
@@ -15,7 +15,7 @@ all: test
 # System packages, only when something is missing (apt-get needs root: sudo otherwise).
 system-deps:
 	@if ! command -v fusermount3 >/dev/null || ! pkg-config --exists fuse3 2>/dev/null \
-	    || ! command -v gcc >/dev/null || ! command -v systemd-analyze >/dev/null \
+	    || ! command -v gcc >/dev/null || ! command -v systemd-analyze >/dev/null || ! command -v rsync >/dev/null \
 	    || ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
 	  echo ">> installing system packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

@@ -130,8 +130,7 @@ def test_real_tools_round_trip(tmp_path: Path, base: tuple[str, str]) -> None:
     with wmount(ref, mnt, store, tmp_path):
         subprocess.run(["tar", "xf", str(archive), "-C", str(mnt)], check=True)
         subprocess.run(["cp", "-a", str(src), str(mnt / "copied")], check=True)
-        if shutil.which("rsync"):
-            subprocess.run(["rsync", "-a", f"{src}/", str(mnt / "rsynced")], check=True)
+        subprocess.run(["rsync", "-a", f"{src}/", str(mnt / "rsynced")], check=True)  # make test installs it
         repo = mnt / "repo"
         repo.mkdir()
         subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
@@ -147,16 +146,15 @@ def test_real_tools_round_trip(tmp_path: Path, base: tuple[str, str]) -> None:
         db.execute("UPDATE t SET v = 'changed' WHERE k % 7 = 0")
         db.commit()
         db.close()
-        try:
-            import pandas as pd  # type: ignore[import-not-found]
+        import pandas as pd  # a test extra
 
-            pd.DataFrame({"a": range(1000), "b": [f"x{i}" for i in range(1000)]}).to_csv(mnt / "table.csv")
-        except ImportError:
-            with open(mnt / "table.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerows([[i, f"x{i}"] for i in range(1000)])
+        frame = pd.DataFrame({"a": range(1000), "b": [f"x{i}" for i in range(1000)]})
+        frame.to_csv(mnt / "table.csv", index=False)
+        with open(mnt / "table.csv", "a", newline="") as f:  # and an append with the csv module
+            csv.writer(f).writerow([1000, "x1000"])
         assert hash_tree(mnt / "untarred") == hash_tree(src)
         assert hash_tree(mnt / "copied") == hash_tree(src)
+        assert hash_tree(mnt / "rsynced") == hash_tree(src)
         expected = hash_tree(mnt)
         child = run_json("commit", str(mnt), "-m", "tools")["id"]
     with cli_mount(child, tmp_path / "ro", store, tmp_path / "cache2") as ro:
@@ -167,6 +165,8 @@ def test_real_tools_round_trip(tmp_path: Path, base: tuple[str, str]) -> None:
         con = sqlite3.connect(f"file:{ro / 'data.sqlite'}?mode=ro&immutable=1", uri=True)
         assert con.execute("SELECT count(*), sum(v = 'changed') FROM t").fetchone() == (2000, 285)
         con.close()
+        back = pd.read_csv(ro / "table.csv")
+        assert len(back) == 1001 and back["b"].iloc[-1] == "x1000" and back["a"].sum() == sum(range(1001))
 
 
 def test_kill_9_after_writes_keeps_every_returned_write(tmp_path: Path, base: tuple[str, str]) -> None:
