@@ -14,12 +14,6 @@ from fsmount.errors import FsmountError, UsageError
 log = logging.getLogger(__name__)
 
 
-def _merged(ctx: click.Context, **kw: str | None) -> dict[str, str | None]:
-    """This command's store options, else the group's (env fallback happens in Workspace)."""
-    base = ctx.find_root().obj or {}
-    return {k: v if v is not None else base.get(k) for k, v in kw.items()}
-
-
 @click.command()
 @click.argument("ref", required=False)
 @click.argument("mountpoint", required=False)
@@ -84,82 +78,49 @@ def mount(
     ready_fd: int | None,
 ) -> None:
     """Mount version REF at MOUNTPOINT, read-only or with --write (returns once the mount is live)."""
-    if overlay and not writable:
-        raise UsageError("--overlay needs --write")
-    overlay = os.path.abspath(overlay) if overlay else None
-    service = config_file is not None
+    from fsmount.fs.request import MountRequest
+
+    req = MountRequest(
+        ref or "", mountpoint or "", store=store, endpoint_url=endpoint_url, cache_dir=cache_dir,
+        cache_size=cache_size, allow_other=allow_other, write=writable, overlay=overlay,
+        credentials_file=credentials_file, log_level=log_level, log_file=log_file,
+        metrics_file=metrics_file, metrics_port=metrics_port, timeout=timeout, fuse_options=list(options),
+    )
     if config_file:
         from fsmount.service.config import parse_conf
 
-        conf = parse_conf(Path(config_file))
         if ref or mountpoint:
             raise UsageError("give either --config or REF MOUNTPOINT, not both")
-        ref, mountpoint = conf.ref, conf.mountpoint
-        allow_other = allow_other or conf.allow_other
-        options = (*options, *conf.fuse_options)
-        timeout = timeout if timeout is not None else conf.timeout
-        store, endpoint_url = store or conf.store, endpoint_url or conf.endpoint_url
-        cache_dir, cache_size = cache_dir or conf.cache_dir, cache_size or conf.cache_size
-        credentials_file = credentials_file or conf.credentials_file
-        log_level, log_file = log_level or conf.log_level, log_file or conf.log_file
-        metrics_file = metrics_file or conf.metrics_file
-        metrics_port = metrics_port if metrics_port is not None else conf.metrics_port
-    if not ref or not mountpoint:
+        req = req.filled_from(parse_conf(Path(config_file)))  # options given here win over the file
+        req.service = True
+    if not req.ref or not req.mountpoint:
         raise UsageError("mount needs REF and MOUNTPOINT (or --config FILE)")
-    timeout = 30.0 if timeout is None else timeout
-    if timeout <= 0:
+    if req.overlay and not req.write:
+        raise UsageError("--overlay needs --write")
+    if req.timeout is not None and req.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    if credentials_file:
+    req.mountpoint = os.path.abspath(req.mountpoint)
+    req.overlay = os.path.abspath(req.overlay) if req.overlay else None
+    if req.credentials_file:
         from fsmount.service.config import load_credentials
 
-        os.environ.update(load_credentials(credentials_file))  # for boto3, and for the daemon we start
-    opts = _merged(ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size)
+        os.environ.update(load_credentials(req.credentials_file))  # for boto3, and the daemon we start
+    group = ctx.find_root().obj or {}
+    for key in ("store", "endpoint_url", "cache_dir", "cache_size"):  # this command's, else the group's
+        if getattr(req, key) is None:
+            setattr(req, key, group.get(key))
     group_level = ctx.find_root().params.get("log_level") or "warning"
-    level = log_level or ("info" if group_level == "warning" else group_level)  # daemons log info by default
+    req.log_level = req.log_level or ("info" if group_level == "warning" else group_level)  # daemons: info
     if foreground:
-        from fsmount.fs.daemon import MountRequest, run
+        from fsmount.fs.daemon import run
         from fsmount.logs import setup_logging
 
-        setup_logging(level, log_file, timestamps=bool(log_file) or not os.environ.get("JOURNAL_STREAM"))
-        req = MountRequest(
-            ref,
-            mountpoint,
-            allow_other=allow_other,
-            fuse_options=list(options),
-            timeout=timeout,
-            log_file=log_file,
-            metrics_file=metrics_file,
-            metrics_port=metrics_port,
-            service=service,
-            write=writable,
-            overlay=overlay,
-            **opts,
-        )  # type: ignore[arg-type]
+        setup_logging(req.log_level, req.log_file,
+                      timestamps=bool(req.log_file) or not os.environ.get("JOURNAL_STREAM"))
         ctx.exit(run(req, ready_fd))
-    from fsmount.fs.launcher import mount_argv, start_background
+    from fsmount.fs.launcher import daemon_argv, start_background
 
-    extra: list[str] = []
-    for flag, value in (
-        ("--log-file", log_file),
-        ("--metrics-file", metrics_file),
-        ("--metrics-port", metrics_port),
-        ("--overlay", overlay),
-    ):
-        if value is not None:
-            extra += [flag, str(value)]
-    if writable:
-        extra.append("--write")
-    argv = mount_argv(
-        ref,
-        mountpoint,
-        allow_other=allow_other,
-        options=options,
-        timeout=timeout,
-        log_level=level,
-        extra=extra,
-        **opts,
-    )  # type: ignore[arg-type]
-    start_background(argv, mountpoint)
+    start_background(daemon_argv(req), req.mountpoint)
 
 
 @click.command()

@@ -158,3 +158,17 @@ def test_unknown_fstab_option_exits_78_with_one_line() -> None:
     proc = run_cli("cv/pets", "/mnt/nowhere", "-o", "ro,turbo", check=False)
     assert proc.returncode == EX_CONFIG
     assert proc.stderr.strip() == "fsmount: error: fstab option 'turbo': unknown option"
+
+
+def test_cli_options_win_over_the_conf_and_the_rest_comes_from_it(tmp_path: Path) -> None:
+    from fsmount.fs.request import MountRequest
+
+    conf = tmp_path / "w.conf"
+    conf.write_text("dataset = cv/pets\nmountpoint = /mnt/w\nstore = s3://conf/store\nwrite = yes\n"
+                    "overlay = /var/lib/o\noptions = max_read=131072\n")
+    cli = MountRequest("", "", store="s3://cli/store", fuse_options=["default_permissions"])
+    req = cli.filled_from(parse_conf(conf))
+    assert (req.ref, req.mountpoint, req.store, req.write, req.overlay) == (
+        "cv/pets", "/mnt/w", "s3://cli/store", True, "/var/lib/o")
+    assert req.fuse_options == ["default_permissions", "max_read=131072"]
+    assert "ro" not in req.fuse_option_set()  # a writable conf mounts read-write

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyfuse3
@@ -23,45 +22,13 @@ from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
 from fsmount.fs.options import FsOptions, tune_kernel
+from fsmount.fs.request import MountRequest
 from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.service.config import EX_CONFIG
 from fsmount.service.notify import notify
 from fsmount.store import open_store
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 30.0
-
-
-@dataclass
-class MountRequest:
-    """Everything `fsmount mount` was asked for."""
-
-    ref: str
-    mountpoint: str
-    store: str | None = None
-    endpoint_url: str | None = None
-    cache_dir: str | None = None
-    cache_size: str | None = None
-    allow_other: bool = False
-    fuse_options: list[str] = field(default_factory=list)
-    timeout: float = DEFAULT_TIMEOUT
-    log_file: str | None = None  # else stderr
-    metrics_file: str | None = None  # Prometheus text, rewritten every 10 s
-    metrics_port: int | None = None  # GET /metrics on 127.0.0.1
-    service: bool = False  # started from a conf file: configuration errors exit with EX_CONFIG
-    write: bool = False  # writable, with an overlay (fsmount/overlay)
-    overlay: str | None = None  # overlay folder; default under $XDG_DATA_HOME/fsmount/overlays
-
-    def fuse_option_set(self) -> set[str]:
-        opts = {"fsname=fsmount", "subtype=fsmount"} | (set() if self.write else {"ro"})
-        if self.allow_other:
-            opts |= {"allow_other", "default_permissions"}
-        for o in self.fuse_options:
-            opts |= {p.strip() for p in o.split(",") if p.strip()}
-        opts.discard("ro" if self.write else "rw")
-        return opts
-
 
 class Mounter:
     """One mount's life: prepare (every check that can fail), mount, serve, clean up."""
@@ -79,7 +46,7 @@ class Mounter:
         req = self.req
         check_fuse()
         check_mountpoint(self.mountpoint)
-        t = req.timeout
+        t = req.read_timeout
         store = open_store(req.store, endpoint_url=req.endpoint_url, connect_timeout=min(5.0, t),
                            read_timeout=t, max_attempts=2)
         self.ws = Workspace(store, cache_dir=req.cache_dir, cache_size=req.cache_size)

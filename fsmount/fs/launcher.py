@@ -16,27 +16,22 @@ from typing import Any
 from fsmount.errors import FsmountError, UsageError
 from fsmount.fs import control
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
+from fsmount.fs.request import MountRequest
 
 log = logging.getLogger(__name__)
 
 CLI = [sys.executable, "-m", "fsmount.cli"]
 
 
-def mount_argv(ref: str, mountpoint: str, *, store: str | None = None, endpoint_url: str | None = None,
-               cache_dir: str | None = None, cache_size: str | int | None = None, allow_other: bool = False,
-               options: list[str] | tuple[str, ...] = (), timeout: float | None = None,
-               log_level: str = "info", extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The `fsmount ... mount --foreground` command line that runs the daemon."""
-    argv = ["--log-level", log_level, "mount", ref, os.path.abspath(mountpoint), "--foreground"]
-    for flag, value in (("--store", store), ("--endpoint-url", endpoint_url), ("--cache-dir", cache_dir),
-                        ("--cache-size", cache_size), ("--timeout", timeout)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if allow_other:
-        argv.append("--allow-other")
-    for o in options:
-        argv += ["-o", o]
-    return [*argv, *extra]
+def daemon_argv(req: MountRequest) -> list[str]:
+    """The `fsmount mount ... --foreground` command line that runs the daemon for `req`."""
+    return ["mount", *req.cli_args(), "--foreground"]
+
+
+def mount_argv(ref: str, mountpoint: str, **opts: Any) -> list[str]:
+    """The daemon's command line for a mount given as keyword options (see MountRequest)."""
+    opts.setdefault("log_level", "info")
+    return daemon_argv(MountRequest(ref, os.path.abspath(mountpoint), **opts))
 
 
 def _last_log_line(path: str) -> str:

@@ -6,10 +6,10 @@ by name (exit code 78, EX_CONFIG, which systemd reports as a configuration error
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsmount.errors import FsmountError
+from fsmount.fs.request import MountRequest
 
 EX_CONFIG = 78
 CONF_DIR = Path("/etc/fsmount")
@@ -21,52 +21,7 @@ class ConfigError(FsmountError):
     exit_code = EX_CONFIG
 
 
-@dataclass
-class MountSettings:
-    """Everything `fsmount mount` accepts, as one record."""
-
-    ref: str
-    mountpoint: str
-    store: str | None = None
-    endpoint_url: str | None = None
-    cache_dir: str | None = None
-    cache_size: str | None = None
-    allow_other: bool = False
-    write: bool = False
-    overlay: str | None = None
-    credentials_file: str | None = None
-    log_level: str | None = None
-    log_file: str | None = None
-    metrics_port: int | None = None
-    metrics_file: str | None = None
-    timeout: float | None = None
-    fuse_options: list[str] = field(default_factory=list)
-
-    def cli_args(self) -> list[str]:
-        """The equivalent `fsmount mount` command line (after the command name)."""
-        args = [self.ref, self.mountpoint]
-        for key in (
-            "store",
-            "endpoint_url",
-            "cache_dir",
-            "cache_size",
-            "overlay",
-            "log_level",
-            "log_file",
-            "metrics_file",
-            "metrics_port",
-            "timeout",
-        ):
-            value = getattr(self, key)
-            if value is not None:
-                args += [f"--{key.replace('_', '-')}", str(value)]
-        if self.allow_other:
-            args.append("--allow-other")
-        if self.write:
-            args.append("--write")
-        for opt in self.fuse_options:
-            args += ["-o", opt]
-        return args
+MountSettings = MountRequest  # the settings a conf file or an fstab line describe
 
 
 _VALUE_KEYS = {
