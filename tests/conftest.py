@@ -77,6 +77,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var, sub in (("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config")):
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(home / "run"))  # mount registrations, per test
     for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -27,13 +27,6 @@ from tests.helpers import hash_tree, run_cli
 pytestmark = [pytest.mark.fuse, pytest.mark.usefixtures("require_fuse")]
 
 
-@pytest.fixture(autouse=True)
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "run"
-    monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(d))
-    return d
-
-
 def status(mnt: Path) -> dict[str, Any]:
     return json.loads(run_cli("status", str(mnt), "--json").stdout)
 

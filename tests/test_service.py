@@ -25,13 +25,6 @@ from tests.helpers import FSMOUNT, run_cli, write_tree
 pytestmark = [pytest.mark.fuse, pytest.mark.usefixtures("require_fuse")]
 
 
-@pytest.fixture(autouse=True)
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "run"
-    monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(d))
-    return d
-
-
 @pytest.fixture
 def dataset(store_url: str, tmp_path: Path) -> tuple[str, str]:
     src = write_tree(tmp_path / "src", {"a.txt": "alpha\n", "d/b.bin": os.urandom(300_000)})
