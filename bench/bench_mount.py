@@ -216,14 +216,7 @@ class Ctx:
             wait_mounted(mnt, proc)
             yield mnt
         finally:
-            umount(mnt)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_mount(mnt, proc)
             rmtree_force(cache)
 
     @contextlib.contextmanager
@@ -242,14 +235,19 @@ class Ctx:
             wait_mounted(mnt, proc)
             yield mnt
         finally:
-            umount(mnt)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_mount(mnt, proc)
+
+
+def stop_mount(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Unmount a baseline's mount and stop its process (ours, by PID)."""
+    umount(mnt)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def make_dataset(ctx: Ctx, name: str, folder: Path, store: str = STORE) -> str:
