@@ -78,7 +78,7 @@ def mount(
     ready_fd: int | None,
 ) -> None:
     """Mount version REF at MOUNTPOINT, read-only or with --write (returns once the mount is live)."""
-    from fsmount.fs.request import MountRequest
+    from fsmount.service.request import MountRequest
 
     req = MountRequest(
         ref or "", mountpoint or "", store=store, endpoint_url=endpoint_url, cache_dir=cache_dir,

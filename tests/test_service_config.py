@@ -161,7 +161,7 @@ def test_unknown_fstab_option_exits_78_with_one_line() -> None:
 
 
 def test_cli_options_win_over_the_conf_and_the_rest_comes_from_it(tmp_path: Path) -> None:
-    from fsmount.fs.request import MountRequest
+    from fsmount.service.request import MountRequest
 
     conf = tmp_path / "w.conf"
     conf.write_text("dataset = cv/pets\nmountpoint = /mnt/w\nstore = s3://conf/store\nwrite = yes\n"

@@ -22,10 +22,10 @@ from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
 from fsmount.fs.options import FsOptions, tune_kernel
-from fsmount.fs.request import MountRequest
 from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.service.config import EX_CONFIG
 from fsmount.service.notify import notify
+from fsmount.service.request import MountRequest
 from fsmount.store import open_store
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 from fsmount.errors import FsmountError, UsageError
 from fsmount.fs import control
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
-from fsmount.fs.request import MountRequest
+from fsmount.service.request import MountRequest
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsmount.errors import FsmountError
-from fsmount.fs.request import MountRequest
+from fsmount.service.request import MountRequest
 
 EX_CONFIG = 78
 CONF_DIR = Path("/etc/fsmount")
