@@ -372,8 +372,8 @@ def phase_small(ctx: Ctx, ref: str, rel: list[str]) -> None:
 def make_big_version(ctx: Ctx, nfiles: int, per_dir: int) -> tuple[str, str]:
     """A version of `nfiles` files sharing one 1 KiB block, in a file:// store (trees only)."""
     from fsmount.api.dataset import Dataset
-    from fsmount.api.registry import read_state
     from fsmount.commit.finalize import ChangeSet, finalize
+    from fsmount.commit.registry import read_state
     from fsmount.format.objects import FileEntry
 
     store = f"file://{ctx.work / 'memstore'}"

@@ -60,7 +60,7 @@ def test_close_of_a_draft_whose_record_exists_completes(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("a")
     ds = Dataset.create("rec", "p", workspace=ws)
     ds.add_files(tmp_path / "a")
-    from fsmount.api import registry
+    from fsmount.commit import registry
 
     real = registry.update_state
 
@@ -150,7 +150,7 @@ def test_close_reuploads_blocks_collected_since_an_earlier_upload(tmp_path: Path
     ds.upload()
     assert count_objects(store)[0] == 1
     # Make the draft and its upload look a day old, so gc may collect the blocks.
-    from fsmount.api import registry
+    from fsmount.commit import registry
 
     registry.update_state(ws.store, ds.id, lambda st: setattr(st, "created", 100.0))
     for dirpath, _, names in os.walk(store / "objects"):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsmount.api import registry
 from fsmount.api.local_copy import clear_folder, materialise
 from fsmount.api.workspace import Workspace
+from fsmount.commit import registry
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import writer_lock
 from fsmount.commit.staging import SESSION, Staged, StagingJournal, entry_to_json, source_stamp

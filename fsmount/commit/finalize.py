@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from fsmount.api.registry import read_state, update_state
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.commit.registry import read_state, update_state
 from fsmount.errors import ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
 from fsmount.format.objects import (

@@ -13,8 +13,8 @@ from typing import Any
 import pyfuse3
 import trio
 
-from fsmount.api import registry
 from fsmount.api.workspace import Workspace
+from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
 from fsmount.fs import control
 from fsmount.fs.adapter import Operations

@@ -419,7 +419,7 @@ def writable_fs(ws: Workspace, state: VersionState, mountpoint: str, overlay: st
     If a commit of this overlay became final before the overlay was emptied (a crash), the
     mount stands on that child version: it holds exactly what the overlay held.
     """
-    from fsmount.api import registry
+    from fsmount.commit import registry
     from fsmount.overlay.commit import finish_interrupted
     from fsmount.overlay.upper import default_overlay_dir
 

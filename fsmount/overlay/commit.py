@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from fsmount.api import registry
 from fsmount.api.workspace import Workspace
+from fsmount.commit import registry
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
