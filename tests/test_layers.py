@@ -42,7 +42,8 @@ def test_imports_point_down_only() -> None:
                     continue
                 assert target in LAYERS, f"{path}: unknown layer {target!r} (add it to docs and here)"
                 if LAYERS.index(target) < LAYERS.index(layer):
-                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} ({layer}) imports {name} ({target})")
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    wrong.append(f"{where} ({layer}) imports {name} ({target})")
     assert not wrong, "imports that point up:\n" + "\n".join(wrong)
 
 
