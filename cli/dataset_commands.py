@@ -29,20 +29,6 @@ def _draft(ws: Workspace, dataset_id: str | None) -> Dataset:
     return Dataset.current_draft(workspace=ws)
 
 
-def _staged_bytes(ds: Dataset) -> int:
-    from fsmount.commit.staging import StagingJournal
-
-    staged = StagingJournal(ds.workspace.data_home / "drafts" / ds.id).replay()
-    total = 0
-    for _dest, (kind, src) in staged.adds.items():
-        if kind == "file":
-            try:
-                total += Path(src).stat().st_size
-            except OSError:
-                pass
-    return total
-
-
 @click.command()
 @click.option("--project", required=True, help="Project the dataset belongs to.")
 @click.option("--name", required=True, help="Dataset name.")
@@ -138,7 +124,7 @@ def remove(ws: Workspace, patterns: tuple[str, ...], dataset_id: str | None, as_
 def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) -> None:
     """Upload staged files (resumable: run again after a crash to upload only what is missing)."""
     ds = _draft(ws, dataset_id)
-    with progress_bar(_staged_bytes(ds), "uploading", quiet or as_json) as bar:
+    with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
         stats = ds.upload(progress=bar)
     emit(
         {"id": ds.id, **stats.__dict__},
@@ -160,7 +146,7 @@ def close(
 ) -> None:
     """Upload what remains and finalize the draft."""
     ds = _draft(ws, dataset_id)
-    with progress_bar(_staged_bytes(ds), "uploading", quiet or as_json) as bar:
+    with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
         rec = ds.finalize(message=message, publish=publish, progress=bar)
     emit(
         {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.bytes},

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,7 +200,11 @@ def test_kill_9_during_commit_then_retry(tmp_path: Path, base: tuple[str, str]) 
         pid = daemon_pid(mnt)
         committer = subprocess.Popen([*FSMOUNT, "commit", str(mnt), "--json"], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-        time.sleep(0.4)
+        # Kill once the commit is under way: its draft exists in the store.
+        ws_probe = Workspace(store)
+        wait_until(lambda: any(d.state == "draft" for d in Dataset.list_datasets(workspace=ws_probe))
+                   or committer.poll() is not None, what="the commit's draft")
+        ws_probe.close()
         os.kill(pid, signal.SIGKILL)
         committer.wait(60)
         force_unmount(mnt)

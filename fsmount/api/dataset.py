@@ -19,7 +19,7 @@ from typing import Any
 from fsmount.api.local_copy import clear_folder, materialise
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
-from fsmount.commit.finalize import ChangeSet, finalize
+from fsmount.commit.finalize import ChangeSet, finalize, merged_base
 from fsmount.commit.locks import writer_lock
 from fsmount.commit.staging import SESSION, Staged, StagingJournal, entry_to_json, source_stamp
 from fsmount.commit.uploader import (
@@ -375,19 +375,20 @@ class Dataset:
         return inherited + staged_hits
 
     def _base_root(self) -> bytes:
-        """Root of the merged parents (computed in memory; nothing is written)."""
+        """Root of the merged parents; a new merged tree goes to the local cache only, not the store."""
         reader = self.workspace.reader
-        roots = [reader.record(p).root for p in self.parents]
-        if len(roots) <= 1:
-            return roots[0] if roots else EMPTY_TREE_HASH
-        editor = TreeEditor(reader.tree, roots[0])
-        for r in roots[1:]:
-            editor.overlay(r)
-        pending: dict[bytes, bytes] = {}
-        h, _ = editor.write(lambda k, v: pending.__setitem__(k, v))
-        for k, v in pending.items():
-            reader.cache.put(k, v)  # so later loads of the in-memory merge succeed
-        return h
+        return merged_base(reader, self.parents, reader.cache.put)
+
+    def staged_bytes(self) -> int:
+        """Bytes of the staged files still on disk (what `upload` and `close` will read)."""
+        total = 0
+        for kind, src in self._journal().replay().adds.values():
+            if kind == "file":
+                try:
+                    total += os.stat(src).st_size
+                except OSError:
+                    pass
+        return total
 
     def upload(self, show_progress: bool = False, progress: Progress | None = None) -> UploadStats:
         """Upload staged files; resumable: files already uploaded and unchanged are skipped."""

@@ -84,12 +84,6 @@ class ObjectReader:
             self.stats.bytes_fetched += len(data)
         return data
 
-    def _fetch(self, h: bytes) -> bytes:
-        """GET from the store, verify, insert in the cache."""
-        data = self._get_verified(h)
-        self.cache.put(h, data)
-        return data
-
     def _fetch_once(self, h: bytes) -> bytes:
         with self._lock:
             fut = self._inflight.get(h)
@@ -146,29 +140,6 @@ class ObjectReader:
         with self._lock:
             self.stats.cache_misses += 1
         return self._fetch_once(h)
-
-    def open(self, h: bytes) -> BinaryIO | bytes:
-        """Like read(), but a large cached object comes back as an open file to pread from."""
-        handle = self.cache.open(h)
-        if handle is not None:
-            with self._lock:
-                self.stats.cache_hits += 1
-            return handle
-        with self._lock:
-            self.stats.cache_misses += 1
-        return self._fetch_once(h)
-
-    def ensure(self, h: bytes) -> bool:
-        """Make sure `h` is in the cache (or on its way there); True if it had to be fetched."""
-        with self._lock:
-            fut = self._inflight.get(h)
-        if fut is not None:
-            fut.result()
-            return False
-        if h in self.cache:
-            return False
-        self._fetch_once(h)
-        return True
 
     def tree(self, h: bytes) -> Tree:
         """A decoded directory tree, kept in a small in-memory LRU above the disk cache."""

@@ -28,7 +28,7 @@ from fsmount.format.objects import (
     VersionRecord,
     VersionState,
 )
-from fsmount.format.tree_edit import DirNode, TreeEditor, split_path
+from fsmount.format.tree_edit import DirNode, TreeEditor, TreeWriter, split_path
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class TreeUploader:
         return len(items)
 
 
-def merged_base(reader: ObjectReader, parents: Iterable[str], trees: TreeUploader) -> bytes:
-    """The root tree of the parents merged in order, later winning; written if it is new."""
+def merged_base(reader: ObjectReader, parents: Iterable[str], trees: TreeWriter) -> bytes:
+    """The root tree of the parents merged in order, later winning; new trees go to `trees`."""
     roots = [reader.record(p).root for p in parents]
     if not roots:
         return EMPTY_TREE_HASH
