@@ -8,6 +8,7 @@ import uuid
 
 HASH_LEN = 32
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_OBJECT_KEY_RE = re.compile(r"objects/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 
 
 def digest(data: bytes | memoryview) -> bytes:
@@ -22,14 +23,14 @@ def object_key(h: bytes) -> str:
 
 
 def hash_from_key(key: str) -> bytes | None:
-    """Inverse of object_key; None for keys that are not object keys."""
-    name = key.rsplit("/", 1)[-1]
-    if len(name) != 2 * HASH_LEN:
-        return None
-    try:
-        return bytes.fromhex(name)
-    except ValueError:
-        return None
+    """Inverse of object_key: the hash of `objects/<h[0:2]>/<h>`, else None.
+
+    Only exactly what object_key writes is an object key: 64 lowercase hex digits in the
+    folder named by their first two. Anything else under objects/ (upper-case hex, a wrong
+    folder, a stray file) is not an object, so gc neither counts nor deletes it.
+    """
+    m = _OBJECT_KEY_RE.fullmatch(key)
+    return bytes.fromhex(m.group(2)) if m else None
 
 
 def new_version_id() -> str:
