@@ -13,10 +13,10 @@ import pytest
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
-from fsmount.errors import UsageError
+from fsmount.errors import FsError, UsageError
 from fsmount.overlay.commit import commit_upper, pending
 from fsmount.overlay.merged import RENAME_EXCHANGE, RENAME_NOREPLACE, MergedView
-from fsmount.overlay.upper import DIR, OverlayError, Row, UpperLayer
+from fsmount.overlay.upper import DIR, Row, UpperLayer
 from tests.helpers import count_objects, hash_tree, write_tree
 
 BASE_FILES: dict[str, bytes | str] = {
@@ -116,7 +116,7 @@ def test_posix_errors(tmp_path: Path, base: tuple[Workspace, Dataset]) -> None:
     v = open_view(tmp_path, ws, ds)
 
     def err(fn, *args) -> int:  # type: ignore[no-untyped-def]
-        with pytest.raises(OverlayError) as e:
+        with pytest.raises(FsError) as e:
             fn(*args)
         return e.value.errno
 
