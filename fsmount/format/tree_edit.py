@@ -254,7 +254,7 @@ class TreeEditor:
         h, data = tree_object(out)
         store_tree(h, data)
         node.orig, node.dirty = h, False
-        t = Tree(out)
+        t = Tree(out)  # unsorted: only for its totals
         return h, TreeStats(t.nfiles, t.nbytes)
 
 
