@@ -113,8 +113,8 @@ _FAILURE_ERRNOS = {_errno.EIO, _errno.ETIMEDOUT}
 def is_failure(exc: BaseException) -> bool:
     """A failure of fsmount or below it (store, integrity, timeouts, the disk's EIO, bugs), not an
     ordinary error reply (ENOENT, ENOTEMPTY, EEXIST, ENOSPC...) that is the caller's business."""
-    if isinstance(exc, StoreError | IntegrityError | FormatError):
-        return True
+    if isinstance(exc, StoreError | ObjectNotFound | IntegrityError | FormatError):
+        return True  # a missing object is damage to the store, whatever errno it carries
     if isinstance(exc, FsmountError | OSError):
         return errno_of(exc) in _FAILURE_ERRNOS
     return True  # anything else is a bug
