@@ -129,7 +129,9 @@ class Tree:
 
     def index(self, name: str) -> int | None:
         """Position of `name` in `entries`, or None. Bisection: no name index is kept per tree
-        (a mount holds thousands of trees; a million-file mount must stay small)."""
+        (a mount holds thousands of trees; a million-file mount must stay small). encode_tree sorts
+        by UTF-8 bytes; stored names are valid UTF-8, whose byte order is code point order, which
+        is str order."""
         i = bisect_left(self.entries, name, key=_entry_name)
         return i if i < len(self.entries) and self.entries[i].name == name else None
 
