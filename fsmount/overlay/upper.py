@@ -180,7 +180,7 @@ class UpperLayer:
                                           "redirect FROM entries"):
                 try:
                     self._mem_put(_row_from(values))
-                except FormatError as e:
+                except (FormatError, TypeError, ValueError) as e:
                     raise FormatError(f"overlay {self.folder}: damaged entry {values[0]!r}: {e}") from None
         except BaseException:
             self.db.close()
