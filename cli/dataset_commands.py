@@ -149,9 +149,9 @@ def close(
     with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
         rec = ds.finalize(message=message, publish=publish, progress=bar)
     emit(
-        {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.bytes},
+        {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.nbytes},
         as_json,
-        f"{ds.id} is {ds.state}: {rec.files} files, {human_bytes(rec.bytes)}",
+        f"{ds.id} is {ds.state}: {rec.files} files, {human_bytes(rec.nbytes)}",
     )
 
 
@@ -478,7 +478,7 @@ def verify(ws: Workspace, ref: str, as_json: bool) -> None:
 def get(ws: Workspace, ref: str, copy_to: str | None, overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Print the path of a read-only local copy (cached), or make a mutable copy with --copy."""
     ds = Dataset.get(ref=ref, workspace=ws)
-    with progress_bar(ds.record.bytes, "downloading", quiet or as_json) as bar:
+    with progress_bar(ds.record.nbytes, "downloading", quiet or as_json) as bar:
         if copy_to:
             path = ds.get_mutable_local_copy(copy_to, overwrite=overwrite, progress=bar)
         else:

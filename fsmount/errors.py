@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 
 class FsmountError(Exception):
@@ -83,3 +84,37 @@ class LockedError(FsmountError):
     """Another process holds a lock that excludes this operation (gc vs. writers)."""
 
     exit_code = 4
+
+
+class FsError(FsmountError):
+    """A filesystem operation failed with `errno` (ENOENT, ENOTEMPTY, EROFS...): what its caller sees.
+
+    Raised by the read-only mount, the overlay and the writable mount alike; the FUSE adapter
+    turns it into the reply in one place.
+    """
+
+    def __init__(self, err: int, message: str = "") -> None:
+        super().__init__(message or os.strerror(err))
+        self.errno = err
+
+
+def errno_of(exc: BaseException) -> int:
+    """The errno to report for any exception: its own if it carries one (OSError too), else EIO."""
+    if isinstance(exc, FsmountError):
+        return exc.errno
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return _errno.EIO
+
+
+_FAILURE_ERRNOS = {_errno.EIO, _errno.ETIMEDOUT}
+
+
+def is_failure(exc: BaseException) -> bool:
+    """A failure of fsmount or below it (store, integrity, timeouts, the disk's EIO, bugs), not an
+    ordinary error reply (ENOENT, ENOTEMPTY, EEXIST, ENOSPC...) that is the caller's business."""
+    if isinstance(exc, StoreError | ObjectNotFound | IntegrityError | FormatError):
+        return True  # a missing object is damage to the store, whatever errno it carries
+    if isinstance(exc, FsmountError | OSError):
+        return errno_of(exc) in _FAILURE_ERRNOS
+    return True  # anything else is a bug

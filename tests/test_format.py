@@ -15,8 +15,12 @@ from fsmount.format.objects import (
     SymlinkEntry,
     Tree,
     VersionRecord,
+    decode_file_entry,
     decode_tree,
+    encode_file_entry,
     encode_tree,
+    file_entry_from_json,
+    file_entry_to_json,
     tree_object,
 )
 from fsmount.format.tree_edit import TreeEditor, diff_trees, lookup, walk_tree
@@ -208,3 +212,73 @@ def test_single_block_files_share_their_hash_object() -> None:
     e = t.get("a")
     assert isinstance(e, FileEntry) and e.blocks[0] is e.sha256
     assert e.origin is t.get("b").origin  # type: ignore[union-attr]
+
+
+def test_tree_lookup_bisects_without_a_name_index() -> None:
+    names = ["A", "a", "b", "bb", "c", "é", "日本"]
+    t = decode_tree(encode_tree([f(n, n.encode()) for n in reversed(names)]))
+    for i, n in enumerate(names):
+        assert t.index(n) == i and t.get(n) is t.entries[i]
+    for miss in ("", "0", "B", "ba", "d", "z", "日"):
+        assert t.index(miss) is None and t.get(miss) is None
+    assert Tree([]).get("a") is None
+    assert not hasattr(t, "__dict__") and "_index" not in Tree.__slots__  # nothing kept per tree
+
+
+MULTI = FileEntry("big", 0o600, -7, 10, digest(b"q"), 4, (digest(b"1"), (digest(b"2"), 4, 4), digest(b"3")),
+                  "0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize("e", [MULTI, f("one", b"x" * 10), f("empty", b"")])
+def test_file_entry_codecs_round_trip(e: FileEntry) -> None:
+    assert decode_file_entry(encode_file_entry(e)) == e
+    assert file_entry_from_json(e.name, file_entry_to_json(e)) == e
+    # a file entry alone is exactly its positional array in a tree
+    assert msgpack.unpackb(encode_file_entry(e)) == msgpack.unpackb(encode_tree([e]))["entries"][0]
+
+
+def test_file_entry_in_the_older_overlay_form_still_reads() -> None:
+    e = MULTI
+    blocks = [b if isinstance(b, bytes) else list(b) for b in e.blocks]
+    old = msgpack.packb([e.name, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, blocks, e.origin],
+                        use_bin_type=True)
+    assert decode_file_entry(old) == e
+
+
+def _raw(**change: object) -> list[object]:
+    fields = {"name": "f", "kind": 0, "mode": 0o644, "mtime": 0, "size": 1, "sha": digest(b"x"), "bs": 4096,
+              "blocks": [digest(b"x")], "origin": bytes(16)}
+    fields.update(change)
+    return list(fields.values())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw(name="../etc"), _raw(name="a/b"), _raw(name=""), _raw(name="x\0y"),
+        _raw(mode=True), _raw(mode=-1), _raw(size="1"), _raw(bs=0), _raw(sha=b"short"),
+        _raw(size=0), _raw(blocks=[digest(b"x"), digest(b"y")]), _raw(blocks=[[digest(b"y"), 0, 5]]),
+        _raw(blocks=[b"short"]), _raw(origin=b"short"), _raw(kind=2), _raw()[:8], "not a list",
+    ],
+)
+def test_file_entry_decoders_refuse_what_a_tree_refuses(raw: object) -> None:
+    data = msgpack.packb(raw, use_bin_type=True)
+    with pytest.raises(FormatError):
+        decode_tree(msgpack.packb({"format": FORMAT, "type": "tree", "entries": [raw]}, use_bin_type=True))
+    with pytest.raises(FormatError):
+        decode_file_entry(data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"sha256": "zz"}, {"size": 5}, {"mode": "644"}, {"origin": "x" * 32}, {"blocks": [["ab", 0, 1]]},
+     {"block_size": 0}, {"blocks": None}],
+)
+def test_journal_entries_are_validated_like_tree_entries(change: dict[str, object]) -> None:
+    d = {**file_entry_to_json(MULTI), **change}
+    with pytest.raises(FormatError):
+        file_entry_from_json("big", d)
+    with pytest.raises(FormatError):
+        file_entry_from_json("..", file_entry_to_json(MULTI))
+    with pytest.raises(FormatError):
+        decode_file_entry(b"\xc1")

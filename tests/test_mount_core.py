@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
+import os
 import stat
 import threading
 import time
@@ -11,12 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyfuse3
 import pytest
 import trio
 
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
 from fsmount.format.hashing import object_key
+from fsmount.format.objects import DirEntry
+from fsmount.fs.adapter import Operations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.inodes import ROOT_INO
 from fsmount.fs.options import FsOptions
@@ -401,3 +406,52 @@ def test_prefetch_holds_blocks_within_budget_and_frees_passed_ones(lineage: Any,
         assert fs.blocks.stats.held_bytes == 0
 
     run(fs, go)
+
+
+def test_failed_reads_and_metadata_are_counted_apart_and_ordinary_replies_are_debug(
+        lineage: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ids, _, url = lineage
+    fs = _fs(url, ids[-1], tmp_path / "cache")
+    ops = Operations(fs)
+    caplog.set_level(logging.DEBUG, logger="fsmount")
+
+    async def fails(call: Any) -> int:
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await call
+        return e.value.errno
+
+    async def go(fs: ReadOnlyFS) -> None:
+        labels = await resolve(fs, "labels.csv")
+        deep = await resolve(fs, "deep")
+        # Ordinary replies: the caller's business, not failures.
+        assert await fails(ops.getattr(10**9)) == errno.ENOENT
+        assert await fails(ops.open(labels, os.O_WRONLY, None)) == errno.EROFS
+        assert await fails(ops.getxattr(labels, b"user.other", None)) == errno.ENODATA
+        assert await fails(ops.readlink(labels, None)) == errno.EINVAL
+        assert await fails(ops.opendir(labels, None)) == errno.ENOTDIR
+        assert (await ops.lookup(ROOT_INO, b"missing")).st_ino == 0  # a cached negative entry
+        assert fs.counters()["errors"] == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any(r.levelno == logging.DEBUG and "getattr" in r.getMessage() for r in caplog.records)
+        # A failed read: a corrupt block.
+        ino = await resolve(fs, "val/001.jpg")
+        fh = (await ops.open(ino, 0, None)).fh
+        path = Path(open_store(url).root) / object_key(fs._files[fh].spans[1][0])  # type: ignore[attr-defined]
+        path.write_bytes(b"x" * path.stat().st_size)
+        assert await fails(ops.read(fh, BLOCK, 100)) == errno.EIO
+        # A failed metadata operation: the tree of a directory not loaded yet is corrupt.
+        sub = fs.reader.tree(fs.reader.tree(fs.inodes.dirs[deep].tree).entries[0].tree)  # deep/a
+        assert isinstance(sub.entries[0], DirEntry)
+        path = Path(open_store(url).root) / object_key(sub.entries[0].tree)  # type: ignore[attr-defined]
+        path.write_bytes(b"y" * path.stat().st_size)
+        a = await resolve(fs, "deep/a")
+        assert await fails(ops.lookup(a, sub.entries[0].name.encode())) == errno.EIO
+        # A bug (here: an inode that is not a number) is EIO too, with its traceback in the log.
+        assert await fails(ops.getattr("nonsense")) == errno.EIO  # type: ignore[arg-type]
+
+    run(fs, go)
+    c = fs.counters()
+    assert (c["read_errors"], c["metadata_errors"], c["write_errors"], c["errors"]) == (1, 2, 0, 3)
+    assert "getattr" in str(c["last_error"])
+    logged = [r for r in caplog.records if r.name == "fsmount.fs.adapter" and r.levelno >= logging.ERROR]
+    assert [r.exc_info is not None for r in logged] == [False, False, True]  # tracebacks for bugs only

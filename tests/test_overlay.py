@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
-from fsmount.errors import UsageError
+from fsmount.errors import FormatError, FsError, UsageError
 from fsmount.overlay.commit import commit_upper, pending
 from fsmount.overlay.merged import RENAME_EXCHANGE, RENAME_NOREPLACE, MergedView
-from fsmount.overlay.upper import DIR, OverlayError, Row, UpperLayer
+from fsmount.overlay.upper import DIR, Row, UpperLayer
 from tests.helpers import count_objects, hash_tree, write_tree
 
 BASE_FILES: dict[str, bytes | str] = {
@@ -116,7 +118,7 @@ def test_posix_errors(tmp_path: Path, base: tuple[Workspace, Dataset]) -> None:
     v = open_view(tmp_path, ws, ds)
 
     def err(fn, *args) -> int:  # type: ignore[no-untyped-def]
-        with pytest.raises(OverlayError) as e:
+        with pytest.raises(FsError) as e:
             fn(*args)
         return e.value.errno
 
@@ -216,6 +218,53 @@ def test_overlay_on_another_version_is_refused(tmp_path: Path, base: tuple[Works
     upper.put(Row("x", DIR, 0o755, 0))
     with pytest.raises(UsageError, match="stands on version"):
         upper.bind(ds.id, ds.record.root)
+
+
+def test_upper_layer_refuses_a_damaged_or_hostile_lower_entry(tmp_path: Path,
+                                                              base: tuple[Workspace, Dataset]) -> None:
+    ws, ds = base
+    v = open_view(tmp_path, ws, ds)
+    v.rename("b.bin", "moved.bin")  # a row that references the lower FileEntry: no bytes copied
+    entry = v.upper.rows["moved.bin"].lower
+    assert entry is not None
+    v.upper.close()
+    db = sqlite3.connect(tmp_path / "ov" / "upper.db", isolation_level=None)
+
+    def store_lower(raw: list[object]) -> None:
+        db.execute("UPDATE entries SET lower = ? WHERE path = 'moved.bin'", (msgpack.packb(raw),))
+
+    stored = db.execute("SELECT lower FROM entries WHERE path = 'moved.bin'").fetchone()[0]
+    good = list(msgpack.unpackb(stored))
+    assert good[0] == "b.bin" and len(good) == 9  # the entry's own tree form
+    for i, hostile in [(0, "../../etc/passwd"), (0, "a/b"), (4, entry.block_size + 1), (4, 0), (2, True),
+                       (5, b"short"), (7, [b"\0" * 31]), (8, b"short")]:
+        store_lower([*good[:i], hostile, *good[i + 1:]])
+        with pytest.raises(FormatError, match=r"damaged entry 'moved\.bin'"):
+            UpperLayer(tmp_path / "ov")
+    # A row as older overlays wrote it (8 elements, origin in hex) still loads, to the same entry.
+    blocks = [b if isinstance(b, bytes) else list(b) for b in entry.blocks]
+    store_lower([entry.name, entry.mode, entry.mtime_ns, entry.size, entry.sha256, entry.block_size, blocks,
+                 entry.origin])
+    v = MergedView(UpperLayer(tmp_path / "ov"), ws.reader, ds.record.root)
+    assert v.upper.rows["moved.bin"].lower == entry
+    assert read_all(v, "moved.bin") == BASE_FILES["b.bin"]
+    v.upper.close()
+
+
+def test_overlay_of_a_newer_schema_is_refused(tmp_path: Path, base: tuple[Workspace, Dataset]) -> None:
+    _, ds = base
+    upper = UpperLayer(tmp_path / "ov")
+    upper.bind(ds.id, ds.record.root)
+    assert upper.meta["schema"] == "2"
+    upper.set_meta(schema="3")
+    upper.close()
+    with pytest.raises(UsageError, match="newer fsmount"):
+        UpperLayer(tmp_path / "ov")
+    db = sqlite3.connect(tmp_path / "ov" / "upper.db", isolation_level=None)
+    db.execute("DELETE FROM meta WHERE key = 'schema'")  # overlays made before the schema was written
+    upper = UpperLayer(tmp_path / "ov")
+    assert upper.meta["schema"] == "2" and upper.base == ds.id
+    upper.close()
 
 
 def test_commit_round_trip(tmp_path: Path, store_url: str) -> None:

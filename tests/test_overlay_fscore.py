@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
+import pyfuse3
 import pytest
 import trio
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
+from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.inodes import ROOT_INO
 from fsmount.fs.writable import WritableFS
 from fsmount.overlay.upper import UpperLayer
@@ -122,3 +125,34 @@ def test_errors_keep_their_errno(wfs: WritableFS) -> None:
             assert e.value.errno == err
 
     run(fs, go)
+
+
+def test_ordinary_error_replies_are_logged_at_debug_and_not_counted(
+        wfs: WritableFS, caplog: pytest.LogCaptureFixture) -> None:
+    ops = WritableOperations(wfs)
+    caplog.set_level(logging.DEBUG, logger="fsmount")
+    replies: list[int] = []
+
+    async def fails(call: object) -> None:
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await call  # type: ignore[misc]
+        replies.append(e.value.errno)
+
+    async def go() -> None:
+        await fails(ops.rmdir(ROOT_INO, b"d", None))
+        await fails(ops.lookup(ROOT_INO, b"missing", None))
+        await fails(ops.mkdir(ROOT_INO, b"d", 0o755, None))
+        await fails(ops.unlink(ROOT_INO, b"d", None))
+        await fails(ops.rmdir(ROOT_INO, b"a.txt", None))
+        d = await wfs.lookup(ROOT_INO, "d")
+        await fails(ops.rename(ROOT_INO, b"d", d.ino, b"inside", 0, None))
+        await fails(ops.link((await wfs.lookup(ROOT_INO, "a.txt")).ino, ROOT_INO, b"hard", None))
+        await fails(ops.open(d.ino, os.O_RDONLY, None))
+
+    run(wfs, go)
+    assert replies == [errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.EINVAL,
+                       errno.EPERM, errno.EISDIR]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(r.levelno == logging.DEBUG and r.getMessage().startswith("rmdir") for r in caplog.records)
+    c = wfs.counters()
+    assert (c["errors"], c["metadata_errors"], c["last_error"]) == (0, 0, "")

@@ -19,6 +19,7 @@ import pytest
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.fs.control import log_path
 from tests.fs_helpers import cli_mount, force_unmount, wait_until
 from tests.helpers import FSMOUNT, hash_tree, run_json, write_tree
 
@@ -244,11 +245,78 @@ def test_enospc_in_a_small_overlay(tmp_path: Path, base: tuple[str, str]) -> Non
             (mnt / "small.txt").write_text("still fine\n")
             assert (mnt / "small.txt").read_text() == "still fine\n"
             assert hash_tree(mnt / "images") == hash_tree(tmp_path / "src" / "images")
+            log = log_path(str(mnt)).read_text()
+            assert " ERROR " not in log and "Traceback" not in log  # ENOSPC is an ordinary reply
     finally:
         if pid:  # the daemon holds the overlay open until it exits
             wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="daemon exit")
         if subprocess.run(["umount", str(small)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+@contextlib.contextmanager
+def thin_disk(tmp_path: Path) -> Iterator[Path]:
+    """An ext4 that believes it has 64 MiB, on a 6 MiB tmpfs (a loop device): like an overcommitted
+    thin volume, writes land in the page cache and it is fsync that finds no room underneath."""
+    under, disk = tmp_path / "under", tmp_path / "disk"
+    under.mkdir()
+    disk.mkdir()
+
+    def sh(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    if sh("mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(under)).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        img = under / "img"
+        img.touch()
+        os.truncate(img, 64 * 2**20)
+        if shutil.which("mkfs.ext4") is None or sh("mkfs.ext4", "-q", "-F", "-E",
+                                                   "lazy_itable_init=1,lazy_journal_init=1",
+                                                   str(img)).returncode != 0:
+            pytest.skip("no mkfs.ext4 here")
+        loop = sh("losetup", "-f", "--show", str(img))
+        if loop.returncode != 0:
+            pytest.skip("no loop devices here")
+        dev = loop.stdout.strip()
+        try:
+            if sh("mount", "-t", "ext4", dev, str(disk)).returncode != 0:
+                pytest.skip("cannot mount ext4 on a loop device here")
+            try:
+                yield disk
+            finally:
+                if sh("umount", str(disk)).returncode != 0:
+                    sh("umount", "-l", str(disk))
+        finally:
+            sh("losetup", "-d", dev)
+    finally:
+        if sh("umount", str(under)).returncode != 0:
+            sh("umount", "-l", str(under))
+
+
+def test_enospc_from_fsync_reaches_the_caller_as_enospc(tmp_path: Path, base: tuple[str, str]) -> None:
+    store, ref = base
+    mnt = tmp_path / "mnt"
+    with thin_disk(tmp_path) as disk:
+        pid = 0
+        try:
+            with wmount(ref, mnt, store, tmp_path, "--overlay", str(disk / "ov"), "--log-level", "debug"):
+                pid = daemon_pid(mnt)
+                fd = os.open(mnt / "big.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    for _ in range(16):  # 16 MiB: every write returns, the disk underneath has 6
+                        os.write(fd, os.urandom(2**20))
+                    with pytest.raises(OSError) as e:
+                        os.fsync(fd)
+                    assert e.value.errno == errno.ENOSPC  # not EIO
+                finally:
+                    os.close(fd)
+                log = log_path(str(mnt)).read_text()
+        finally:
+            if pid:  # the daemon holds the overlay open until it exits
+                wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="daemon exit")
+    assert "DEBUG fsmount.fs.adapter: fsync: [Errno 28]" in log  # an ordinary reply: debug, one line
+    assert "Traceback" not in log and " ERROR " not in log
 
 
 def test_discard_drops_every_pending_change(tmp_path: Path, base: tuple[str, str]) -> None:

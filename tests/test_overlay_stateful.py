@@ -23,11 +23,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.errors import FsError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 from fsmount.overlay.commit import commit_upper
 from fsmount.overlay.merged import MergedView
-from fsmount.overlay.upper import OverlayError, UpperLayer
+from fsmount.overlay.upper import UpperLayer
 from tests.helpers import write_tree
 
 NAMES = ["a", "b", "c"]
@@ -146,7 +147,7 @@ class OverlayMachine(RuleBasedStateMachine):
         try:
             mine()
             got = 0
-        except OverlayError as e:
+        except FsError as e:
             got = e.errno
         except OSError as e:
             got = e.errno or -1

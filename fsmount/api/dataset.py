@@ -757,7 +757,7 @@ class Dataset:
                 {
                     "lineage": self.lineage(),
                     "files": rec.files,
-                    "bytes": rec.bytes,
+                    "bytes": rec.nbytes,
                     "message": rec.message,
                     "finalized": rec.finalized,
                     "block_size": rec.block_size,

@@ -44,6 +44,11 @@ class ObjectReader:
 
     Safe to call from many threads: concurrent requests for the same missing object
     share one store GET; requests for different objects run in parallel.
+
+    It also holds the one decoded-tree memory of the process (an LRU of `tree_memory` trees),
+    shared by the read-only mount, the overlay's merged view and the API. Its lock is held only
+    for dict operations, never during a fetch or a decode, so `cached_tree` is cheap enough for
+    an event-loop thread.
     """
 
     def __init__(self, store: ObjectStore, cache: ContentCache, tree_memory: int = 4096) -> None:
@@ -53,6 +58,7 @@ class ObjectReader:
         self._lock = threading.Lock()
         self._inflight: dict[bytes, Future[bytes]] = {}
         self._trees: OrderedDict[bytes, Tree] = OrderedDict()
+        self._trees_lock = threading.Lock()  # only around _trees operations
         self._tree_memory = tree_memory
         self._write_behind = False
 
@@ -141,17 +147,25 @@ class ObjectReader:
             self.stats.cache_misses += 1
         return self._fetch_once(h)
 
-    def tree(self, h: bytes) -> Tree:
-        """A decoded directory tree, kept in a small in-memory LRU above the disk cache."""
-        with self._lock:
+    def cached_tree(self, h: bytes) -> Tree | None:
+        """The decoded tree `h` if it is in memory (then it counts as used), else None. Never blocks
+        on I/O: for callers on an event loop, which offload `tree` on a miss."""
+        with self._trees_lock:
             t = self._trees.get(h)
             if t is not None:
                 self._trees.move_to_end(h)
-                return t
+            return t
+
+    def tree(self, h: bytes) -> Tree:
+        """A decoded directory tree: from memory, else read (cache or store), decoded and kept."""
+        t = self.cached_tree(h)
+        if t is not None:
+            return t
         data = EMPTY_TREE_BYTES if h == EMPTY_TREE_HASH else self.read(h)
         t = decode_tree(data)
-        with self._lock:
-            self._trees[h] = t
+        with self._trees_lock:
+            t = self._trees.setdefault(h, t)  # a concurrent decode of the same tree: keep one object
+            self._trees.move_to_end(h)
             if len(self._trees) > self._tree_memory:
                 self._trees.popitem(last=False)
         return t

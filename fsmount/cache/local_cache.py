@@ -162,9 +162,6 @@ class ContentCache:
     def put_meta(self, kind: str, name: str, data: bytes) -> None:
         self._cache.set(_meta_key(kind, name), data, retry=True)
 
-    def delete_meta(self, kind: str, name: str) -> None:
-        self._cache.delete(_meta_key(kind, name), retry=True)
-
     # -- housekeeping -------------------------------------------------------------------
 
     def volume(self) -> int:

@@ -176,7 +176,7 @@ def _write_record(
     record = VersionRecord(
         id=state.id, project=state.project, name=state.name, version=state.version,
         parents=state.parents, root=root, base=base, created=state.created, finalized=time.time(),
-        author=state.author or _author(), message=message, files=files, bytes=nbytes,
+        author=state.author or _author(), message=message, files=files, nbytes=nbytes,
         block_size=block_size,
     )
     if not store.put(record_key(state.id), record.encode()):

@@ -11,40 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsmount.format.objects import FileEntry
+from fsmount.errors import FormatError
+from fsmount.format.objects import FileEntry, file_entry_from_json, file_entry_to_json
 from fsmount.format.tree_edit import _glob_match, split_path
 
 log = logging.getLogger(__name__)
 
 SESSION = uuid.uuid4().hex  # this process: blocks it uploaded cannot have been collected meanwhile
 
-
-def entry_to_json(e: FileEntry) -> dict[str, Any]:
-    return {
-        "mode": e.mode,
-        "mtime_ns": e.mtime_ns,
-        "size": e.size,
-        "sha256": e.sha256.hex(),
-        "block_size": e.block_size,
-        "blocks": [b.hex() if isinstance(b, bytes) else [b[0].hex(), b[1], b[2]] for b in e.blocks],
-        "origin": e.origin,
-    }
-
-
-def entry_from_json(name: str, d: dict[str, Any]) -> FileEntry:
-    blocks = tuple(
-        bytes.fromhex(b) if isinstance(b, str) else (bytes.fromhex(b[0]), b[1], b[2]) for b in d["blocks"]
-    )
-    return FileEntry(
-        name,
-        d["mode"],
-        d["mtime_ns"],
-        d["size"],
-        bytes.fromhex(d["sha256"]),
-        d["block_size"],
-        blocks,
-        d["origin"],
-    )
+entry_to_json = file_entry_to_json  # the journal's `entry` field: the one FileEntry codec of fsmount.format
 
 
 @dataclass
@@ -101,7 +76,7 @@ class StagingJournal:
         if not self.path.exists():
             return staged
         with open(self.path, encoding="utf-8") as f:
-            for line in f:
+            for lineno, line in enumerate(f, 1):
                 try:
                     ev = json.loads(line)
                 except json.JSONDecodeError:
@@ -124,12 +99,11 @@ class StagingJournal:
                         staged.uploaded.pop(dest, None)
                     staged.removes.append(pat)
                 elif op == "uploaded":
-                    name = ev["path"].rsplit("/", 1)[-1]
-                    staged.uploaded[ev["path"]] = (
-                        ev["stamp"],
-                        entry_from_json(name, ev["entry"]),
-                        ev.get("session", ""),
-                    )
+                    try:
+                        entry = file_entry_from_json(ev["path"].rsplit("/", 1)[-1], ev["entry"])
+                    except FormatError as e:
+                        raise FormatError(f"{self.path} line {lineno}: {e}") from None
+                    staged.uploaded[ev["path"]] = (ev["stamp"], entry, ev.get("session", ""))
                 elif op == "forget_upload":  # its blocks vanished from the store: upload again
                     staged.uploaded.pop(ev["path"], None)
         return staged

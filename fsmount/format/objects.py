@@ -5,13 +5,14 @@ docs/FORMAT.md describes every field; a change here is a change there.
 
 from __future__ import annotations
 
-import stat
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs; pyproject could say so once for all
 
 from fsmount.errors import FormatError
 from fsmount.format.hashing import HASH_LEN, digest, is_version_id
@@ -113,19 +114,29 @@ class SymlinkEntry:
 
 
 Entry = FileEntry | DirEntry | SymlinkEntry
+_entry_name = attrgetter("name")
 
 
 @dataclass(slots=True)
 class Tree:
-    """One directory: its entries sorted by name. Named by the hash of its encoding."""
+    """One directory: its entries sorted by name (str order). Named by the hash of its encoding.
+
+    decode_tree guarantees the order (names strictly increasing); a Tree built in memory must
+    keep it for `index` and `get`.
+    """
 
     entries: list[Entry] = field(default_factory=list)
-    _index: dict[str, int] | None = None
+
+    def index(self, name: str) -> int | None:
+        """Position of `name` in `entries`, or None. Bisection: no name index is kept per tree
+        (a mount holds thousands of trees; a million-file mount must stay small). encode_tree sorts
+        by UTF-8 bytes; stored names are valid UTF-8, whose byte order is code point order, which
+        is str order."""
+        i = bisect_left(self.entries, name, key=_entry_name)
+        return i if i < len(self.entries) and self.entries[i].name == name else None
 
     def get(self, name: str) -> Entry | None:
-        if self._index is None:
-            self._index = {e.name: i for i, e in enumerate(self.entries)}
-        i = self._index.get(name)
+        i = self.index(name)
         return None if i is None else self.entries[i]
 
     @property
@@ -147,17 +158,8 @@ def _origin_bytes(origin: str) -> bytes:
 def _encode_entry(e: Entry) -> list[Any]:
     if isinstance(e, FileEntry):
         blocks = [b if isinstance(b, bytes) else list(b) for b in e.blocks]
-        return [
-            e.name,
-            KIND_FILE,
-            e.mode,
-            e.mtime_ns,
-            e.size,
-            e.sha256,
-            e.block_size,
-            blocks,
-            _origin_bytes(e.origin),
-        ]
+        return [e.name, KIND_FILE, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, blocks,
+                _origin_bytes(e.origin)]
     if isinstance(e, DirEntry):
         return [e.name, KIND_DIR, e.mode, e.mtime_ns, e.tree, e.nfiles, e.nbytes]
     return [e.name, KIND_SYMLINK, e.mode, e.mtime_ns, e.target, _origin_bytes(e.origin)]
@@ -291,6 +293,70 @@ def decode_tree(data: bytes) -> Tree:
     return Tree(entries)
 
 
+# -- one file entry outside a tree: the overlay's rows and the staging journal ---------------
+#
+# Both go through _decode_entry, the tree's own validation (name rules, ints, hashes, blocks
+# adding up to the size), so a damaged or hostile row or journal line is refused the same way
+# a damaged tree is.
+
+
+def encode_file_entry(e: FileEntry) -> bytes:
+    """A file entry alone, as msgpack: exactly the positional array it has in a tree."""
+    return msgpack.packb(_encode_entry(e), use_bin_type=True)
+
+
+def decode_file_entry(data: bytes) -> FileEntry:
+    """Inverse of encode_file_entry, validated. Also reads the older 8-element form that overlays
+    wrote before (no kind; origin as 32 hex digits): `[name, mode, mtime, size, sha, bs, blocks, origin]`."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as e:
+        raise FormatError(f"undecodable file entry: {e}") from None
+    if isinstance(raw, tuple) and len(raw) == 8:
+        if not isinstance(raw[7], str) or not is_version_id(raw[7]):
+            raise FormatError("malformed origin version id in file entry")
+        raw = (raw[0], KIND_FILE, *raw[1:7], bytes.fromhex(raw[7]))
+    return _file_entry(raw)
+
+
+def file_entry_to_json(e: FileEntry) -> dict[str, Any]:
+    """A file entry (without its name) as JSON fields: hashes in hex (docs/FORMAT.md, section 11)."""
+    return {
+        "mode": e.mode,
+        "mtime_ns": e.mtime_ns,
+        "size": e.size,
+        "sha256": e.sha256.hex(),
+        "block_size": e.block_size,
+        "blocks": [b.hex() if isinstance(b, bytes) else [b[0].hex(), b[1], b[2]] for b in e.blocks],
+        "origin": e.origin,
+    }
+
+
+def file_entry_from_json(name: str, d: object) -> FileEntry:
+    """Inverse of file_entry_to_json, validated like a tree entry."""
+    try:
+        assert isinstance(d, dict)
+        blocks = [bytes.fromhex(b) if isinstance(b, str) else (bytes.fromhex(b[0]), b[1], b[2])
+                  for b in d["blocks"]]
+        if not is_version_id(d["origin"]):
+            raise FormatError("malformed origin version id in file entry")
+        raw = (name, KIND_FILE, d["mode"], d["mtime_ns"], d["size"], bytes.fromhex(d["sha256"]),
+               d["block_size"], blocks, bytes.fromhex(d["origin"]))
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise FormatError(f"malformed file entry {name!r}: {e!r}") from None
+    return _file_entry(raw)
+
+
+def _file_entry(raw: object) -> FileEntry:
+    try:
+        e = _decode_entry(raw, {})
+    except (TypeError, AttributeError, ValueError, IndexError) as ex:
+        raise FormatError(f"malformed file entry: {ex}") from None
+    if not isinstance(e, FileEntry):
+        raise FormatError(f"expected a file entry, found {type(e).__name__} {e.name!r}")
+    return e
+
+
 def tree_object(entries: Iterable[Entry]) -> tuple[bytes, bytes]:
     """Return (hash, encoded bytes) of a directory made of `entries`."""
     data = encode_tree(entries)
@@ -316,7 +382,7 @@ class VersionRecord:
     author: str
     message: str
     files: int
-    bytes: int
+    nbytes: int  # stored under the key "bytes"
     block_size: int
 
     def encode(self) -> bytes:
@@ -335,7 +401,7 @@ class VersionRecord:
             "author": self.author,
             "message": self.message,
             "files": self.files,
-            "bytes": self.bytes,
+            "bytes": self.nbytes,
             "block_size": self.block_size,
         }
         return msgpack.packb(d, use_bin_type=True)
@@ -357,7 +423,7 @@ class VersionRecord:
                 author=d["author"],
                 message=d["message"],
                 files=_check_int(d["files"]),
-                bytes=_check_int(d["bytes"]),
+                nbytes=_check_int(d["bytes"]),
                 block_size=_check_int(d["block_size"], lo=1),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -431,24 +497,11 @@ class VersionState:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"malformed state object: {e}") from None
-        texts = (
-            st.id,
-            st.project,
-            st.name,
-            st.version,
-            st.state,
-            st.description,
-            st.author,
-            *st.parents,
-            *st.tags,
-        )
+        texts = (st.id, st.project, st.name, st.version, st.state, st.description, st.author, *st.parents,
+                 *st.tags)
         if not all(isinstance(v, str) for v in texts):
             raise FormatError(f"malformed text field in state of {d.get('id')!r}")
         if st.state not in STATES or not is_version_id(st.id):
             raise FormatError(f"malformed state object for {d.get('id')!r}")
         return st
 
-
-def mode_for(kind: int, perm: int) -> int:
-    """st_mode for an entry kind and its permission bits."""
-    return {KIND_FILE: stat.S_IFREG, KIND_DIR: stat.S_IFDIR, KIND_SYMLINK: stat.S_IFLNK}[kind] | perm

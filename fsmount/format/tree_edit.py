@@ -188,7 +188,7 @@ class TreeEditor:
         if not any(c in pattern for c in "*?["):
             return [pattern] if self.remove(pattern) else []
         matched = [p for p, _ in self.iter_paths() if _glob_match(p, pattern)]
-        removed = []
+        removed: list[str] = []
         for p in matched:
             if any(p.startswith(r + "/") for r in removed):
                 continue
@@ -254,7 +254,7 @@ class TreeEditor:
         h, data = tree_object(out)
         store_tree(h, data)
         node.orig, node.dirty = h, False
-        t = Tree(out)
+        t = Tree(out)  # unsorted: only for its totals
         return h, TreeStats(t.nfiles, t.nbytes)
 
 

@@ -11,18 +11,36 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from fsmount.errors import FsmountError
-from fsmount.fs.core import Attr, ReadOnlyFS
-from fsmount.fs.fserrors import errno_of
+from fsmount.errors import FsmountError, errno_of, is_failure
+from fsmount.fs.core import Attr, OpErrors, ReadOnlyFS
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-_QUIET = {errno.ENOENT, errno.ENODATA, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.EINVAL}
+
+
+def reply_errno(errors: OpErrors, op: str, e: Exception) -> int:
+    """The errno that operation `op` replies for `e`, logged and counted by what it is.
+
+    An ordinary error reply (ENOENT, ENOTEMPTY, EEXIST, ENOSPC, EROFS...) is the caller's
+    business: debug log, not counted. A failure (store, integrity, timeout, the disk's EIO) is
+    logged as an error in one line and counted; a bug also gets its traceback, and EIO.
+    """
+    err = errno_of(e)
+    if not is_failure(e):
+        log.debug("%s: %s", op, e)
+        return err
+    if isinstance(e, FsmountError | OSError):
+        log.error("%s: %s", op, e)
+        errors.failed(op, str(e))
+    else:  # a bug must never take the daemon down
+        log.exception("unexpected error in %s", op)
+        errors.failed(op, f"{type(e).__name__}: {e}")
+    return err
 
 
 def fuse_errors(fn: F) -> F:
-    """The one place exceptions become FUSEError: expected ones keep their errno, bugs are EIO."""
+    """The one place exceptions become FUSEError: each keeps its errno (OSError too), bugs are EIO."""
 
     @functools.wraps(fn)
     async def wrapper(self: Operations, *args: Any) -> Any:
@@ -30,18 +48,8 @@ def fuse_errors(fn: F) -> F:
             return await fn(self, *args)
         except pyfuse3.FUSEError:
             raise
-        except FsmountError as e:
-            err = errno_of(e)
-            if err not in _QUIET:
-                log.error("%s: %s", fn.__name__, e)
-                self.fs.blocks.stats.errors += 1
-                self.fs.blocks.stats.last_error = f"{fn.__name__}: {e}"
-            raise pyfuse3.FUSEError(err) from None
-        except Exception as e:  # a bug must never take the daemon down
-            log.exception("unexpected error in %s", fn.__name__)
-            self.fs.blocks.stats.errors += 1
-            self.fs.blocks.stats.last_error = f"{fn.__name__}: {type(e).__name__}: {e}"
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as e:
+            raise pyfuse3.FUSEError(reply_errno(self.fs.errors, fn.__name__, e)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -151,7 +159,8 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:  # type: ignore[override]
+        """pyfuse3 takes any contiguous buffer (it declares bytes): a view into a held block is no copy."""
         return await self.fs.read(fh, off, size)
 
     async def release(self, fh: int) -> None:

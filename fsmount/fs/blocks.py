@@ -59,11 +59,9 @@ class ReadStats:
     prefetch_errors: int = 0
     prefetch_inflight_bytes: int = 0
     held_bytes: int = 0  # verified blocks kept in memory by open files
-    errors: int = 0
     timeouts: int = 0
-    last_error: str = ""
 
-    def as_dict(self) -> dict[str, int | str]:
+    def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
@@ -180,10 +178,10 @@ class BlockReader:
                 self._drop(f, f.handles.pop(j))
 
     async def _source(self, f: OpenFile, i: int) -> Source:
-        src = f.handles.get(i)
-        if src is not None:
+        held = f.handles.get(i)
+        if held is not None:
             f.handles.move_to_end(i)
-            return src
+            return held
         src, fetched = await self.offload(self.reader.load, f.spans[i][0])
         if fetched:
             self.stats.block_misses += 1

@@ -1,8 +1,10 @@
 """The read-only filesystem of one version, without FUSE: lookup, attrs, readdir, xattrs, reads.
 
 Every method runs on the trio thread; blocking work (tree and block fetches) goes through
-`BlockReader.offload`. Failures are raised as FsmountError subclasses carrying their errno;
-the FUSE adapter turns them into FUSEError in one place.
+`BlockReader.offload`. Decoded trees come from the reader's one tree memory (`cached_tree`, a
+cheap hit on this thread; a miss is offloaded). Failures are raised as FsmountError subclasses
+carrying their errno; the FUSE adapter turns them into FUSEError in one place and counts real
+failures in `errors` (OpErrors), which the filesystem object owns.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import errno
 import logging
 import os
 import stat
-from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import trio
 
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.errors import FsError
 from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, VersionRecord
 from fsmount.fs.blocks import BlockReader, OpenFile
-from fsmount.fs.fserrors import FsError
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
 from fsmount.fs.options import FsOptions
 
@@ -55,6 +57,33 @@ class FsStat(NamedTuple):
     namemax: int
 
 
+@dataclass
+class OpErrors:
+    """Failed operations of one mount (store, integrity, timeouts, the disk's EIO, bugs), by kind.
+
+    Ordinary error replies (ENOENT, ENOTEMPTY, ENOSPC...) are not failures and are not counted.
+    """
+
+    read_errors: int = 0  # read
+    write_errors: int = 0  # write, fsync (writable mounts)
+    metadata_errors: int = 0  # everything else: lookup, getattr, readdir, open, mkdir, rename...
+    last_error: str = ""
+
+    def failed(self, op: str, message: str) -> None:
+        if op == "read":
+            self.read_errors += 1
+        elif op in ("write", "fsync"):
+            self.write_errors += 1
+        else:
+            self.metadata_errors += 1
+        self.last_error = f"{op}: {message}"
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"errors": self.read_errors + self.write_errors + self.metadata_errors,
+                "read_errors": self.read_errors, "write_errors": self.write_errors,
+                "metadata_errors": self.metadata_errors, "last_error": self.last_error}
+
+
 def _key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -68,8 +97,7 @@ class ReadOnlyFS:
         self.options = options or FsOptions()
         self.inodes = InodeTable(record.root, int(record.finalized * 1e9))
         self.blocks = BlockReader(reader, self.options)
-        self._trees: OrderedDict[bytes, Tree] = OrderedDict()  # decoded trees held on the trio thread
-        self._tree_memory = 1024
+        self.errors = OpErrors()
         self._files: dict[int, OpenFile] = {}
         self._next_fh = 1
 
@@ -80,14 +108,9 @@ class ReadOnlyFS:
     # -- trees ------------------------------------------------------------------------
 
     async def _tree(self, h: bytes) -> Tree:
-        t = self._trees.get(h)
-        if t is not None:
-            self._trees.move_to_end(h)
-            return t
-        t = await self.blocks.offload(self.reader.tree, h)
-        self._trees[h] = t
-        if len(self._trees) > self._tree_memory:
-            self._trees.popitem(last=False)
+        t = self.reader.cached_tree(h)
+        if t is None:
+            t = await self.blocks.offload(self.reader.tree, h)
         return t
 
     async def _dir_tree(self, d: DirRec) -> Tree:
@@ -150,28 +173,15 @@ class ReadOnlyFS:
             attr = await self._dir_attr(self.inodes.dirs[d.parent])
         else:
             t = await self._dir_tree(d)
-            index = self._index(t, name)  # bisection: no per-directory name dict kept in memory
+            index = t.index(name)  # bisection: no per-directory name dict kept in memory
+            if index is None:
+                raise FsError(errno.ENOENT)
             e = t.entries[index]
             attr = await self._child(d, index, e)
             self.inodes.remember(attr.ino, None if isinstance(e, DirEntry) else e)
             return attr
         self.inodes.remember(attr.ino, None)
         return attr
-
-    @staticmethod
-    def _index(t: Tree, name: str) -> int:
-        # Entries are sorted by their UTF-8 bytes (encode_tree). Names are valid UTF-8, whose
-        # byte order is code point order, so str comparison bisects; verify, don't trust the store.
-        lo, hi, entries = 0, len(t.entries), t.entries
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if entries[mid].name < name:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(entries) and entries[lo].name == name:
-            return lo
-        raise FsError(errno.ENOENT)  # decode_tree rejects unsorted trees, so this is a real miss
 
     def forget(self, ino: int, n: int) -> None:
         self.inodes.forget(ino, n)
@@ -183,7 +193,7 @@ class ReadOnlyFS:
             found = self.inodes.owner(ino)
             if found is not None:
                 d, index = found
-                t = self._trees.get(d.tree)
+                t = self.reader.cached_tree(d.tree)
                 entry = t.entries[index] if t is not None else None
         if entry is None and ino not in self.inodes.dirs:
             log.debug("readdir reference to inode %d whose tree left memory", ino)
@@ -254,7 +264,7 @@ class ReadOnlyFS:
 
     def statfs(self) -> FsStat:
         bs = self.record.block_size
-        return FsStat(bs, -(-self.record.bytes // bs), self.record.files, NAME_MAX)
+        return FsStat(bs, -(-self.record.nbytes // bs), self.record.files, NAME_MAX)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -291,5 +301,6 @@ class ReadOnlyFS:
             "open_files": len(self._files),
             **self.inodes.counts(),
             **self.blocks.stats.as_dict(),
+            **self.errors.as_dict(),
             "store": self.reader.stats.as_dict(),
         }

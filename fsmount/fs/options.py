@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 
@@ -35,9 +36,7 @@ def tune_kernel(mountpoint: str, options: FsOptions) -> list[str]:
     knobs of this one mount that only root may write; anyone else keeps the defaults.
     Returns what was changed, for the log.
     """
-    import os
-
-    done = []
+    done: list[str] = []
     try:
         dev = os.stat(mountpoint).st_dev
     except OSError:

@@ -7,6 +7,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pyfuse3
+import trio
+
 from fsmount.fs.control import Handler
 from fsmount.fs.writable import WritableFS
 
@@ -27,7 +30,7 @@ def overlay_handlers(fs: WritableFS, mountpoint: str, moved: Callable[[], None])
         moved()
         log.info("committed %s as %s (parent %s)", mountpoint, rec.id, rec.parents)
         return {"id": rec.id, "version": rec.version, "parent": rec.parents[0] if rec.parents else None,
-                "files": rec.files, "bytes": rec.bytes, "blocks_uploaded": result.stats.blocks_uploaded,
+                "files": rec.files, "bytes": rec.nbytes, "blocks_uploaded": result.stats.blocks_uploaded,
                 "bytes_uploaded": result.stats.bytes_uploaded, "resumed": result.resumed}
 
     async def diff(req: dict[str, Any]) -> dict[str, Any]:
@@ -46,9 +49,6 @@ def overlay_handlers(fs: WritableFS, mountpoint: str, moved: Callable[[], None])
 
 async def forget_in_kernel(gone: list[tuple[int, str]], changed: list[int]) -> None:
     """Drop the kernel's cached names and attributes/pages that a discard made wrong."""
-    import pyfuse3
-    import trio
-
     for parent, name in gone:
         try:
             pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)

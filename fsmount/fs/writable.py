@@ -1,11 +1,16 @@
 """The writable filesystem of a mount with an overlay, without FUSE: inodes by path over a MergedView.
 
 Inode numbers are handed out on first sight of a path and follow it through renames; an
-unlinked or replaced path loses its number. Every metadata operation runs the blocking
-MergedView call on a worker thread while holding `self._meta` (a trio lock), so the inode
-table (touched only on the trio thread) always changes in the order the view did.
+unlinked or replaced path loses its number. A metadata operation runs its MergedView call
+right on the trio thread when it needs no fetch or copy (almost all: sqlite commits and
+stats of data files included); one that does raises NeedsIO before changing anything and
+runs on a worker thread while `self._meta` (a trio lock) holds every other metadata
+operation back (see `_op`), so the inode table (touched only on the trio thread) always
+changes in the order the view did. Commit, discard and pending changes run on a worker
+thread under `_meta`; fsync runs on a worker thread.
 Reads of a file nobody has written yet go through the same BlockReader (cache, prefetch)
-as the read-only mount; once copied up, reads and writes are pread/pwrite on its data file.
+as the read-only mount; once copied up, reads and writes are pread/pwrite on its data file,
+on the trio thread.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ from typing import Any, TypeVar
 import trio
 
 from fsmount.api.workspace import Workspace
+from fsmount.commit import registry
+from fsmount.errors import FsError
 from fsmount.format.objects import FileEntry, VersionRecord, VersionState
 from fsmount.fs.blocks import BlockReader, OpenFile
-from fsmount.fs.core import NAME_MAX, XATTR_SHA256, XATTR_VERSION, Attr, FsStat
-from fsmount.fs.fserrors import FsError
+from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, Attr, OpErrors
 from fsmount.fs.inodes import ROOT_INO
 from fsmount.fs.options import FsOptions
-from fsmount.overlay.commit import CommitResult, Pending, commit_upper, pending
+from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
 from fsmount.overlay.merged import MergedView, NeedsIO, Node
-from fsmount.overlay.upper import UpperLayer
+from fsmount.overlay.upper import UpperLayer, default_overlay_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +63,6 @@ class _Open:
 class WritableFS:
     """A mounted version plus its overlay: every POSIX operation the adapter forwards."""
 
-    writable = True
-
     def __init__(self, ws: Workspace, record: VersionRecord, upper: UpperLayer,
                  options: FsOptions | None = None) -> None:
         self.ws = ws
@@ -68,6 +72,7 @@ class WritableFS:
         self.options = options or FsOptions(entry_timeout=1.0, attr_timeout=1.0)
         self.view = MergedView(upper, ws.reader, record.root, int(record.finalized * 1e9))
         self.blocks = BlockReader(ws.reader, self.options)
+        self.errors = OpErrors()
         self._paths: dict[int, str] = {ROOT_INO: ""}
         self._inos: dict[str, int] = {"": ROOT_INO}
         self._refs: dict[int, int] = {}
@@ -199,10 +204,6 @@ class WritableFS:
 
     def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
-
-    def statfs(self) -> FsStat:
-        s = self.view.statfs()
-        return FsStat(s.f_frsize, s.f_blocks, s.f_files, NAME_MAX)
 
     def statvfs(self) -> os.statvfs_result:
         return self.view.statfs()
@@ -407,6 +408,7 @@ class WritableFS:
             "open_files": len(self._files),
             "inodes": len(self._paths),
             **self.blocks.stats.as_dict(),
+            **self.errors.as_dict(),
             "store": self.reader.stats.as_dict(),
         }
 
@@ -419,10 +421,6 @@ def writable_fs(ws: Workspace, state: VersionState, mountpoint: str, overlay: st
     If a commit of this overlay became final before the overlay was emptied (a crash), the
     mount stands on that child version: it holds exactly what the overlay held.
     """
-    from fsmount.commit import registry
-    from fsmount.overlay.commit import finish_interrupted
-    from fsmount.overlay.upper import default_overlay_dir
-
     folder = overlay or str(default_overlay_dir(ws.store_url, mountpoint))
     upper = UpperLayer(folder)
     try:

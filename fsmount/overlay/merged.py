@@ -5,9 +5,12 @@ comes from the lower tree of its parent directory. The lower tree of a directory
 row's `redirect` (a renamed lower directory), nothing if the row is opaque, else the
 entry of that name in the parent's lower tree, up to the version's root.
 
-Concurrency: every public method takes one lock, so it may be called from worker threads.
-Methods block (sqlite, data files, fetches of lower trees and blocks through ObjectReader);
-a trio caller runs them on a thread. Errors are OverlayError (or OSError) carrying errno.
+Concurrency: every public method takes one lock, so it may be called from any thread.
+WritableFS calls metadata operations on the trio thread through `inline`: there, one that
+would fetch from the store (a lower tree not in the reader's memory) or copy bytes (a
+copy-up) raises NeedsIO before changing anything, and is run again on a worker thread.
+Everything else runs on the calling thread, local disk work included (sqlite commits, stat
+of data files, pread/pwrite of copied-up files). Errors are FsError (or OSError) carrying errno.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ import os
 import stat
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.errors import FormatError
+from fsmount.errors import FormatError, FsError
 from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, validate_name
-from fsmount.format.tree_edit import DEFAULT_DIR_MODE
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, OverlayError, Row, UpperLayer, parent_of
+from fsmount.format.tree_edit import DEFAULT_DIR_MODE, lookup
+from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer, parent_of
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
 COPY_CHUNK = 8 * 2**20
-TREE_MEMORY = 4096  # decoded lower trees kept by the view
 T = TypeVar("T")
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
@@ -82,9 +83,9 @@ def split(path: str) -> str:
     parts = [p for p in path.split("/") if p and p != "."]
     for p in parts:
         if p == "..":
-            raise OverlayError(errno.EINVAL, f"{path!r}: '..' is not allowed")
+            raise FsError(errno.EINVAL, f"{path!r}: '..' is not allowed")
         if len(p.encode("utf-8", "surrogateescape")) > 255:
-            raise OverlayError(errno.ENAMETOOLONG)
+            raise FsError(errno.ENAMETOOLONG)
     return "/".join(parts)
 
 
@@ -106,7 +107,6 @@ class MergedView:
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._lower_memo: dict[str, bytes | None] = {}
-        self._trees: OrderedDict[bytes, Tree] = OrderedDict()  # decoded trees used lately
         self._inline = threading.local()
 
     def inline(self, fn: Callable[..., T], *args: Any) -> T:
@@ -124,17 +124,13 @@ class MergedView:
     # -- resolution ------------------------------------------------------------------------
 
     def _tree(self, h: bytes) -> Tree:
-        t = self._trees.get(h)
+        """A lower tree from the reader's decoded-tree memory, else (not inline) fetched through it."""
+        t = self.reader.cached_tree(h)
         if t is not None:
-            self._trees.move_to_end(h)
             return t
         if getattr(self._inline, "on", False):
             raise NeedsIO
-        t = self.reader.tree(h)
-        self._trees[h] = t
-        if len(self._trees) > TREE_MEMORY:
-            self._trees.popitem(last=False)
-        return t
+        return self.reader.tree(h)
 
     def _lower_dir(self, path: str) -> bytes | None:
         """The lower tree whose entries show through directory `path`, or None."""
@@ -206,28 +202,28 @@ class MergedView:
             if pn is None:
                 return None
             if pn.kind != DIR:
-                raise OverlayError(errno.ENOTDIR)
+                raise FsError(errno.ENOTDIR)
         return self._child(parent, path.rsplit("/", 1)[-1])
 
     def _get(self, path: str) -> Node:
         n = self._resolve(path)
         if n is None:
-            raise OverlayError(errno.ENOENT)
+            raise FsError(errno.ENOENT)
         return n
 
     def _parent_dir(self, path: str) -> str:
         """Check that the parent of `path` is an existing directory; return it."""
         if not path:
-            raise OverlayError(errno.EBUSY, "the root cannot be replaced or removed")
+            raise FsError(errno.EBUSY, "the root cannot be replaced or removed")
         validate = path.rsplit("/", 1)[-1]
         try:
             validate_name(validate)
         except FormatError:
-            raise OverlayError(errno.EINVAL, f"invalid name {validate!r}") from None
+            raise FsError(errno.EINVAL, f"invalid name {validate!r}") from None
         parent = parent_of(path)
         pn = self._get(parent)
         if pn.kind != DIR:
-            raise OverlayError(errno.ENOTDIR)
+            raise FsError(errno.ENOTDIR)
         return parent
 
     def _names(self, path: str) -> dict[str, Node]:
@@ -261,7 +257,7 @@ class MergedView:
         with self.lock:
             try:
                 return self._resolve(split(path)) is not None
-            except OverlayError:
+            except FsError:
                 return False
 
     def readdir(self, path: str) -> list[tuple[str, Node]]:
@@ -269,14 +265,14 @@ class MergedView:
         with self.lock:
             n = self._get(split(path))
             if n.kind != DIR:
-                raise OverlayError(errno.ENOTDIR)
+                raise FsError(errno.ENOTDIR)
             return sorted(self._names(n.path).items())
 
     def readlink(self, path: str) -> str:
         with self.lock:
             n = self._get(split(path))
             if n.kind != SYMLINK:
-                raise OverlayError(errno.EINVAL)
+                raise FsError(errno.EINVAL)
             assert n.target is not None
             return n.target
 
@@ -309,7 +305,7 @@ class MergedView:
             while pos < limit:
                 chunk = self.read_lower(lower, pos, min(COPY_CHUNK, limit - pos))
                 if not chunk:
-                    raise OverlayError(errno.EIO, f"{path}: lower file shorter than its entry")
+                    raise FsError(errno.EIO, f"{path}: lower file shorter than its entry")
                 os.pwrite(fd, chunk, pos)
                 pos += len(chunk)
         except BaseException:
@@ -357,7 +353,7 @@ class MergedView:
             path = split(path)
             parent = self._parent_dir(path)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise OverlayError(errno.EEXIST)
+                raise FsError(errno.EEXIST)
             name, fd = self.upper.new_data_file()
             row = Row(path, FILE, stat.S_IMODE(mode), 0, data=name)
             try:
@@ -376,9 +372,9 @@ class MergedView:
         with self.lock:
             n = self._get(split(path))
             if n.kind == DIR:
-                raise OverlayError(errno.EISDIR)  # directories are opened with opendir
+                raise FsError(errno.EISDIR)  # directories are opened with opendir
             if n.kind == SYMLINK:
-                raise OverlayError(errno.ELOOP)
+                raise FsError(errno.ELOOP)
             writable = flags & _ACCMODE != os.O_RDONLY
             if flags & os.O_TRUNC and writable:
                 self._truncate_node(n, 0)
@@ -389,7 +385,7 @@ class MergedView:
     def handle(self, fh: int) -> Handle:
         h = self._handles.get(fh)
         if h is None:
-            raise OverlayError(errno.EBADF)
+            raise FsError(errno.EBADF)
         return h
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -415,7 +411,7 @@ class MergedView:
     def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handle(fh)
         if not h.writable:
-            raise OverlayError(errno.EBADF)
+            raise FsError(errno.EBADF)
         fd = self._handle_fd(h)
         if h.append:
             offset = os.fstat(fd).st_size
@@ -439,14 +435,11 @@ class MergedView:
         if h is not None and h.fd is not None:
             os.close(h.fd)
 
-    def open_handles(self) -> int:
-        return len(self._handles)
-
     def _truncate_node(self, n: Node, size: int) -> None:
         if n.kind == DIR:
-            raise OverlayError(errno.EISDIR)
+            raise FsError(errno.EISDIR)
         if n.kind != FILE:
-            raise OverlayError(errno.EINVAL)
+            raise FsError(errno.EINVAL)
         if n.data is None:
             self._materialise(n, limit=size)
         name = self.upper.rows[n.path].data
@@ -455,7 +448,7 @@ class MergedView:
 
     def truncate(self, path: str, size: int) -> None:
         if size < 0:
-            raise OverlayError(errno.EINVAL)
+            raise FsError(errno.EINVAL)
         with self.lock:
             self._truncate_node(self._get(split(path)), size)
 
@@ -474,7 +467,7 @@ class MergedView:
             self._parent_dir(path)
             n = self._get(path)
             if n.kind == DIR:
-                raise OverlayError(errno.EISDIR)
+                raise FsError(errno.EISDIR)
             with self.upper.batch() as b:
                 self._hide(b, path)
             self._changed()
@@ -489,7 +482,7 @@ class MergedView:
             path = split(path)
             parent = self._parent_dir(path)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise OverlayError(errno.EEXIST)
+                raise FsError(errno.EEXIST)
             opaque = self._lower_entry(path) is not None  # a whiteout was here: hide the old contents
             row = Row(path, DIR, stat.S_IMODE(mode), self.clock(), opaque=opaque)
             self.upper.put(row)
@@ -502,9 +495,9 @@ class MergedView:
             self._parent_dir(path)
             n = self._get(path)
             if n.kind != DIR:
-                raise OverlayError(errno.ENOTDIR)
+                raise FsError(errno.ENOTDIR)
             if self._names(path):
-                raise OverlayError(errno.ENOTEMPTY)
+                raise FsError(errno.ENOTEMPTY)
             with self.upper.batch() as b:
                 b.delete_below(path)
                 self._hide(b, path)
@@ -515,9 +508,9 @@ class MergedView:
             path = split(path)
             parent = self._parent_dir(path)
             if not target or "\0" in target:
-                raise OverlayError(errno.EINVAL)
+                raise FsError(errno.EINVAL)
             if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise OverlayError(errno.EEXIST)
+                raise FsError(errno.EEXIST)
             row = Row(path, SYMLINK, 0o777, self.clock(), target=target)
             self.upper.put(row)
             self._changed()
@@ -525,7 +518,7 @@ class MergedView:
 
     def link(self, old: str, new: str) -> None:
         """Hard links cannot be stored in a version's tree: refused with EPERM (docs/SEMANTICS.md)."""
-        raise OverlayError(errno.EPERM, "hard links are not supported on fsmount overlays")
+        raise FsError(errno.EPERM, "hard links are not supported on fsmount overlays")
 
     def _row_for(self, n: Node, path: str) -> Row:
         """The row that makes node `n` appear at `path` (metadata only: no bytes move)."""
@@ -544,7 +537,7 @@ class MergedView:
             old, new = split(old), split(new)
             if flags & (RENAME_EXCHANGE | RENAME_WHITEOUT) or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE
                                                                          | RENAME_WHITEOUT):
-                raise OverlayError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
+                raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
             self._parent_dir(old)
             new_parent = self._parent_dir(new)
             src = self._get(old)
@@ -553,18 +546,18 @@ class MergedView:
             dst = self._child(new_parent, new.rsplit("/", 1)[-1])
             # The order of checks follows Linux's renameat2, so callers see the same errno.
             if dst is not None and flags & RENAME_NOREPLACE:
-                raise OverlayError(errno.EEXIST)
+                raise FsError(errno.EEXIST)
             if new.startswith(old + "/"):
-                raise OverlayError(errno.EINVAL, "cannot move a directory into itself")
+                raise FsError(errno.EINVAL, "cannot move a directory into itself")
             if dst is not None:
                 if old.startswith(new + "/"):
-                    raise OverlayError(errno.ENOTEMPTY)
+                    raise FsError(errno.ENOTEMPTY)
                 if src.kind == DIR and dst.kind != DIR:
-                    raise OverlayError(errno.ENOTDIR)
+                    raise FsError(errno.ENOTDIR)
                 if src.kind != DIR and dst.kind == DIR:
-                    raise OverlayError(errno.EISDIR)
+                    raise FsError(errno.EISDIR)
                 if dst.kind == DIR and self._names(new):
-                    raise OverlayError(errno.ENOTEMPTY)
+                    raise FsError(errno.ENOTEMPTY)
             row = self._row_for(src, new)
             with self.upper.batch() as b:
                 if dst is not None and dst.kind == DIR:
@@ -623,8 +616,6 @@ class MergedView:
 
     def rebase(self, root: bytes, root_mtime_ns: int) -> None:
         """The upper layer was emptied into a new version with root `root`: stand on it."""
-        from fsmount.format.tree_edit import lookup
-
         with self.lock:
             self.root = root
             self.root_mtime_ns = root_mtime_ns

@@ -9,12 +9,15 @@ Layout of an overlay folder:
                       mtime_ns  dirs, symlinks and lower-referencing files (data files: fstat)
                       target    symlink target
                       data      file whose bytes live in data/<data> (size and mtime: fstat)
-                      lower     a lower FileEntry, msgpack-encoded: a metadata-only copy of a
-                                lower file (renamed, chmod'ed, touched): no bytes copied
+                      lower     a lower FileEntry, as format.objects.encode_file_entry writes it (the
+                                entry's positional array in a tree; rows of older overlays hold an
+                                8-element form, still read): a metadata-only copy of a lower file
+                                (renamed, chmod'ed, touched): no bytes copied. Validated on read.
                       opaque    dir: 1 = lower entries at this path do not show through
                       redirect  dir: lower tree whose entries show through (a renamed lower dir)
                     Table `meta`: base (version id the overlay stands on), root (its root tree,
-                    hex), committing (draft id of a commit under way, for crash-safe retry).
+                    hex), committing (draft id of a commit under way, for crash-safe retry),
+                    schema (SCHEMA_VERSION that made the overlay; a newer one is refused).
     data/<name>     contents of copied-up and new files, written with plain pwrite; names are
                     increasing numbers; a few empty spares are kept ready by a thread.
     lock            flock'ed by the one process using the overlay.
@@ -41,17 +44,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import msgpack
+from typing import Any, cast
 
 from fsmount.api.workspace import data_home
-from fsmount.errors import FsmountError, UsageError
-from fsmount.format.objects import FileEntry
+from fsmount.errors import FormatError, FsError, UsageError
+from fsmount.format.objects import FileEntry, decode_file_entry, encode_file_entry
 
 log = logging.getLogger(__name__)
 
 FILE, DIR, SYMLINK, WHITEOUT = 0, 1, 2, 3
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `lower` holds a file entry in its tree form (1: an 8-element form)
 SPARES = 32  # empty data files kept ready for create()
 RESERVE_BYTES = 256 * 1024  # freed when the disk is full, so unlink and rename still work
 
@@ -69,14 +71,6 @@ CREATE TABLE IF NOT EXISTS entries (
     redirect BLOB
 );
 """
-
-
-class OverlayError(FsmountError):
-    """A filesystem operation on the overlay failed; `errno` is what the caller sees."""
-
-    def __init__(self, err: int, message: str = "") -> None:
-        super().__init__(message or os.strerror(err))
-        self.errno = err
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,27 +99,17 @@ def parent_of(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
-def _encode_entry(e: FileEntry) -> bytes:
-    blocks = [b if isinstance(b, bytes) else list(b) for b in e.blocks]
-    return msgpack.packb([e.name, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, blocks, e.origin],
-                         use_bin_type=True)
-
-
-def _decode_entry(data: bytes) -> FileEntry:
-    name, mode, mtime, size, sha, bs, blocks, origin = msgpack.unpackb(data, raw=False)
-    refs = tuple(b if isinstance(b, bytes) else (b[0], b[1], b[2]) for b in blocks)
-    return FileEntry(name, mode, mtime, size, sha, bs, refs, origin)
-
-
 def _row_values(r: Row) -> tuple[object, ...]:
     return (r.path, r.kind, r.mode, r.mtime_ns, r.target, r.data,
-            None if r.lower is None else _encode_entry(r.lower), int(r.opaque), r.redirect)
+            None if r.lower is None else encode_file_entry(r.lower), int(r.opaque), r.redirect)
 
 
-def _row_from(values: tuple[object, ...]) -> Row:
+def _row_from(values: tuple[Any, ...]) -> Row:
     path, kind, mode, mtime, target, data, lower, opaque, redirect = values
-    return Row(str(path), int(kind), int(mode), int(mtime), target, data,  # type: ignore[arg-type]
-               None if lower is None else _decode_entry(lower), bool(opaque), redirect)  # type: ignore[arg-type]
+    if not isinstance(lower, bytes | None):
+        raise FormatError(f"malformed lower entry of {path!r}")
+    return Row(str(path), int(kind), int(mode), int(mtime), target, data,
+               None if lower is None else decode_file_entry(lower), bool(opaque), redirect)
 
 
 def default_overlay_dir(store_url: str, mountpoint: str) -> Path:
@@ -134,10 +118,10 @@ def default_overlay_dir(store_url: str, mountpoint: str) -> Path:
     return data_home() / "overlays" / key
 
 
-def _sql_errno(e: sqlite3.Error) -> OverlayError:
+def _sql_errno(e: sqlite3.Error) -> FsError:
     text = str(e)
     err = errno.ENOSPC if "full" in text else errno.EIO
-    return OverlayError(err, f"overlay database: {text}")
+    return FsError(err, f"overlay database: {text}")
 
 
 class Batch:
@@ -183,15 +167,25 @@ class UpperLayer:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as e:
+            os.close(self._lock_fd)
             raise UsageError(f"cannot open overlay {self.folder}: {e}") from None
         self.rows: dict[str, Row] = {}
         # names below each directory that are rows, or ancestors of rows (then not in `rows`)
         self.children: dict[str, set[str]] = {}
         self._below_count: dict[str, int] = {}
-        for values in self.db.execute("SELECT path, kind, mode, mtime_ns, target, data, lower, opaque, "
-                                      "redirect FROM entries"):
-            self._mem_put(_row_from(values))
-        self.meta: dict[str, str] = dict(self.db.execute("SELECT key, value FROM meta"))
+        try:
+            self.meta: dict[str, str] = dict(self.db.execute("SELECT key, value FROM meta"))
+            self._check_schema()
+            for values in self.db.execute("SELECT path, kind, mode, mtime_ns, target, data, lower, opaque, "
+                                          "redirect FROM entries"):
+                try:
+                    self._mem_put(_row_from(values))
+                except (FormatError, TypeError, ValueError) as e:
+                    raise FormatError(f"overlay {self.folder}: damaged entry {values[0]!r}: {e}") from None
+        except BaseException:
+            self.db.close()
+            os.close(self._lock_fd)
+            raise
         self._remove_orphans()
         self._reserved = False
         self._keep_reserve()
@@ -202,6 +196,17 @@ class UpperLayer:
         threading.Thread(target=self._make_spares, name="overlay-spares", daemon=True).start()
 
     # -- meta ---------------------------------------------------------------------------
+
+    def _check_schema(self) -> None:
+        """Refuse an overlay made by a newer fsmount; mark an older one as this schema (rows of
+        schema 1 are read as they are, new rows are written in the current form)."""
+        raw = self.meta.get("schema", "1")
+        schema = int(raw) if raw.isdigit() else SCHEMA_VERSION + 1
+        if schema > SCHEMA_VERSION:
+            raise UsageError(f"overlay {self.folder} was made by a newer fsmount (schema {raw}, this one"
+                             f" reads {SCHEMA_VERSION}): upgrade fsmount")
+        if schema < SCHEMA_VERSION:
+            self.set_meta(schema=str(SCHEMA_VERSION))
 
     @property
     def base(self) -> str | None:
@@ -235,7 +240,7 @@ class UpperLayer:
         An empty overlay simply moves to `version_id` (e.g. a newer version of the same REF).
         """
         if self.base is None:
-            self.set_meta(base=version_id, root=root.hex(), schema=str(SCHEMA_VERSION))
+            self.set_meta(base=version_id, root=root.hex())
         elif self.base != version_id and self.is_empty() and not self.committing:
             self.reset(version_id, root)
         elif self.base != version_id:
@@ -315,7 +320,7 @@ class UpperLayer:
 
             try:
                 mem = run()
-            except OverlayError as e:
+            except FsError as e:
                 if e.errno != errno.ENOSPC or not self._release_reserve():
                     raise
                 mem = run()  # the reserve made room: an unlink or rename must work on a full disk
@@ -341,7 +346,7 @@ class UpperLayer:
             rows = self.below(str(arg))
             self.db.executemany("DELETE FROM entries WHERE path = ?", [(r.path,) for r in rows])
             return [("delete", r.path) for r in rows]
-        old, new = arg  # type: ignore[misc]
+        old, new = cast(tuple[str, str], arg)
         rows = self.below(old)
         moved = [r.moved(new + r.path[len(old):]) for r in rows]
         self.db.executemany("DELETE FROM entries WHERE path = ?", [(r.path,) for r in rows])
