@@ -72,7 +72,7 @@ def test_empty_tree_bytes_and_hash_printed_in_the_doc_are_the_codes() -> None:
 def _record() -> VersionRecord:
     return VersionRecord(
         id="a" * 32, project="p", name="n", version="1.0.0", parents=("b" * 32,), root=EMPTY_TREE_HASH,
-        base=EMPTY_TREE_HASH, created=1.5, finalized=2.5, author="me", message="m", files=0, bytes=0,
+        base=EMPTY_TREE_HASH, created=1.5, finalized=2.5, author="me", message="m", files=0, nbytes=0,
         block_size=4096,
     )
 
