@@ -154,15 +154,13 @@ class ObjectReader:
 
         A bare-hash locator (`whole`) names the entire object: its size must equal the derived
         length. A ranged locator must end within the object. Otherwise a reader would get a short
-        or shifted file.
+        or shifted file. The caller reports the error (the daemon logs it; the CLI prints it).
         """
         if (size == length and offset == 0) if whole else (offset + length <= size):
             return
         with self._lock:
             self.stats.integrity_errors += 1
         want = f"exactly {length} bytes" if whole else f"bytes {offset}..{offset + length}"
-        log.error("object %s from %s has %d bytes, a file needs %s: refusing it", h.hex(), self.store.url,
-                  size, want)
         raise IntegrityError(f"object {h.hex()} in {self.store.url} has {size} bytes, a file needs {want}")
 
     def span(self, h: bytes, offset: int, length: int, whole: bool) -> memoryview:
