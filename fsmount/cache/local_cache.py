@@ -111,14 +111,21 @@ class ContentCache:
 
         Raises CorruptEntry (after dropping the entry) when the bytes on disk are damaged.
         """
-        data, tag = self._cache.get(h, default=None, tag=True, retry=True)
-        if data is None:
+        # read=True: a large value comes back as an open file, read here after diskcache's
+        # transaction (which holds the shard's write lock to update the LRU order) has ended.
+        value, tag = self._cache.get(h, default=None, read=True, tag=True, retry=True)
+        if value is None:
             return None
+        if isinstance(value, bytes):
+            data = value
+        else:
+            with value:
+                data = value.read()
         # An entry written before checksums existed (no tag) is checked against its own hash.
         if not (digest(data) == h if tag is None else checksum(data) == tag):
             self._cache.delete(h, retry=True)
             raise CorruptEntry(h, self.directory)
-        return data  # type: ignore[no-any-return]
+        return data
 
     def put(self, h: bytes, data: bytes) -> None:
         """Insert an object the caller has verified against `h`, with the checksum of its bytes."""
