@@ -302,7 +302,7 @@ def phase_seq(ctx: Ctx, ref: str, big: Path, do_seq: bool, do_ttfb: bool) -> Non
         local, _ = timed(lambda: read_all(big))
         res.add("seq.warm.fsmount", size / warm / 1e6, "MB/s",
                 f"{warm:.2f} s, blocks cached, page cache dropped; "
-                + ctx.note("largest_read", "slow_preads", "block_hits"))
+                + ctx.note("largest_read", "memory_hits", "block_hits"))
         res.add("seq.warm.local", size / local / 1e6, "MB/s", "local file, page cache dropped")
         res.add("seq.warm.ratio", local / warm, "x", "fsmount/local, target >= 0.7")
         rmtree_force(cache)

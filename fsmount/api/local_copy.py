@@ -3,18 +3,68 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.errors import IntegrityError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 log = logging.getLogger(__name__)
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
+
+
+class _FileHash:
+    """The whole-file SHA-256 of a file whose blocks are written in any order by many threads.
+
+    Blocks are hashed in file order as they arrive; a block that arrives more than `ahead`
+    places early waits (its writer thread blocks), so memory stays within `ahead` blocks. Blocks
+    are submitted in file order, so the one the hash waits for is already being written: no
+    deadlock.
+    """
+
+    def __init__(self, expected: bytes, count: int, ahead: int) -> None:
+        self.expected = expected
+        self.count = count
+        self.ahead = max(1, ahead)
+        self.next = 0
+        self.pending: dict[int, memoryview] = {}
+        self.sha = hashlib.sha256()
+        self.cv = threading.Condition()
+        self.abandoned = False
+
+    def feed(self, i: int, view: memoryview) -> bool:
+        """Add block `i`; False from the call that completes the hash if it does not match."""
+        with self.cv:
+            while i - self.next > self.ahead and not self.abandoned:
+                self.cv.wait()
+            if self.abandoned:
+                return True  # another block of this file failed; that failure is reported
+            self.pending[i] = view
+            before = self.next
+            while self.next in self.pending:
+                self.sha.update(self.pending.pop(self.next))
+                self.next += 1
+            self.cv.notify_all()
+            if before < self.count == self.next:
+                return self.sha.digest() == self.expected
+            return True
+
+    def abandon(self) -> None:
+        """A block of the file failed: release every writer waiting here."""
+        with self.cv:
+            self.abandoned = True
+            self.pending.clear()
+            self.cv.notify_all()
 
 
 def materialise(
@@ -41,35 +91,61 @@ def materialise(
         else:
             files.append((dest, e))
 
-    def write_block(dest: Path, h: bytes, off: int, length: int, file_off: int, create: bool) -> None:
-        data = reader.read(h)
-        view = memoryview(data)[off : off + length]
+    def write_block(dest: Path, e: FileEntry, i: int, file_hash: _FileHash | None, create: bool) -> None:
+        try:
+            _write_block(dest, e, i, file_hash, create)
+        except BaseException:
+            if file_hash is not None:
+                file_hash.abandon()
+            raise
+
+    def _write_block(dest: Path, e: FileEntry, i: int, file_hash: _FileHash | None, create: bool) -> None:
+        h, off, length, file_off = spans[dest][i]
+        rel = dest.relative_to(target)
+        try:  # the object's length must fit the locator: never a short or shifted file
+            view = reader.span(h, off, length, isinstance(e.blocks[i], bytes))
+        except IntegrityError as err:
+            raise IntegrityError(f"{rel}: {err}") from None
         # One open per block keeps the number of open files bounded by the worker count.
         flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if create else 0)
         fd = os.open(dest, flags, 0o600)
         try:
-            while view:
-                n = os.pwrite(fd, view, file_off)
-                view, file_off = view[n:], file_off + n
+            rest, pos = view, file_off
+            while rest:
+                n = os.pwrite(fd, rest, pos)
+                rest, pos = rest[n:], pos + n
         finally:
             os.close(fd)
+        if file_hash is not None and not file_hash.feed(i, view):
+            raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
         if progress:
             progress(length)
 
     total = 0
+    spans = {dest: list(e.spans()) for dest, e in files}
     with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
         futures = []
         for dest, e in files:
             total += e.size
-            spans = list(e.spans())
-            if len(spans) == 1:  # the common small file: created and written by its one task
-                futures.append(pool.submit(write_block, dest, *spans[0], True))
+            n = len(spans[dest])
+            if n == 0 and e.sha256 != _EMPTY_SHA256:
+                raise IntegrityError(f"{dest.relative_to(target)}: empty, but its SHA-256 is not empty's")
+            if n == 1 and e.blocks[0] == e.sha256:
+                # The file is exactly its one object (reader.span checks the length), and that object
+                # is named by the file's SHA-256 and was verified against it: no second hash needed.
+                futures.append(pool.submit(write_block, dest, e, 0, None, True))
                 continue
             with open(dest, "wb") as f:  # empty files, and multi-block files sized up front
                 f.truncate(e.size)
-            futures.extend(pool.submit(write_block, dest, *span, False) for span in spans)
-        for fut in futures:
-            fut.result()
+            file_hash = _FileHash(e.sha256, n, workers) if n else None  # hashed as the blocks are written
+            futures.extend(pool.submit(write_block, dest, e, i, file_hash, False) for i in range(n))
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            for fut in futures:  # one bad file fails the copy: fetch nothing more
+                fut.cancel()
+            raise
     for dest, e in files:
         mode = e.mode & ~0o222 if read_only else e.mode
         os.chmod(dest, mode)

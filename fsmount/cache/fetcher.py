@@ -7,9 +7,8 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
 
-from fsmount.cache.local_cache import ContentCache
+from fsmount.cache.local_cache import ContentCache, CorruptEntry
 from fsmount.errors import FormatError, IntegrityError
 from fsmount.format.hashing import digest, object_key, record_key
 from fsmount.format.objects import (
@@ -23,6 +22,8 @@ from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
+FROM_STORE, FROM_CACHE, FROM_MEMORY = "store", "cache", "memory"  # where ObjectReader.load found an object
+
 
 @dataclass
 class FetchStats:
@@ -32,7 +33,8 @@ class FetchStats:
     bytes_fetched: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
-    integrity_errors: int = 0
+    integrity_errors: int = 0  # objects from the store that failed their hash, or spans past their object
+    cache_integrity_errors: int = 0  # cached objects that failed their checksum (dropped, fetched again)
     store_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -120,32 +122,58 @@ class ObjectReader:
         with self._lock:
             self._inflight.pop(h, None)
 
-    def load(self, h: bytes) -> tuple[BinaryIO | bytes, bool]:
-        """(source, fetched?) for object `h`: bytes being fetched or just fetched by anyone
-        (no cache lookup), else the cached object (an open file if large), else a fetch."""
+    def _cached(self, h: bytes) -> bytes | None:
+        """The checked bytes of `h` from the disk cache; a damaged entry counts as a miss (dropped)."""
+        try:
+            data = self.cache.get(h)
+        except CorruptEntry as e:
+            with self._lock:
+                self.stats.cache_integrity_errors += 1
+            log.warning("%s: dropped it, fetching it again from %s", e, self.store.url)
+            data = None
+        with self._lock:
+            if data is None:
+                self.stats.cache_misses += 1
+            else:
+                self.stats.cache_hits += 1
+        return data
+
+    def load(self, h: bytes) -> tuple[bytes, str]:
+        """(bytes, FROM_*) for object `h`: bytes being fetched or just fetched by anyone (no cache
+        lookup, FROM_MEMORY), else the cached object (read whole and checked), else a fetch."""
         with self._lock:
             fut = self._inflight.get(h)
         if fut is not None:
-            return fut.result(), False
-        handle = self.cache.open(h)
-        if handle is not None:
-            with self._lock:
-                self.stats.cache_hits += 1
-            return handle, False
-        with self._lock:
-            self.stats.cache_misses += 1
-        return self._fetch_once(h), True
+            return fut.result(), FROM_MEMORY
+        data = self._cached(h)
+        if data is not None:
+            return data, FROM_CACHE
+        return self._fetch_once(h), FROM_STORE
 
     def read(self, h: bytes) -> bytes:
-        """The verified bytes of object `h`, from the cache or else the store."""
-        data = self.cache.get(h)
-        if data is not None:
-            with self._lock:
-                self.stats.cache_hits += 1
-            return data
+        """The verified bytes of object `h`, from the cache (checked) or else the store."""
+        data = self._cached(h)
+        return self._fetch_once(h) if data is None else data
+
+    def check_span(self, h: bytes, size: int, offset: int, length: int, whole: bool) -> None:
+        """Raise IntegrityError unless a locator's span fits object `h` of `size` bytes.
+
+        A bare-hash locator (`whole`) names the entire object: its size must equal the derived
+        length. A ranged locator must end within the object. Otherwise a reader would get a short
+        or shifted file. The caller reports the error (the daemon logs it; the CLI prints it).
+        """
+        if (size == length and offset == 0) if whole else (offset + length <= size):
+            return
         with self._lock:
-            self.stats.cache_misses += 1
-        return self._fetch_once(h)
+            self.stats.integrity_errors += 1
+        want = f"exactly {length} bytes" if whole else f"bytes {offset}..{offset + length}"
+        raise IntegrityError(f"object {h.hex()} in {self.store.url} has {size} bytes, a file needs {want}")
+
+    def span(self, h: bytes, offset: int, length: int, whole: bool) -> memoryview:
+        """The bytes of one locator: object `h` (verified) sliced, after check_span."""
+        data = self.read(h)
+        self.check_span(h, len(data), offset, length, whole)
+        return memoryview(data)[offset:offset + length]
 
     def cached_tree(self, h: bytes) -> Tree | None:
         """The decoded tree `h` if it is in memory (then it counts as used), else None. Never blocks

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 import diskcache
+import google_crc32c
 
 from fsmount.errors import UsageError
+from fsmount.format.hashing import digest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ def default_cache_dir() -> Path:
     return Path(cache_home) / "fsmount"
 
 
+def checksum(data: bytes) -> int:
+    """CRC32C of a cached object: kept as its diskcache tag from insertion, checked on every read.
+
+    About 20 GiB/s (0.2 ms per 4 MiB block, SSE4.2), against 1.5 GiB/s for the object's own
+    SHA-256 (2.7 ms): cheap enough to check every byte the cache serves.
+    """
+    return int(google_crc32c.value(data))
+
+
+class CorruptEntry(Exception):
+    """A cached object failed its checksum; the entry has been dropped from the cache."""
+
+    def __init__(self, h: bytes, directory: Path) -> None:
+        super().__init__(f"cached object {h.hex()} in {directory} is damaged (checksum mismatch)")
+        self.hash = h
+
+
 def _meta_key(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
@@ -50,6 +68,9 @@ class ContentCache:
 
     Everything here was verified against its hash before it went in, so nothing
     ever goes stale and no TTL exists. Eviction is least-recently-used, by bytes.
+    Each object carries the CRC32C of its bytes (the diskcache tag, computed at insertion from
+    the verified bytes); get() checks it before returning anything, so a damaged block file or
+    SQLite value is never served.
     """
 
     def __init__(
@@ -86,22 +107,36 @@ class ContentCache:
     # -- content-addressed objects (blocks, trees) ---------------------------------
 
     def get(self, h: bytes) -> bytes | None:
-        """The bytes of a cached object, or None."""
-        return self._cache.get(h, default=None, retry=True)
+        """The bytes of a cached object, checked against their checksum; None if not cached.
 
-    def open(self, h: bytes) -> BinaryIO | bytes | None:
-        """An open file for a large cached object (cheap positional reads), bytes for a small one."""
-        return self._cache.get(h, default=None, read=True, retry=True)
+        Raises CorruptEntry (after dropping the entry) when the bytes on disk are damaged.
+        """
+        # read=True: a large value comes back as an open file, read here after diskcache's
+        # transaction (which holds the shard's write lock to update the LRU order) has ended.
+        value, tag = self._cache.get(h, default=None, read=True, tag=True, retry=True)
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            data = value
+        else:
+            with value:
+                data = value.read()
+        # An entry written before checksums existed (no tag) is checked against its own hash.
+        if not (digest(data) == h if tag is None else checksum(data) == tag):
+            self._cache.delete(h, retry=True)
+            raise CorruptEntry(h, self.directory)
+        return data
 
     def put(self, h: bytes, data: bytes) -> None:
-        """Insert an object the caller has verified against `h`."""
+        """Insert an object the caller has verified against `h`, with the checksum of its bytes."""
+        crc = checksum(data)
         if len(data) >= _FILE_MIN:
             # diskcache writes a large `bytes` value by iterating io.BytesIO(value): line by line,
             # about 16,000 write() calls for 4 MiB of random data (28 % of the daemon's samples
             # in a cold read). As a file-like value it goes in 4 MiB chunks (no copy for <= 4 MiB).
-            self._cache.set(h, io.BytesIO(data), read=True, retry=True)
+            self._cache.set(h, io.BytesIO(data), read=True, tag=crc, retry=True)
         else:
-            self._cache.set(h, data, retry=True)
+            self._cache.set(h, data, tag=crc, retry=True)
 
     # -- write-behind (inserts off the reader's critical path) ----------------------------
 

@@ -1,33 +1,34 @@
-"""The read path: file ranges to block spans; blocks served from memory, cached files or the store.
+"""The read path: file ranges to block spans; blocks held in memory, from the checked cache or the store.
 
 Concurrency rules (everything here runs on the trio thread except what `offload` runs):
-- worker threads get only a hash (or a private dup of a descriptor) and return an open file or
-  bytes; they never touch an `OpenFile`, the counters or any other state of this module;
+- worker threads get only a hash and return bytes; they never touch an `OpenFile`, the counters
+  or any other state of this module;
 - `OpenFile` state and `ReadStats` change only on the trio thread, between awaits;
-- memory: blocks fetched from the store are served from memory (verified bytes, sliced without a
-  copy) while the open file keeps them; the global prefetch budget counts bytes of blocks being
-  prefetched plus bytes of blocks held in memory by open files. A prefetch that would exceed it is
-  skipped, never queued. Writing fetched blocks to the disk cache happens behind the reader
-  (ContentCache.put_later), never on the critical path of a read.
-- a block already in the disk cache is read with `preadv(RWF_NOWAIT)` on the trio thread when its
-  pages are in the page cache (no thread hop); otherwise the read goes to a worker thread on a dup
-  of the descriptor, so a slow disk never stalls the event loop and an evicted handle is never
-  read after it was closed.
+- integrity: every block an open file holds is verified bytes in memory, sliced without a copy.
+  A block fetched from the store was checked against its hash; a block from the disk cache was
+  read whole on a worker thread and checked against the CRC32C stored with it (ObjectReader.load)
+  before any byte of it is served, so a cache file damaged or changed on disk is never served,
+  not even while a file is open. Every piece served is checked against its locator first: a
+  bare-hash block must be exactly its derived length, a ranged one must end within its object
+  (ObjectReader.check_span), so a file is never served short or shifted;
+- memory: the global prefetch budget counts bytes of blocks being prefetched plus bytes of blocks
+  held in memory by open files. A prefetch that would exceed it is skipped, never queued; a demand
+  read past it makes its open file drop its oldest other blocks. Writing fetched blocks to the
+  disk cache happens behind the reader (ContentCache.put_later), never on the critical path of a read.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from fsmount.cache.fetcher import ObjectReader
+from fsmount.cache.fetcher import FROM_CACHE, FROM_STORE, ObjectReader
 from fsmount.errors import IntegrityError, StoreUnreachable
 from fsmount.format.objects import FileEntry
 from fsmount.fs.options import FsOptions
@@ -35,10 +36,8 @@ from fsmount.fs.options import FsOptions
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Source = BinaryIO | bytes
+Source = bytes  # a verified block held by an open file
 Buffer = bytes | bytearray | memoryview
-_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
-_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 
 
 @dataclass
@@ -49,8 +48,7 @@ class ReadStats:
     bytes_served: int = 0
     block_hits: int = 0  # block found in the local cache on first use by an open file
     block_misses: int = 0  # block had to come from the store on a demand read
-    memory_hits: int = 0  # block served from memory (prefetched or just fetched), no thread hop
-    slow_preads: int = 0  # cached block not in the page cache: read on a worker thread
+    memory_hits: int = 0  # block being fetched or just fetched by another reader: no cache lookup
     largest_read: int = 0  # largest request the kernel sent (bytes)
     prefetch_started: int = 0
     prefetch_fetched: int = 0  # prefetches that actually went to the store
@@ -99,14 +97,6 @@ class OpenFile:
         if self.owner is not None:
             self.owner.stats.held_bytes -= self.held
         self.held = 0
-
-
-def _pread_fd(fd: int, n: int, off: int) -> bytes:
-    """pread on a private descriptor (a dup), closed afterwards. Runs on a worker thread."""
-    try:
-        return os.pread(fd, n, off)
-    finally:
-        os.close(fd)
 
 
 class BlockReader:
@@ -182,51 +172,32 @@ class BlockReader:
         if held is not None:
             f.handles.move_to_end(i)
             return held
-        src, fetched = await self.offload(self.reader.load, f.spans[i][0])
-        if fetched:
+        src, origin = await self.offload(self.reader.load, f.spans[i][0])
+        if origin == FROM_STORE:
             self.stats.block_misses += 1
-        elif isinstance(src, bytes):
-            self.stats.memory_hits += 1
-        else:
+        elif origin == FROM_CACHE:
             self.stats.block_hits += 1
+        else:
+            self.stats.memory_hits += 1
         if f.closed:
-            if not isinstance(src, bytes):
-                src.close()
             raise IntegrityError(f"inode {f.ino} was closed during a read")
         cur = f.handles.get(i)
         if cur is not None:  # a prefetch landed while we waited: use it, drop ours
-            if cur is not src and not isinstance(src, bytes):
-                src.close()
             return cur
         self._keep(f, i, src)
+        for j in [j for j in f.handles if j != i]:  # over the budget: drop this file's oldest others
+            if self.stats.held_bytes <= self.options.prefetch_budget:
+                break
+            self._drop(f, f.handles.pop(j))
         return src
 
-    async def _piece(self, f: OpenFile, src: Source, start: int, n: int) -> Buffer:
-        """`n` bytes at `start` of one block: a slice of memory, or a pread of the cache file."""
-        if isinstance(src, bytes):
-            if start == 0 and n == len(src):
-                return src
-            return memoryview(src)[start:start + n]
-        fd = src.fileno()
-        buf = bytearray(n)
-        got = 0
-        if _NOWAIT:
-            try:
-                got = os.preadv(fd, [buf], start, _NOWAIT)
-            except BlockingIOError:
-                got = 0
-            except OSError as e:
-                if e.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: no RWF_NOWAIT on this filesystem
-                    raise
-                got = 0
-        if got < n:
-            self.stats.slow_preads += 1
-            rest = await self.offload(_pread_fd, os.dup(fd), n - got, start + got)
-            buf[got:got + len(rest)] = rest
-            got += len(rest)
-        if got != n:
-            raise IntegrityError(f"cached block of inode {f.ino} is shorter than expected")
-        return buf
+    def _piece(self, f: OpenFile, i: int, src: Source, start: int, n: int) -> Buffer:
+        """`n` bytes at `start` of span `i`'s block: a slice of memory, once the span fits the block."""
+        h, obj_off, length, _ = f.spans[i]
+        self.reader.check_span(h, len(src), obj_off, length, isinstance(f.entry.blocks[i], bytes))
+        if start == 0 and n == len(src):
+            return src
+        return memoryview(src)[start:start + n]
 
     async def read(self, f: OpenFile, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) of the open file, short at the end of the file."""
@@ -243,7 +214,7 @@ class BlockReader:
             src = f.handles.get(i)
             if src is None:
                 src = await self._source(f, i)
-            data = await self._piece(f, src, obj_off + offset - file_off, end - offset)
+            data = self._piece(f, i, src, obj_off + offset - file_off, end - offset)
         else:
             parts: list[Buffer] = []
             pos = offset
@@ -252,7 +223,7 @@ class BlockReader:
                 src = await self._source(f, i)
                 a = pos - file_off
                 b = min(end, file_off + length) - file_off
-                parts.append(await self._piece(f, src, obj_off + a, b - a))
+                parts.append(self._piece(f, i, src, obj_off + a, b - a))
                 pos = file_off + b
                 i += 1
             data = b"".join(parts)
@@ -299,22 +270,10 @@ class BlockReader:
             st.prefetch_inflight_bytes += length
             self._nursery.start_soon(self._prefetch, f, i - 1, h, length)
 
-    @staticmethod
-    def _prefetch_load(reader: ObjectReader, h: bytes) -> tuple[Source, bool]:
-        """Worker thread: the block in memory (fetched) or its cache file, with readahead started."""
-        src, fetched = reader.load(h)
-        if not isinstance(src, bytes) and _WILLNEED is not None:
-            try:
-                os.posix_fadvise(src.fileno(), 0, 0, _WILLNEED)
-            except OSError:
-                pass
-        return src, fetched
-
     async def _prefetch(self, f: OpenFile, i: int, h: bytes, length: int) -> None:
         try:
-            src, fetched = await self.offload(self._prefetch_load, self.reader, h,
-                                              limiter=self.prefetch_limiter)
-            if fetched:
+            src, origin = await self.offload(self.reader.load, h, limiter=self.prefetch_limiter)
+            if origin == FROM_STORE:
                 self.stats.prefetch_fetched += 1
                 self.stats.prefetch_bytes += length
             passed = f.window and f.last_end >= f.spans[i][3] + length  # a sequential reader went past it
