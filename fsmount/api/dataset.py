@@ -20,7 +20,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.check.verify import verify_version
 from fsmount.commit import gc as gc_mod
 from fsmount.commit import lifecycle, registry
-from fsmount.commit.close import close_draft, staged_bytes, upload_staged
+from fsmount.commit.close import close_draft, staged_bytes, staged_summary, upload_staged
 from fsmount.commit.drafts import Drafts, check_names
 from fsmount.commit.finalize import merged_base
 from fsmount.commit.locks import writer_lock
@@ -383,40 +383,16 @@ class Dataset:
         return verify_version(self.workspace.store, self.workspace.reader, self.record, workers)
 
     def info(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "id": self.id,
-            "project": self.project,
-            "name": self.name,
-            "version": self.version,
-            "state": self.state,
-            "tags": self.tags,
-            "description": self.description,
-            "parents": self.parents,
-            "created": self._state.created,
-            "author": self._state.author,
-        }
+        """Everything about this version: its state, then its record's summary or what is staged."""
+        fields = ("id", "project", "name", "version", "state", "tags", "description", "parents")
+        d: dict[str, Any] = {k: getattr(self, k) for k in fields}
+        d.update(created=self._state.created, author=self._state.author)
         if self.is_final:
-            rec = self.record
             d.update(
-                {
-                    "lineage": self.lineage(),
-                    "files": rec.files,
-                    "bytes": rec.bytes,
-                    "message": rec.message,
-                    "finalized": rec.finalized,
-                    "block_size": rec.block_size,
-                    **reading.by_kind(self.changes()),
-                }
+                lineage=self.lineage(), **reading.summary(self.record), **reading.by_kind(self.changes())
             )
         else:
-            staged = self._journal().replay()
-            d.update(
-                {
-                    "staged_files": len(staged.adds),
-                    "staged_removals": staged.removes,
-                    "uploaded_files": len(staged.uploaded),
-                }
-            )
+            d.update(staged_summary(self._journal().replay()))
         return d
 
 

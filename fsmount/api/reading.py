@@ -1,13 +1,14 @@
-"""Reading a final version's trees: entries under a path, changes between trees, lineage."""
+"""Reading final versions: entries under a path, changes between trees, lineage, a record's summary."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsmountError, NotFoundError
-from fsmount.format.objects import DirEntry, Entry
+from fsmount.format.objects import DirEntry, Entry, VersionRecord
 from fsmount.format.tree_edit import Change, diff_trees, lookup, split_path, walk_tree
 
 CHANGE_KINDS = ("added", "modified", "removed")
@@ -38,6 +39,17 @@ def changes(reader: ObjectReader, old: bytes, new: bytes) -> list[Change]:
 def by_kind(changes: list[Change]) -> dict[str, list[str]]:
     """{'added': paths, 'modified': paths, 'removed': paths}."""
     return {kind: [c.path for c in changes if c.kind == kind] for kind in CHANGE_KINDS}
+
+
+def summary(record: VersionRecord) -> dict[str, Any]:
+    """A record's totals and words, as `info` shows them."""
+    return {
+        "files": record.files,
+        "bytes": record.bytes,
+        "message": record.message,
+        "finalized": record.finalized,
+        "block_size": record.block_size,
+    }
 
 
 def lineage(reader: ObjectReader, version_id: str) -> list[str]:

@@ -78,14 +78,22 @@ def staged_bytes(staged: Staged) -> int:
     return total
 
 
+def staged_summary(staged: Staged) -> dict[str, Any]:
+    """What a draft has staged so far, as `info` shows it."""
+    return {
+        "staged_files": len(staged.adds),
+        "staged_removals": staged.removes,
+        "uploaded_files": len(staged.uploaded),
+    }
+
+
 def lost_uploads(store: ObjectStore, staged: Staged) -> list[str]:
     """Files uploaded by an earlier process whose blocks are no longer in the store.
-
-    (`staging.SESSION` is read at call time: it names this process.)
 
     gc never runs while this process holds the writer lock, but it may have run between
     an earlier `upload` and this `close`; only those earlier uploads need checking.
     """
+    # staging.SESSION is read here, not imported: it names this process, and a test plays another one.
     earlier = [(dest, e) for dest, (_, e, session) in staged.uploaded.items() if session != staging.SESSION]
     blocks = {b if isinstance(b, bytes) else b[0] for _, e in earlier for b in e.blocks}
     if not blocks:
