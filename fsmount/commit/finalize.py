@@ -135,9 +135,9 @@ def finalize(
     base = merged_base(reader, state.parents, trees)
     editor = apply_changes(reader, base, changes)
     root, stats = editor.write(trees)
-    # The empty tree is never written by the editor (every reader knows it), yet a record names it
-    # as a root or base, and so does the entry of any empty directory: write it (once) always, so
-    # that every tree a record reaches is in the store.
+    # The editor writes only the directories it changed, yet the record (root, base) or an inherited
+    # empty directory may name the empty tree, which readers know without fetching, so a store can
+    # lack it. Write it always (write-once, cheap): every tree a record reaches is then in the store.
     trees(EMPTY_TREE_HASH, EMPTY_TREE_BYTES)
     trees.flush()
     store.barrier()
