@@ -106,7 +106,7 @@ class Dataset:
 
     @staticmethod
     def _drafts_of(ws: Workspace) -> Drafts:
-        return Drafts(ws.store, ws.store_url, ws.data_home)
+        return Drafts(ws.data_home, ws.store_url)
 
     @property
     def _drafts(self) -> Drafts:
@@ -138,6 +138,7 @@ class Dataset:
         if block_size is None:
             block_size = ws.reader.record(parents[0]).block_size if parents else DEFAULT_BLOCK_SIZE
         st = cls._drafts_of(ws).create(
+            ws.store,
             dataset_project,
             dataset_name,
             parents,

@@ -53,21 +53,21 @@ def check_block_size(block_size: int) -> None:
 
 
 class Drafts:
-    """The drafts of one store as this machine sees them: `data_home/drafts/<id>/` and the pointer.
+    """The drafts of one store (by URL) as this machine sees them: `data_home/drafts/<id>/`, the pointer.
 
     `current_drafts.json` maps a store URL to the draft that add/remove/close act on by default;
     it names a draft only while that draft is open.
     """
 
-    def __init__(self, store: ObjectStore, store_url: str, data_home: Path) -> None:
-        self.store = store
-        self.store_url = store_url
+    def __init__(self, data_home: Path, store_url: str) -> None:
         self.data_home = data_home
+        self.store_url = store_url
 
     # -- creation ------------------------------------------------------------------
 
     def create(
         self,
+        store: ObjectStore,
         project: str,
         name: str,
         parents: Iterable[str],
@@ -78,7 +78,7 @@ class Drafts:
         block_size: int | None = None,
         states: list[VersionState] | None = None,
     ) -> VersionState:
-        """Create a draft's state in the store; with a block size, also its staging journal.
+        """Create a draft's state in `store`; with a block size, also its staging journal.
 
         `parents` are version ids. Without `version`, the next after the dataset's newest
         (`states`, when given, saves listing the store again). The staging journal and the
@@ -93,7 +93,7 @@ class Drafts:
             raise UsageError("the same parent is given twice")
         if version is None:
             if states is None:
-                states = registry.list_states(self.store)
+                states = registry.list_states(store)
             version = next_version(
                 registry.newest(s for s in states if s.project == project and s.name == name)
             )
@@ -111,7 +111,7 @@ class Drafts:
             updated=now,
             author=author(),
         )
-        registry.create_state(self.store, st)
+        registry.create_state(store, st)
         if block_size is not None:
             self.journal(st.id).create({"id": st.id, "store": self.store_url, "block_size": block_size})
             self.set_current(st.id)

@@ -94,8 +94,8 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
 
 def _new_draft(ws: Workspace, base: VersionState, version: str | None, tags: list[str]) -> VersionState:
     """A draft child of `base`; it stages in the upper layer, so it gets no staging journal."""
-    drafts = Drafts(ws.store, ws.store_url, ws.data_home)
-    return drafts.create(base.project, base.name, [base.id], version=version, tags=tags)
+    drafts = Drafts(ws.data_home, ws.store_url)
+    return drafts.create(ws.store, base.project, base.name, [base.id], version=version, tags=tags)
 
 
 def finish_interrupted(upper: UpperLayer, ws: Workspace) -> VersionRecord | None:
