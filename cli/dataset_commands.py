@@ -9,12 +9,15 @@ from typing import Any
 import click
 from fsmount.cli.main import with_workspace
 from fsmount.cli.output import emit, human_bytes, progress_bar
+from fsmount.cli.overlay_commands import ask_daemon, is_mountpoint_arg, print_pending
 
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
+from fsmount.api.scan import folder_bytes
 from fsmount.api.workspace import Workspace
 from fsmount.cache.local_cache import parse_size
 from fsmount.errors import UsageError
+from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -190,12 +193,7 @@ def sync(
     quiet: bool,
 ) -> None:
     """Create a version equal to FOLDER: compare with the parent, upload changes, finalize."""
-    if not Path(folder).is_dir():
-        raise UsageError(f"{folder}: not a folder")
-    if not dataset_id and not (project and name):
-        raise UsageError("sync needs --id, or --project and --name")
-    total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
-    with progress_bar(total, "syncing", quiet or as_json) as bar:
+    with progress_bar(folder_bytes(folder), "syncing", quiet or as_json) as bar:
         ds, res = api.sync(
             folder,
             dataset_id=dataset_id,
@@ -386,8 +384,6 @@ def info(ws: Workspace, ref: str, as_json: bool) -> None:
 @with_workspace
 def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json: bool) -> None:
     """List files of a version (one directory level unless -r)."""
-    from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
-
     ds = Dataset.get(ref=ref, workspace=ws)
     base = path.strip("/")
     rows: list[dict[str, Any]] = []
@@ -425,11 +421,7 @@ def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json:
 @with_workspace
 def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
     """What changed from REF_A to REF_B; or, given a writable MOUNTPOINT, its pending changes."""
-    from fsmount.format.tree_edit import diff_trees
-
     if ref_b is None:
-        from fsmount.cli.overlay_commands import ask_daemon, is_mountpoint_arg, print_pending
-
         if not is_mountpoint_arg(ref_a):
             raise UsageError("diff needs REF_A REF_B, or the MOUNTPOINT of a writable mount")
         print_pending(ask_daemon(ref_a, {"op": "diff"}), as_json)
@@ -437,7 +429,7 @@ def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
 
     a = Dataset.get(ref=ref_a, workspace=ws)
     b = Dataset.get(ref=ref_b, workspace=ws)
-    changes = list(diff_trees(ws.reader.tree, a.record.root, b.record.root))
+    changes = a.diff(b)
     out: dict[str, Any] = {"from": a.id, "to": b.id, "added": [], "modified": [], "removed": []}
     for c in changes:
         out[c.kind].append(c.path)

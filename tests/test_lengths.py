@@ -118,14 +118,7 @@ def test_get_of_bad_lengths_fails_and_leaves_no_copy(file_store_url: str, tmp_pa
     assert not copies.exists() or not any(copies.iterdir())  # no copy, no complete-marker, no temp folder
 
 
-_VERIFY_TODO = pytest.mark.xfail(
-    strict=True, reason="verify (fsmount/api/dataset.py, another owner's file) does not check locator "
-    "lengths yet; the exact change is in the h6-readpath report")
-
-
-@pytest.mark.parametrize("name", [pytest.param("shifted.bin", marks=_VERIFY_TODO),
-                                  pytest.param("short.bin", marks=_VERIFY_TODO),
-                                  pytest.param("huge.bin", marks=_VERIFY_TODO), "wronghash.bin"])
+@pytest.mark.parametrize("name", ["shifted.bin", "short.bin", "huge.bin", "wronghash.bin"])
 def test_verify_of_bad_lengths_fails(file_store_url: str, tmp_path: Path, name: str) -> None:
     vid = hostile_version(file_store_url, tmp_path / "src", name.split(".")[0], [_cases()[name]])
     proc = run_cli("verify", vid, "--store", file_store_url, check=False)

@@ -8,12 +8,13 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.errors import IntegrityError
+from fsmount.errors import IntegrityError, UsageError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
@@ -164,3 +165,52 @@ def clear_folder(folder: Path) -> None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()
+
+
+def shared_copy(
+    reader: ObjectReader,
+    copies: Path,
+    version_id: str,
+    root: bytes,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """`copies/<id>`: a read-only copy made once per version and host, built aside and renamed in place."""
+    target = copies / version_id
+    complete = copies / f"{version_id}.complete"
+    if complete.exists():
+        return target
+    tmp = copies / f".tmp-{version_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        materialise(reader, root, tmp, read_only=True, progress=progress)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+        complete.touch()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def mutable_copy(
+    reader: ObjectReader,
+    root: Callable[[], bytes],
+    target: Path,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """A writable copy in `target`; a non-empty folder is refused unless `overwrite`.
+
+    `root` is called before anything is deleted, so a version that cannot be read leaves the folder as it was.
+    """
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{target} is not empty: use --overwrite to replace its contents")
+        tree = root()
+        clear_folder(target)
+    else:
+        tree = root()
+    materialise(reader, tree, target, read_only=False, progress=progress)
+    return target

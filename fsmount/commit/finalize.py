@@ -7,14 +7,14 @@ idempotent, so running it again after a crash completes the version.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.commit.drafts import author
 from fsmount.commit.registry import read_state, update_state
 from fsmount.errors import ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
@@ -122,7 +122,6 @@ def finalize(
     block_size: int,
     message: str = "",
     publish: bool = False,
-    on_final: Callable[[VersionRecord], None] | None = None,
 ) -> VersionRecord:
     """Write trees, the record and the final state of a draft whose blocks are uploaded."""
     if state.state in READABLE_STATES:
@@ -136,10 +135,12 @@ def finalize(
     base = merged_base(reader, state.parents, trees)
     editor = apply_changes(reader, base, changes)
     root, stats = editor.write(trees)
+    # The editor writes only the directories it changed, yet the record (root, base) or an inherited
+    # empty directory may name the empty tree, which readers know without fetching, so a store can
+    # lack it. Write it always (write-once, cheap): every tree a record reaches is then in the store.
+    trees(EMPTY_TREE_HASH, EMPTY_TREE_BYTES)
     trees.flush()
     store.barrier()
-    if base == EMPTY_TREE_HASH or root == EMPTY_TREE_HASH:
-        store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)  # every referenced tree exists
     record = _write_record(store, state, root, base, stats.files, stats.bytes, block_size, message)
     store.barrier()
 
@@ -149,8 +150,6 @@ def finalize(
         st.state = "published" if publish else "final"
 
     update_state(store, state.id, flip)
-    if on_final:
-        on_final(record)
     return record
 
 
@@ -176,16 +175,9 @@ def _write_record(
     record = VersionRecord(
         id=state.id, project=state.project, name=state.name, version=state.version,
         parents=state.parents, root=root, base=base, created=state.created, finalized=time.time(),
-        author=state.author or _author(), message=message, files=files, nbytes=nbytes,
+        author=state.author or author(), message=message, files=files, nbytes=nbytes,
         block_size=block_size,
     )
     if not store.put(record_key(state.id), record.encode()):
         record = VersionRecord.decode(store.get(record_key(state.id)))
     return record
-
-
-def _author() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"

@@ -98,6 +98,26 @@ def newest(states: Iterable[VersionState]) -> VersionState | None:
     return best
 
 
+def select(
+    states: Iterable[VersionState],
+    project: str | None = None,
+    name: str | None = None,
+    tags: Iterable[str] | None = None,
+    *,
+    final_only: bool = False,
+) -> list[VersionState]:
+    """The states of `project`/`name` carrying every one of `tags` (each filter only when given)."""
+    wanted = set(tags or ())
+    return [
+        s
+        for s in states
+        if (project is None or s.project == project)
+        and (name is None or s.name == name)
+        and wanted <= set(s.tags)
+        and (not final_only or s.state in READABLE_STATES)
+    ]
+
+
 def resolve(
     store: ObjectStore,
     ref: str,
@@ -110,45 +130,59 @@ def resolve(
 
     REF is a full id, a unique id prefix, PROJECT/NAME (newest final version),
     PROJECT/NAME@VERSION, or tag:T (newest final version with tag T, within
-    `project` when given).
+    `project` when given). `states`, when given, saves listing the store again.
     """
     ref = ref.strip()
     if not ref:
         raise UsageError("empty dataset reference")
     if is_version_id(ref):
-        st = read_state(store, ref)
-        return _check_final(st, ref, require_final)
+        return _check_final(read_state(store, ref), ref, require_final)
     if states is None:
         states = list_states(store)
-    readable = [s for s in states if s.state in READABLE_STATES]
     if ref.startswith("tag:"):
-        tag = ref[4:]
-        hits = [s for s in readable if tag in s.tags and (project is None or s.project == project)]
-        found = newest(hits)
-        if found is None:
-            where = f" in project {project!r}" if project else ""
-            raise NotFoundError(f"no final dataset version carries tag {tag!r}{where}")
-        return found
+        return newest_tagged(states, [ref[4:]], project)
     if "/" in ref:
-        path, _, version = ref.partition("@")
-        proj, _, name = path.rpartition("/")
-        same = [s for s in states if s.project == proj and s.name == name]
+        return _by_name(states, ref, require_final)
+    return _by_prefix(states, ref, require_final)
+
+
+def newest_tagged(
+    states: Iterable[VersionState], tags: Iterable[str], project: str | None = None
+) -> VersionState:
+    """The newest final version carrying every one of `tags` (within `project` when given)."""
+    wanted = set(tags)
+    found = newest(select(states, project, tags=wanted, final_only=True))
+    if found is None:
+        shown = ", ".join(repr(t) for t in sorted(wanted))
+        where = f" in project {project!r}" if project else ""
+        plural = "s" if len(wanted) > 1 else ""
+        raise NotFoundError(f"no final dataset version carries tag{plural} {shown}{where}")
+    return found
+
+
+def _by_name(states: list[VersionState], ref: str, require_final: bool) -> VersionState:
+    """PROJECT/NAME (the newest final version, else the newest draft) or PROJECT/NAME@VERSION."""
+    path, _, version = ref.partition("@")
+    proj, _, name = path.rpartition("/")
+    same = [s for s in states if s.project == proj and s.name == name]
+    if not same:
+        raise NotFoundError(f"no dataset named {path!r}")
+    if version:
+        same = [s for s in same if s.version == version]
         if not same:
-            raise NotFoundError(f"no dataset named {path!r}")
-        if version:
-            hits = [s for s in same if s.version == version]
-            if not hits:
-                raise NotFoundError(f"dataset {path!r} has no version {version!r}")
-            final = [s for s in hits if s.state in READABLE_STATES]
-            pick = newest(final) if require_final else newest(hits)
-            if pick is None:
-                return _check_final(hits[-1], ref, require_final)
-            return pick
-        final = [s for s in same if s.state in READABLE_STATES]
-        pick = newest(final) if require_final or final else newest(same)
-        if pick is None:
-            raise StateError(f"dataset {path!r} has no final version yet")
-        return pick
+            raise NotFoundError(f"dataset {path!r} has no version {version!r}")
+    final = [s for s in same if s.state in READABLE_STATES]
+    if version:
+        pick = newest(final) if require_final else newest(same)
+        return pick if pick is not None else _check_final(same[-1], ref, require_final)
+    pick = newest(final) if require_final or final else newest(same)
+    if pick is None:
+        raise StateError(f"dataset {path!r} has no final version yet")
+    return pick
+
+
+def _by_prefix(states: list[VersionState], ref: str, require_final: bool) -> VersionState:
+    """A unique prefix (at least 4 hex digits) of a version id."""
     if all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 4:
         hits = [s for s in states if s.id.startswith(ref.lower())]
         if len(hits) > 1:

@@ -94,7 +94,7 @@ class StagingJournal:
                     staged.deletes.append(path)
                 elif op == "remove":
                     pat = ev["pattern"]
-                    for dest in [d for d in staged.adds if _matches(d, pat)]:
+                    for dest in [d for d in staged.adds if matches(d, pat)]:
                         del staged.adds[dest]
                         staged.uploaded.pop(dest, None)
                     staged.removes.append(pat)
@@ -112,6 +112,6 @@ class StagingJournal:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _matches(path: str, pattern: str) -> bool:
+def matches(path: str, pattern: str) -> bool:
     pattern = "/".join(split_path(pattern))
     return path == pattern or path.startswith(pattern + "/") or _glob_match(path, pattern)

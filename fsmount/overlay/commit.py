@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
+from fsmount.commit.drafts import Drafts
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
 from fsmount.errors import FsmountError, NotFoundError, UsageError
-from fsmount.format.hashing import new_version_id
-from fsmount.format.objects import READABLE_STATES, DirEntry, SymlinkEntry, VersionRecord, VersionState
-from fsmount.format.tree_edit import split_path
+from fsmount.format.objects import (
+    EMPTY_TREE_HASH,
+    READABLE_STATES,
+    DirEntry,
+    SymlinkEntry,
+    VersionRecord,
+    VersionState,
+)
+from fsmount.format.tree_edit import lookup, split_path, walk_tree
 from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, UpperLayer
 
 log = logging.getLogger(__name__)
@@ -69,7 +75,7 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
             if row.opaque or row.redirect:
                 tree = reader.tree(row.redirect) if row.redirect else None
                 cs.grafts[path] = DirEntry(
-                    name, row.mode, row.mtime_ns, row.redirect or _empty(), tree.nfiles if tree else 0,
+                    name, row.mode, row.mtime_ns, row.redirect or EMPTY_TREE_HASH, tree.nfiles if tree else 0,
                     tree.nbytes if tree else 0)
             cs.dir_attrs[path] = (row.mode, row.mtime_ns)
         elif row.kind == SYMLINK:
@@ -86,26 +92,10 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
     return cs, uploader.stats
 
 
-def _empty() -> bytes:
-    from fsmount.format.objects import EMPTY_TREE_HASH
-
-    return EMPTY_TREE_HASH
-
-
 def _new_draft(ws: Workspace, base: VersionState, version: str | None, tags: list[str]) -> VersionState:
-    from fsmount.api.dataset import _next_version, _user
-
-    if version is None:
-        same = [s for s in registry.list_states(ws.store)
-                if s.project == base.project and s.name == base.name]
-        version = _next_version(registry.newest(same))
-    now = time.time()
-    st = VersionState(
-        id=new_version_id(), project=base.project, name=base.name, version=version,
-        parents=(base.id,), state="draft", tags=tuple(tags), description="", created=now,
-        updated=now, author=_user(),
-    )
-    return registry.create_state(ws.store, st)
+    """A draft child of `base`; it stages in the upper layer, so it gets no staging journal."""
+    drafts = Drafts(ws.data_home, ws.store_url)
+    return drafts.create(ws.store, base.project, base.name, [base.id], version=version, tags=tags)
 
 
 def finish_interrupted(upper: UpperLayer, ws: Workspace) -> VersionRecord | None:
@@ -132,13 +122,10 @@ def commit_upper(
     upper: UpperLayer, ws: Workspace, *, message: str = "", version: str | None = None,
     tags: list[str] | None = None, publish: bool = False,
     progress: Callable[[int], None] | None = None,
-    on_final: Callable[[VersionRecord], None] | None = None,
 ) -> CommitResult:
     """Make the upper layer a final child version of its base, then empty it onto that version."""
     done = finish_interrupted(upper, ws)
     if done is not None:
-        if on_final:
-            on_final(done)
         return CommitResult(done, UploadStats(), resumed=True)
     if upper.base is None:
         raise UsageError(f"overlay {upper.folder} is not bound to a version")
@@ -163,15 +150,11 @@ def commit_upper(
                         state.id)
             raise
     upper.reset(record.id, record.root)
-    if on_final:
-        on_final(record)
     return CommitResult(record, stats, resumed)
 
 
 def pending(upper: UpperLayer, ws: Workspace, root: bytes) -> Pending:
     """Files and symlinks the overlay adds, modifies or removes (directories count by content)."""
-    from fsmount.format.tree_edit import lookup, walk_tree
-
     reader = ws.reader
     added: list[str] = []
     modified: list[str] = []

@@ -1,0 +1,154 @@
+"""Upload a draft's staged files (resumably) and close it: its journal becomes the ChangeSet to finalize."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.commit import staging
+from fsmount.commit.finalize import ChangeSet, finalize
+from fsmount.commit.locks import writer_lock
+from fsmount.commit.staging import Staged, StagingJournal, entry_to_json, source_stamp
+from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, source_file
+from fsmount.errors import UsageError
+from fsmount.format.hashing import object_key
+from fsmount.format.objects import SymlinkEntry, VersionRecord, VersionState
+from fsmount.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+def upload_staged(
+    store: ObjectStore, journal: StagingJournal, origin: str, block_size: int, progress: Progress | None
+) -> UploadStats:
+    """Upload the staged files not yet uploaded (or changed since); the caller holds the writer lock.
+
+    Each file's entry is journalled once its blocks are stored, so a killed upload resumes.
+    """
+    staged = journal.replay()
+    todo: list[SourceFile] = []
+    for dest, (kind, src) in staged.adds.items():
+        if kind != "file":
+            continue
+        try:
+            stamp = source_stamp(src)
+        except FileNotFoundError:
+            raise UsageError(f"{src} (staged as {dest}) no longer exists") from None
+        done = staged.uploaded.get(dest)
+        if done and done[0] == stamp:
+            continue
+        todo.append(source_file(dest, src))
+    uploader = Uploader(store, origin, block_size=block_size, progress=progress)
+    batch: list[dict[str, Any]] = []
+    last = time.monotonic()
+    for f, entry in uploader.upload(todo):
+        batch.append(
+            {
+                "op": "uploaded",
+                "path": f.dest,
+                "stamp": source_stamp(f.src),
+                "entry": entry_to_json(entry),
+                "session": staging.SESSION,
+            }
+        )
+        if len(batch) >= 512 or time.monotonic() - last > 1.0:
+            journal.append(batch)
+            batch, last = [], time.monotonic()
+    journal.append(batch)
+    return uploader.stats
+
+
+def staged_bytes(staged: Staged) -> int:
+    """Bytes of the staged files still on disk (what an upload reads at most)."""
+    total = 0
+    for kind, src in staged.adds.values():
+        if kind == "file":
+            try:
+                total += os.stat(src).st_size
+            except OSError:
+                pass
+    return total
+
+
+def staged_summary(staged: Staged) -> dict[str, Any]:
+    """What a draft has staged so far, as `info` shows it."""
+    return {
+        "staged_files": len(staged.adds),
+        "staged_removals": staged.removes,
+        "uploaded_files": len(staged.uploaded),
+    }
+
+
+def lost_uploads(store: ObjectStore, staged: Staged) -> list[str]:
+    """Files uploaded by an earlier process whose blocks are no longer in the store.
+
+    gc never runs while this process holds the writer lock, but it may have run between
+    an earlier `upload` and this `close`; only those earlier uploads need checking.
+    """
+    # staging.SESSION is read here, not imported: it names this process, and a test plays another one.
+    earlier = [(dest, e) for dest, (_, e, session) in staged.uploaded.items() if session != staging.SESSION]
+    blocks = {b if isinstance(b, bytes) else b[0] for _, e in earlier for b in e.blocks}
+    if not blocks:
+        return []
+    with ThreadPoolExecutor(32) as pool:
+        present = dict(zip(blocks, pool.map(lambda h: store.exists(object_key(h)), blocks), strict=True))
+    return [
+        dest for dest, e in earlier if not all(present[b if isinstance(b, bytes) else b[0]] for b in e.blocks)
+    ]
+
+
+def changeset(staged: Staged, origin: str) -> ChangeSet:
+    """The replayed journal as a ChangeSet; every staged file must have been uploaded."""
+    changes = ChangeSet(removes=list(staged.removes), deletes=list(staged.deletes))
+    for dest, (kind, src) in staged.adds.items():
+        if kind == "file":
+            changes.puts[dest] = staged.uploaded[dest][1]
+        elif kind == "symlink":
+            st = os.lstat(src)
+            changes.puts[dest] = SymlinkEntry(
+                dest.rsplit("/", 1)[-1], 0o777, st.st_mtime_ns, os.readlink(src), origin
+            )
+        else:
+            st = os.stat(src)
+            changes.mkdirs[dest] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+    return changes
+
+
+def close_draft(
+    store: ObjectStore,
+    reader: ObjectReader,
+    state: VersionState,
+    journal: StagingJournal,
+    *,
+    block_size: int,
+    message: str = "",
+    publish: bool = False,
+    progress: Progress | None = None,
+) -> VersionRecord:
+    """Upload what remains (again, for files whose blocks gc took meanwhile) and finalize the draft."""
+    with writer_lock(store):
+        upload_staged(store, journal, state.id, block_size, progress)
+        staged = journal.replay()
+        lost = lost_uploads(store, staged)
+        if lost:
+            log.warning("%d files uploaded earlier lost blocks (gc?); uploading them again", len(lost))
+            journal.append([{"op": "forget_upload", "path": d} for d in lost])
+            upload_staged(store, journal, state.id, block_size, progress)
+            staged = journal.replay()
+        return finalize(
+            store,
+            reader,
+            state,
+            changeset(staged, state.id),
+            block_size=block_size,
+            message=message,
+            publish=publish,
+        )

@@ -1,0 +1,83 @@
+"""Garbage collection: delete the objects no version reaches, under the gc lock."""
+
+from __future__ import annotations
+
+import time
+
+from fsmount.cache.fetcher import ObjectReader
+from fsmount.commit import registry
+from fsmount.commit.locks import STALE_AFTER, gc_lock
+from fsmount.format.hashing import hash_from_key
+from fsmount.format.objects import READABLE_STATES, DirEntry, FileEntry
+from fsmount.store.base import ObjectStore
+
+
+def gc(
+    store: ObjectStore, reader: ObjectReader, grace: float = 3600.0, dry_run: bool = False
+) -> dict[str, int]:
+    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile."""
+    with gc_lock(store):
+        states = registry.list_states(store)
+        drafts = [s.created for s in states if s.state == "draft"]
+        keep = reachable(reader, [s.id for s in states if s.state in READABLE_STATES])
+        _drop_stale_locks(store)
+        cutoff = time.time() - grace
+        if drafts:
+            cutoff = min(cutoff, min(drafts) - grace)  # an open draft may reference newer objects
+        deleted = kept_young = freed = 0
+        for info in store.list("objects/"):
+            h = hash_from_key(info.key)
+            if h is None or h in keep:
+                continue
+            if info.mtime >= cutoff:
+                kept_young += 1
+                continue
+            if not dry_run:
+                store.delete(info.key)
+            deleted += 1
+            freed += info.size
+    return {"deleted": deleted, "bytes_freed": freed, "kept_recent": kept_young, "reachable": len(keep)}
+
+
+def reachable(reader: ObjectReader, version_ids: list[str]) -> set[bytes]:
+    """Every object the given final versions need.
+
+    Roots keep trees and blocks; bases (kept for listing changes) keep trees only, so a
+    deleted parent's data can go while its children still show their diffs.
+    """
+    records = [reader.record(v) for v in version_ids]
+    keep: set[bytes] = set()
+    full: set[bytes] = set()
+    for rec in records:
+        _reach(reader, rec.root, full, keep, with_blocks=True)
+    trees_only: set[bytes] = set(full)
+    for rec in records:
+        _reach(reader, rec.base, trees_only, keep, with_blocks=False)
+    return keep
+
+
+def _reach(reader: ObjectReader, tree: bytes, seen: set[bytes], keep: set[bytes], with_blocks: bool) -> None:
+    """Add `tree`, its subtrees and (optionally) their blocks to `keep`; shared subtrees once.
+
+    An explicit stack, not recursion: a tree may be nested thousands of levels deep.
+    """
+    stack = [tree]
+    while stack:
+        h = stack.pop()
+        if h in seen:
+            continue
+        seen.add(h)
+        keep.add(h)
+        for e in reader.tree(h).entries:
+            if isinstance(e, DirEntry):
+                stack.append(e.tree)
+            elif with_blocks and isinstance(e, FileEntry):
+                keep.update(b if isinstance(b, bytes) else b[0] for b in e.blocks)
+
+
+def _drop_stale_locks(store: ObjectStore) -> None:
+    """Delete locks no process has refreshed for STALE_AFTER seconds (left by a crashed process)."""
+    now = time.time()
+    for info in store.list("locks/"):
+        if now - info.mtime > STALE_AFTER:
+            store.delete(info.key)

@@ -1,0 +1,64 @@
+"""What may happen to a version after it is made: publish, abort, tags, description, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fsmount.commit import registry
+from fsmount.errors import StateError
+from fsmount.format.hashing import record_key, state_key
+from fsmount.format.objects import VersionState
+from fsmount.store.base import ObjectStore
+
+
+def publish(store: ObjectStore, version_id: str) -> VersionState:
+    """final -> published; anything else is refused."""
+
+    def change(st: VersionState) -> None:
+        if st.state == "published":
+            raise StateError(f"dataset version {st.id} is already published")
+        if st.state != "final":
+            raise StateError(f"dataset version {st.id} is {st.state}: only a final version can be published")
+        st.state = "published"
+
+    return registry.update_state(store, version_id, change)
+
+
+def abort(store: ObjectStore, version_id: str) -> VersionState:
+    """draft -> aborted: it stays listed; its uploaded blocks become garbage."""
+
+    def change(st: VersionState) -> None:
+        if st.state != "draft":
+            raise StateError(f"dataset version {st.id} is {st.state}, not a draft")
+        st.state = "aborted"
+
+    return registry.update_state(store, version_id, change)
+
+
+def add_tags(store: ObjectStore, version_id: str, tags: Iterable[str]) -> VersionState:
+    new = set(tags)
+    return registry.update_state(store, version_id, lambda st: setattr(st, "tags", tuple(set(st.tags) | new)))
+
+
+def remove_tags(store: ObjectStore, version_id: str, tags: Iterable[str]) -> VersionState:
+    gone = set(tags)
+    return registry.update_state(
+        store, version_id, lambda st: setattr(st, "tags", tuple(set(st.tags) - gone))
+    )
+
+
+def set_description(store: ObjectStore, version_id: str, description: str) -> VersionState:
+    return registry.update_state(store, version_id, lambda st: setattr(st, "description", description))
+
+
+def delete(store: ObjectStore, version_id: str, force: bool = False) -> None:
+    """Remove a version's state and record; refused while another version has it as parent."""
+    children = [s for s in registry.list_states(store) if version_id in s.parents]
+    if children and not force:
+        names = ", ".join(c.id[:12] for c in children[:3])
+        raise StateError(
+            f"dataset version {version_id} is a parent of {len(children)} version(s) ({names});"
+            " use --force to delete it anyway"
+        )
+    store.delete(state_key(version_id))
+    store.delete(record_key(version_id))
