@@ -152,8 +152,10 @@ def ask(mountpoint: str, payload: dict[str, Any], timeout: float | None = 5.0) -
     except (OSError, ValueError) as e:
         raise FsmountError(f"the daemon of {info['mountpoint']} does not answer: {e}") from None
     if not reply.get("ok", payload.get("op", "status") == "status"):
-        err = FsmountError(reply.get("error") or "the daemon refused the request")
-        err.exit_code = int(reply.get("exit_code", 1))
+        code = int(reply.get("exit_code", 1))
+        err = (UsageError if code == UsageError.exit_code else FsmountError)(
+            reply.get("error") or "the daemon refused the request")
+        err.exit_code = code
         raise err
     return reply
 

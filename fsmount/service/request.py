@@ -47,27 +47,32 @@ class Option:
     def cli_flags(self) -> tuple[str, ...]:
         return self.flags or (f"--{self.name.replace('_', '-')}",)
 
-    def parse(self, text: str, where: str, error: type[UsageError] = ConfigError) -> Any:
-        """The value of this option written as text (a conf value, an fstab value, a CLI word)."""
+    def parse(self, text: str, where: str = "", error: type[UsageError] = ConfigError,
+              label: str | None = None) -> Any:
+        """The value of this option written as text (a conf value, an fstab value, a CLI word).
+
+        A bad value raises `error` with `where` (a file, 'fstab option') and `label` (the key or flag).
+        """
+        what = f"{where}: {label or self.name}" if where else (label or self.name)
         if self.kind == "flag":
             v = text.strip().lower()
             if v in ("1", "yes", "true", "on"):
                 return True
             if v in ("0", "no", "false", "off"):
                 return False
-            raise error(f"{where}: {self.name}: expected yes or no, got {text!r}")
+            raise error(f"{what}: expected yes or no, got {text!r}")
         if self.kind == "list":
             return [o.strip() for o in text.split(",") if o.strip()]
         if self.kind == "port":
             try:
                 return int(text)
             except ValueError:
-                raise error(f"{where}: {self.name} must be a number, got {text!r}") from None
+                raise error(f"{what} must be a number, got {text!r}") from None
         if self.kind == "seconds":
             try:
                 return float(text)
             except ValueError:
-                raise error(f"{where}: {self.name} must be seconds, got {text!r}") from None
+                raise error(f"{what} must be seconds, got {text!r}") from None
         return text
 
 
@@ -119,8 +124,8 @@ class MountRequest:
             value = values.get(opt.name)
             if opt.kind == "list":
                 value = list(value or ())
-            elif isinstance(value, str) and opt.kind not in ("flag",):
-                value = opt.parse(value, opt.cli_flags[0], UsageError)
+            elif isinstance(value, str):
+                value = opt.parse(value, "", UsageError, opt.cli_flags[0])
             if value is not None:
                 setattr(req, opt.name, value)
         return req
@@ -145,7 +150,8 @@ class MountRequest:
         error = ConfigError if self.service else UsageError
         o = {opt.name: opt for opt in OPTIONS}
         if not self.ref or not self.mountpoint:
-            raise error("mount needs REF and MOUNTPOINT (or --config FILE)")
+            raise error("a mount needs a dataset and a mountpoint" if self.service
+                        else "mount needs REF and MOUNTPOINT (or --config FILE)")
         if self.overlay and not self.write:
             raise error(f"{self._label(o['overlay'])} needs {self._label(o['write'])}")
         t = self.timeout
