@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fsmount.cli.mount_commands import mount
@@ -82,7 +83,7 @@ def test_daemon_log_level_policy() -> None:
     ("store", "nowhere", "malformed store URL"),
     ("mountpoint", "", "mount needs REF and MOUNTPOINT"),
 ])
-def test_validate_refuses_bad_input(field: str, value: object, words: str) -> None:
+def test_validate_refuses_bad_input(field: str, value: Any, words: str) -> None:
     req = dataclasses.replace(MountRequest("a/b", "/m"), **{field: value})
     with pytest.raises(UsageError, match=words) as cli:
         req.validate()

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fsmount import config
 from fsmount.errors import UsageError
@@ -20,6 +20,9 @@ from fsmount.errors import UsageError
 DEFAULT_TIMEOUT = 30.0
 EX_CONFIG = 78
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# How an option's text is read and checked: text, path (made absolute), size (20GiB), url (http(s)),
+# level (LOG_LEVELS), port (1..65535), seconds (finite, > 0), flag (yes/no), list (comma separated).
+Kind = Literal["text", "path", "size", "url", "level", "port", "seconds", "flag", "list"]
 
 
 class ConfigError(UsageError):
@@ -32,7 +35,7 @@ class ConfigError(UsageError):
 class Option:
     """One mount option: `--name` on the CLI (or `flags`), `name` as a conf key and an fstab option."""
 
-    kind: str  # text, path, size, url, level, port, seconds, flag, list
+    kind: Kind
     help: str
     metavar: str = ""
     key: str | None = ""  # conf/fstab key: "" means the field's name, None means CLI only
@@ -76,7 +79,7 @@ class Option:
         return text
 
 
-def option(kind: str, help: str, metavar: str = "", **kw: Any) -> Any:
+def option(kind: Kind, help: str, metavar: str = "", **kw: Any) -> Any:
     """A MountRequest field that is a mount option (None, False or [] when not given)."""
     spec = Option(kind, help, metavar, **kw)
     if kind == "list":
