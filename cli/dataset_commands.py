@@ -9,15 +9,16 @@ from typing import Any
 import click
 from fsmount.cli.main import with_workspace
 from fsmount.cli.output import emit, human_bytes, progress_bar
-from fsmount.cli.overlay_commands import ask_daemon, is_mountpoint_arg, print_pending
+from fsmount.cli.overlay_commands import print_pending
 
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
 from fsmount.api.scan import folder_bytes
 from fsmount.api.workspace import Workspace
-from fsmount.cache.local_cache import parse_size
+from fsmount.config import parse_size
 from fsmount.errors import UsageError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
+from fsmount.fs.launcher import Mount
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -422,9 +423,11 @@ def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json:
 def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
     """What changed from REF_A to REF_B; or, given a writable MOUNTPOINT, its pending changes."""
     if ref_b is None:
-        if not is_mountpoint_arg(ref_a):
-            raise UsageError("diff needs REF_A REF_B, or the MOUNTPOINT of a writable mount")
-        print_pending(ask_daemon(ref_a, {"op": "diff"}), as_json)
+        try:
+            mount = Mount.find(ref_a)
+        except UsageError:
+            raise UsageError("diff needs REF_A REF_B, or the MOUNTPOINT of a writable mount") from None
+        print_pending(mount.diff(), as_json)
         return
 
     a = Dataset.get(ref=ref_a, workspace=ws)

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from fsmount import config
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
 
@@ -131,7 +132,7 @@ def main(
     from fsmount.logs import setup_logging
 
     # Under systemd, stderr goes to journald, which adds its own timestamps.
-    setup_logging(log_level, timestamps=not os.environ.get("JOURNAL_STREAM"))
+    setup_logging(log_level, timestamps=not config.under_journald())
     ctx.obj = {"store": store, "endpoint_url": endpoint_url, "cache_dir": cache_dir, "cache_size": cache_size}
 
 
@@ -174,7 +175,8 @@ def fstab_argv(argv: list[str]) -> list[str] | None:
     from fsmount.service.config import parse_fstab_options
 
     settings = parse_fstab_options(source, mountpoint, ",".join(options))
-    return ["mount", *settings.cli_args()]
+    settings.service = True  # refused here, with EX_CONFIG, like a bad key
+    return ["mount", *settings.validate().cli_args()]
 
 
 def entry() -> None:

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from fsmount.cli.output import emit, human_bytes
 
 from fsmount.errors import FsmountError, UsageError
+from fsmount.fs import control
+from fsmount.fs.launcher import start
+from fsmount.fs.launcher import umount as do_umount
+from fsmount.service.config import parse_conf
+from fsmount.service.request import OPTIONS, MountRequest, daemon_log_level
 
 log = logging.getLogger(__name__)
+
+
+def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The click options of every MountRequest option (fsmount/service/request.py's table)."""
+    for opt in reversed(OPTIONS):
+        if opt.kind == "flag":
+            f = click.option(*opt.cli_flags, opt.name, is_flag=True, help=opt.help)(f)
+        elif opt.kind == "list":
+            f = click.option(*opt.cli_flags, opt.name, multiple=True, metavar=opt.metavar, help=opt.help)(f)
+        else:
+            f = click.option(*opt.cli_flags, opt.name, default=None, metavar=opt.metavar, help=opt.help)(f)
+    return f
 
 
 @click.command()
@@ -25,110 +44,35 @@ log = logging.getLogger(__name__)
     help="Take the mount from a conf file (/etc/fsmount/NAME.conf): what fsmount@NAME runs.",
 )
 @click.option("--foreground", "-f", is_flag=True, help="Stay attached (for systemd); Ctrl-C unmounts.")
-@click.option("--allow-other", is_flag=True, help="Let other users read (adds default_permissions).")
-@click.option("-o", "options", multiple=True, metavar="OPT[,OPT]", help="FUSE mount options.")
-@click.option(
-    "--timeout",
-    type=float,
-    default=None,
-    help="Seconds before an uncached read fails with EIO when the store does not answer [30].",
-)
-@click.option("--store", default=None, help="Store URL (file://PATH or s3://BUCKET[/PREFIX]).")
-@click.option("--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...).")
-@click.option("--cache-dir", default=None, help="Local cache folder.")
-@click.option("--cache-size", default=None, help="Cache byte cap, e.g. 20GiB.")
-@click.option(
-    "--credentials-file", default=None, help="KEY=VALUE lines (AWS_ACCESS_KEY_ID=...) for the store."
-)
-@click.option(
-    "--log-level",
-    default=None,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="Daemon log level [info].",
-)
-@click.option("--log-file", default=None, help="Daemon log file (rotated at 10 MiB, 3 kept); else stderr.")
-@click.option("--metrics-file", default=None, help="Prometheus text file the daemon rewrites every 10 s.")
-@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
-@click.option("--write", "-w", "writable", is_flag=True,
-              help="Writable: changes go to a local overlay; 'fsmount commit' makes them a version.")
-@click.option("--overlay", default=None, type=click.Path(file_okay=False),
-              help="Overlay folder for --write [$XDG_DATA_HOME/fsmount/overlays/<key>].")
+@request_options
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_context
-def mount(
-    ctx: click.Context,
-    ref: str | None,
-    mountpoint: str | None,
-    config_file: str | None,
-    foreground: bool,
-    allow_other: bool,
-    options: tuple[str, ...],
-    timeout: float | None,
-    store: str | None,
-    endpoint_url: str | None,
-    cache_dir: str | None,
-    cache_size: str | None,
-    credentials_file: str | None,
-    log_level: str | None,
-    log_file: str | None,
-    metrics_file: str | None,
-    metrics_port: int | None,
-    writable: bool,
-    overlay: str | None,
-    ready_fd: int | None,
-) -> None:
+def mount(ctx: click.Context, ref: str | None, mountpoint: str | None, config_file: str | None,
+          foreground: bool, ready_fd: int | None, **options: Any) -> None:
     """Mount version REF at MOUNTPOINT, read-only or with --write (returns once the mount is live)."""
-    from fsmount.service.request import MountRequest
-
-    req = MountRequest(
-        ref or "", mountpoint or "", store=store, endpoint_url=endpoint_url, cache_dir=cache_dir,
-        cache_size=cache_size, allow_other=allow_other, write=writable, overlay=overlay,
-        credentials_file=credentials_file, log_level=log_level, log_file=log_file,
-        metrics_file=metrics_file, metrics_port=metrics_port, timeout=timeout, fuse_options=list(options),
-    )
+    req = MountRequest.from_cli(ref, mountpoint, options)
     if config_file:
-        from fsmount.service.config import parse_conf
-
         if ref or mountpoint:
             raise UsageError("give either --config or REF MOUNTPOINT, not both")
         req = req.filled_from(parse_conf(Path(config_file)))  # options given here win over the file
         req.service = True
-    if not req.ref or not req.mountpoint:
-        raise UsageError("mount needs REF and MOUNTPOINT (or --config FILE)")
-    if req.overlay and not req.write:
-        raise UsageError("--overlay needs --write")
-    if req.timeout is not None and req.timeout <= 0:
-        raise UsageError("--timeout must be positive")
-    req.mountpoint = os.path.abspath(req.mountpoint)
-    req.overlay = os.path.abspath(req.overlay) if req.overlay else None
-    if req.credentials_file:
-        from fsmount.service.config import load_credentials
-
-        os.environ.update(load_credentials(req.credentials_file))  # for boto3, and the daemon we start
-    group = ctx.find_root().obj or {}
-    for key in ("store", "endpoint_url", "cache_dir", "cache_size"):  # this command's, else the group's
-        if getattr(req, key) is None:
-            setattr(req, key, group.get(key))
-    group_level = ctx.find_root().params.get("log_level") or "warning"
-    req.log_level = req.log_level or ("info" if group_level == "warning" else group_level)  # daemons: info
+    root = ctx.find_root()
+    group = {k: v for k, v in (root.obj or {}).items() if k in ("store", "endpoint_url", "cache_dir",
+                                                                  "cache_size")}
+    req = req.filled_from(MountRequest(req.ref, req.mountpoint, **group))  # this command's, else the group's
+    req.log_level = daemon_log_level(req.log_level, root.params.get("log_level"))
+    req.validate()
     if foreground:
-        from fsmount.fs.daemon import run
-        from fsmount.logs import setup_logging
+        from fsmount.fs.daemon import run_foreground  # pyfuse3 and the FUSE core: only the daemon needs them
 
-        setup_logging(req.log_level, req.log_file,
-                      timestamps=bool(req.log_file) or not os.environ.get("JOURNAL_STREAM"))
-        ctx.exit(run(req, ready_fd))
-    from fsmount.fs.launcher import daemon_argv, start_background
-
-    start_background(daemon_argv(req), req.mountpoint)
+        ctx.exit(run_foreground(req, ready_fd))
+    start(req)
 
 
 @click.command()
 @click.argument("mountpoint")
 def umount(mountpoint: str) -> None:
     """Unmount MOUNTPOINT (also when its daemon has died)."""
-    from fsmount.fs.launcher import umount as do_umount
-
     do_umount(mountpoint)
 
 
@@ -166,24 +110,17 @@ def _print_counters(info: dict, status: dict | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(mountpoint: str | None, as_json: bool) -> None:
     """List live mounts, or show one mount's counters."""
-    from fsmount.fs import control
-
     if mountpoint is None:
         mounts = control.list_mounts()
-        emit(
-            {"mounts": mounts},
-            as_json,
-            lambda: (
-                [
-                    click.echo(
-                        f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
-                        f"{'' if m['alive'] else '  (daemon dead)'}"
-                    )
-                    for m in mounts
-                ]
-                or click.echo("no fsmount mounts")
-            ),
-        )
+
+        def listing() -> None:
+            for m in mounts:
+                click.echo(f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
+                           f"{'' if m['alive'] else '  (daemon dead)'}")
+            if not mounts:
+                click.echo("no fsmount mounts")
+
+        emit({"mounts": mounts}, as_json, listing)
         return
     info = control.find_mount(mountpoint)
     if info is None:

@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import click
 from fsmount.cli.output import emit
 
-from fsmount.errors import FsmountError, UsageError
+from fsmount.errors import UsageError
+from fsmount.fs.launcher import Mount
 
 log = logging.getLogger(__name__)
-
-
-def ask_daemon(mountpoint: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-    """Send one request to the daemon of `mountpoint`; raise its error as one line."""
-    from fsmount.fs import control
-
-    info = control.find_mount(mountpoint)
-    if info is None:
-        raise UsageError(f"{os.path.abspath(mountpoint)} is not an fsmount mount")
-    if not info.get("alive", True):
-        raise FsmountError(f"the daemon of {info['mountpoint']} is not running: mount it again")
-    try:
-        reply = control.request(info["socket"], request, timeout=timeout)
-    except (OSError, ValueError) as e:
-        raise FsmountError(f"the daemon of {info['mountpoint']} does not answer: {e}") from None
-    if not reply.get("ok", False):
-        err = FsmountError(reply.get("error") or "the daemon refused the request")
-        err.exit_code = int(reply.get("exit_code", 1))
-        raise err
-    return reply
-
-
-def is_mountpoint_arg(arg: str) -> bool:
-    """True if `arg` names a live fsmount mount (so `diff ARG` means pending changes)."""
-    if not os.path.isdir(arg):
-        return False
-    from fsmount.fs import control
-
-    return control.find_mount(arg) is not None
 
 
 def print_pending(reply: dict[str, Any], as_json: bool) -> None:
@@ -65,8 +36,7 @@ def print_pending(reply: dict[str, Any], as_json: bool) -> None:
 def commit(mountpoint: str, message: str, version: str | None, tags: tuple[str, ...], publish: bool,
            as_json: bool) -> None:
     """Turn a writable mount's pending changes into a new child version; the mount moves onto it."""
-    reply = ask_daemon(mountpoint, {"op": "commit", "message": message, "version": version,
-                                    "tags": list(tags), "publish": publish})
+    reply = Mount.find(mountpoint).commit(message, version=version, tags=list(tags), publish=publish)
     if reply.get("id") is None:
         emit({"id": None, "committed": False, "parent": reply.get("parent")}, as_json,
              "nothing to commit: the overlay has no changes")
@@ -82,15 +52,14 @@ def commit(mountpoint: str, message: str, version: str | None, tags: tuple[str, 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def discard(mountpoint: str, yes: bool, as_json: bool) -> None:
     """Drop every pending change of a writable mount (asks first unless --yes)."""
+    m = Mount.find(mountpoint)
     if not yes:
-        pend = ask_daemon(mountpoint, {"op": "diff"})
-        n = sum(len(pend.get(k, [])) for k in ("added", "modified", "removed"))
-        where = os.path.abspath(mountpoint)
-        if not click.confirm(f"discard {n} pending change(s) in {where}?", default=False):
+        pend = m.diff()
+        n = sum(len(pend[k]) for k in ("added", "modified", "removed"))
+        if not click.confirm(f"discard {n} pending change(s) in {m.path}?", default=False):
             raise UsageError("nothing discarded")
-    reply = ask_daemon(mountpoint, {"op": "discard"})
-    emit({"discarded": reply.get("discarded", 0)}, as_json,
-         f"discarded {reply.get('discarded', 0)} pending change(s)")
+    n = m.discard()
+    emit({"discarded": n}, as_json, f"discarded {n} pending change(s)")
 
 
 COMMANDS = [commit, discard]

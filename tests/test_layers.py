@@ -6,9 +6,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Top to bottom, as in docs/ARCHITECTURE.md. fsmount/__init__.py, errors.py and logs.py are shared.
+# Top to bottom, as in docs/ARCHITECTURE.md. fsmount/__init__.py, config.py, errors.py and logs.py are shared.
 LAYERS = ["cli", "fs", "service", "overlay", "api", "check", "commit", "cache", "format", "store"]
-SHARED = {"errors", "logs", ""}
+SHARED = {"config", "errors", "logs", ""}
 
 
 def _layer_of_module(module: str) -> str | None:

@@ -132,13 +132,15 @@ def test_prometheus_rendering_is_well_formed() -> None:
             {
                 "mountpoint": '/mnt/"x"',
                 "version": "v1",
-                "counters": {"reads": 5, "open_files": 2, "store": {"objects_fetched": 3}, "last_error": "x"},
+                "counters": {"reads": 5, "open_files": 2, "held_bytes": 9, "store": {"objects_fetched": 3},
+                             "last_error": "x"},
             }
         ]
     )
     lines = text.splitlines()
     assert 'fsmount_reads_total{mountpoint="/mnt/\\"x\\"",version="v1"} 5' in lines
     assert "# TYPE fsmount_open_files gauge" in lines
+    assert "# TYPE fsmount_held_bytes gauge" in lines and not any("held_bytes_total" in ln for ln in lines)
     assert "# HELP fsmount_store_objects_fetched_total objects downloaded from the store" in lines
     assert not any("last_error" in line for line in lines)  # text values are not samples
 

@@ -6,20 +6,31 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from fsmount import config
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.cache.local_cache import ContentCache
-from fsmount.store import default_store_url, open_store
+from fsmount.config import data_home
+from fsmount.errors import UsageError
+from fsmount.store import open_store
 from fsmount.store.base import ObjectStore
 
+__all__ = ["Workspace", "data_home"]  # data_home: kept here for modules that still import it from the API
 
-def data_home() -> Path:
-    """$XDG_DATA_HOME/fsmount: drafts' staging journals, overlays, the current-draft pointer."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "fsmount"
+
+def _identity(store: ObjectStore) -> str:
+    """An open store's URL in normal form (a store of another kind keeps the URL it gives)."""
+    try:
+        return config.normalise_store_url(store.url)
+    except UsageError:
+        return store.url
 
 
 class Workspace:
-    """The store, cache and object reader one command (or one mount) works with."""
+    """The store, cache and object reader one command (or one mount) works with.
+
+    `store_url` is the store's identity: the normalised URL (config.normalise_store_url), so
+    `--store /p` and `--store file:///p/` are one store, with one current draft.
+    """
 
     def __init__(
         self,
@@ -31,10 +42,10 @@ class Workspace:
     ) -> None:
         if isinstance(store, ObjectStore):
             self._store: ObjectStore | None = store
-            self.store_url = store.url
+            self.store_url = _identity(store)
         else:
             self._store = None
-            self.store_url = store or os.environ.get("FSMOUNT_STORE") or default_store_url()
+            self.store_url = config.store_url(store)
         self.endpoint_url = endpoint_url
         self.cache_dir = cache_dir
         self.cache_size = cache_size

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -15,31 +14,17 @@ from pathlib import Path
 import diskcache
 import google_crc32c
 
+from fsmount import config
+from fsmount.config import DEFAULT_CACHE_SIZE, default_cache_dir, parse_size
 from fsmount.errors import UsageError
 from fsmount.format.hashing import digest
 
+# DEFAULT_CACHE_SIZE, default_cache_dir and parse_size live in fsmount.config; importable here too.
+__all__ = ["DEFAULT_CACHE_SIZE", "ContentCache", "default_cache_dir", "parse_size"]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 20 * 2**30
 _FILE_MIN = 2**15  # diskcache's default min_file_size: smaller values live inside SQLite
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """'20GiB', '512M', '1.5TB', '4096' -> bytes. Binary and decimal units both accepted."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise UsageError(f"invalid size {text!r}: use a number with an optional unit, e.g. 20GiB")
-    number, unit, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
-    power = "KMGTP".find(unit) + 1 if unit else 0
-    return int(number * (1024 if binary or not unit else 1000) ** power) if unit else int(number)
-
-
-def default_cache_dir() -> Path:
-    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache_home) / "fsmount"
 
 
 def checksum(data: bytes) -> int:
@@ -76,9 +61,8 @@ class ContentCache:
     def __init__(
         self, directory: str | os.PathLike[str] | None = None, size_limit: int | str | None = None
     ) -> None:
-        self.directory = Path(directory or os.environ.get("FSMOUNT_CACHE_DIR") or default_cache_dir())
-        limit = size_limit or os.environ.get("FSMOUNT_CACHE_SIZE") or DEFAULT_CACHE_SIZE
-        self.size_limit = parse_size(limit)
+        self.directory = config.cache_dir(directory)
+        self.size_limit = config.cache_size(size_limit)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / f".probe-{os.getpid()}"

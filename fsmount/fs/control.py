@@ -1,10 +1,11 @@
 """Where live mounts are registered (one JSON file each) and the control socket that serves counters.
 
-The runtime folder is $FSMOUNT_RUNTIME_DIR, else $XDG_RUNTIME_DIR/fsmount, else
-data_home()/mounts. Each mount writes `<key>.json` there (mountpoint, version, pid, socket) and
-its daemon log `<key>.log`. The socket is an abstract unix socket (no path-length limit, nothing
-to clean up after a crash); it answers every connection with one JSON object and closes. Only
-the mount's own user (or root) gets an answer.
+The runtime folder is fsmount.config.runtime_dir() ($FSMOUNT_RUNTIME_DIR, else
+$XDG_RUNTIME_DIR/fsmount, else data_home()/mounts). Each mount writes `<key>.json` there
+(mountpoint, version, pid, socket) and its daemon log `<key>.log`. The socket is an abstract
+unix socket (no path-length limit, nothing to clean up after a crash); it answers every
+connection with one JSON object and closes. Only the mount's own user (or root) gets an answer.
+`ask()` is the client side: one request to the daemon of a mountpoint.
 """
 
 from __future__ import annotations
@@ -22,20 +23,15 @@ from typing import Any
 
 import trio
 
-from fsmount.api.workspace import data_home
-from fsmount.errors import FsmountError
+from fsmount import config
+from fsmount.errors import FsmountError, UsageError
 from fsmount.fs.mountpoint import is_mounted
 
 log = logging.getLogger(__name__)
 
 
 def runtime_dir() -> Path:
-    if os.environ.get("FSMOUNT_RUNTIME_DIR"):
-        d = Path(os.environ["FSMOUNT_RUNTIME_DIR"])
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        d = Path(os.environ["XDG_RUNTIME_DIR"]) / "fsmount"
-    else:
-        d = data_home() / "mounts"
+    d = config.runtime_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     return d
 
@@ -138,6 +134,30 @@ def request(sock_name: str, payload: dict[str, Any], timeout: float | None = 5.0
 def query(sock_name: str, timeout: float = 5.0) -> dict[str, Any]:
     """Ask a daemon for its counters."""
     return request(sock_name, {"op": "status"}, timeout)
+
+
+def ask(mountpoint: str, payload: dict[str, Any], timeout: float | None = 5.0) -> dict[str, Any]:
+    """Send one request to the daemon of the fsmount mount at `mountpoint`; its refusal is raised.
+
+    A refusal keeps the daemon's message and exit code; a path that is no fsmount mount is a
+    UsageError, a dead or silent daemon an FsmountError, each one line.
+    """
+    info = find_mount(mountpoint)
+    if info is None:
+        raise UsageError(f"{os.path.abspath(mountpoint)} is not an fsmount mount")
+    if not info.get("alive", True):
+        raise FsmountError(f"the daemon of {info['mountpoint']} is not running: mount it again")
+    try:
+        reply = request(info["socket"], payload, timeout=timeout)
+    except (OSError, ValueError) as e:
+        raise FsmountError(f"the daemon of {info['mountpoint']} does not answer: {e}") from None
+    if not reply.get("ok", payload.get("op", "status") == "status"):
+        code = int(reply.get("exit_code", 1))
+        err = (UsageError if code == UsageError.exit_code else FsmountError)(
+            reply.get("error") or "the daemon refused the request")
+        err.exit_code = code
+        raise err
+    return reply
 
 
 def _peer_uid(sock: trio.socket.SocketType) -> int:

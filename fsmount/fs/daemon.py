@@ -13,6 +13,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from fsmount import config
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
@@ -23,7 +24,9 @@ from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
 from fsmount.fs.options import FsOptions, tune_kernel
 from fsmount.fs.writable import WritableFS, writable_fs
-from fsmount.service.config import EX_CONFIG
+from fsmount.logs import setup_logging
+from fsmount.service import metrics
+from fsmount.service.config import EX_CONFIG, export_credentials
 from fsmount.service.notify import notify
 from fsmount.service.request import MountRequest
 from fsmount.store import open_store
@@ -46,6 +49,8 @@ class Mounter:
         req = self.req
         check_fuse()
         check_mountpoint(self.mountpoint)
+        if req.credentials_file:
+            export_credentials(req.credentials_file)  # for boto3: this process is the mount's own
         t = req.read_timeout
         store = open_store(req.store, endpoint_url=req.endpoint_url, connect_timeout=min(5.0, t),
                            read_timeout=t, max_attempts=2)
@@ -101,15 +106,16 @@ class Mounter:
             control.write_info(self.mountpoint, info)
 
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
+        """Serve until unmounted; `ready` runs once everything listens, so a port that cannot be
+        had fails the start (with its one line) instead of killing a mount reported live."""
         assert self.fs is not None
-        from fsmount.service import metrics
-
+        http = None if self.req.metrics_port is None else await metrics.listen_http(self.req.metrics_port)
         async with trio.open_nursery() as nursery:
             self.fs.start(nursery)
-            nursery.start_soon(self._tune_kernel, ready)
             await nursery.start(control.serve, self.sock, self.snapshot, self._requests())
-            if self.req.metrics_port is not None:
-                await nursery.start(metrics.serve_http, self.req.metrics_port, self.snapshot)
+            if http is not None:
+                nursery.start_soon(metrics.serve_http, http, self.snapshot)
+            nursery.start_soon(self._tune_kernel, ready)
             if self.req.metrics_file:
                 nursery.start_soon(metrics.write_periodically, self.req.metrics_file, self.snapshot)
             nursery.start_soon(self._signals)
@@ -154,45 +160,57 @@ class Mounter:
             self.ws.close()
 
 
-def _report(fd: int | None, line: str) -> None:
-    if fd is None:
-        return
-    with contextlib.suppress(OSError):
-        os.write(fd, (line.replace("\n", " ") + "\n").encode())
-        os.close(fd)
+class _ReadyPipe:
+    """The launcher's pipe: one line, once: 'OK', or 'ERR <exit code> <why>'."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    @property
+    def waiting(self) -> bool:
+        return self.fd is not None
+
+    def report(self, line: str) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, (line.replace("\n", " ") + "\n").encode())
+            os.close(fd)
 
 
 def run(req: MountRequest, ready_fd: int | None = None) -> int:
     """Mount and serve in this process until unmounted or signalled; returns an exit status.
 
-    With `ready_fd`, one line goes to that pipe: 'OK' once the mount is live, or 'ERR <why>'.
+    With `ready_fd`, one line goes to that pipe: 'OK' once the mount is live and everything
+    listens, or 'ERR <exit code> <why>' if the start failed.
     """
     m = Mounter(req)
+    pipe = _ReadyPipe(ready_fd)
     mounted = False
     try:
         m.prepare()
         m.mount()
         mounted = True
         log.info("mounted %s at %s", m.fs.record.id if m.fs else "?", m.mountpoint)
-        fd, ready_fd = ready_fd, None
         status = f"STATUS=serving {m.fs.record.id if m.fs else '?'} at {m.mountpoint}"
 
         def ready() -> None:  # once the FUSE handshake is done and the kernel side tuned
             notify("READY=1", status)
-            _report(fd, "OK")
+            pipe.report("OK")
 
         trio.run(m.serve, ready)
         return 0
     except FsmountError as e:
         if req.service and isinstance(e, NotFoundError | StateError | UsageError):
             e.exit_code = EX_CONFIG  # systemd: a configuration error, not worth a restart
-        if ready_fd is None:
+        if not pipe.waiting:
             raise
-        _report(ready_fd, f"ERR {e}")
+        pipe.report(f"ERR {e.exit_code} {e}")
         return e.exit_code
     except BaseException as e:
         log.exception("mount daemon failed")
-        _report(ready_fd, f"ERR mount daemon failed: {type(e).__name__}: {e}")
+        pipe.report(f"ERR 70 mount daemon failed: {type(e).__name__}: {e}")
         raise
     finally:
         if mounted:
@@ -200,3 +218,11 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         m.close(mounted)
         if mounted:
             log.info("unmounted %s", m.mountpoint)
+
+
+def run_foreground(req: MountRequest, ready_fd: int | None = None) -> int:
+    """`fsmount mount --foreground`: the daemon's logging (to its log file, else stderr, without
+    timestamps when journald adds its own), then run()."""
+    setup_logging(req.log_level or "info", req.log_file,
+                  timestamps=bool(req.log_file) or not config.under_journald())
+    return run(req, ready_fd)

@@ -1,4 +1,8 @@
-"""Background mounts: start the daemon as a detached process and return once the mount is live."""
+"""Background mounts: start the daemon as a detached process and return once the mount is live.
+
+`Mount` is a live mount seen from Python (made here, or found by its mountpoint): its counters,
+and a writable mount's commit, diff and discard, asked of its daemon over the control socket.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from fsmount.service.request import MountRequest
 
 log = logging.getLogger(__name__)
 
-CLI = [sys.executable, "-m", "fsmount.cli"]
+# -P: the current folder is not put on sys.path, so a ./fsmount folder (a checkout of this
+# repository, say) cannot shadow the installed package in the daemon.
+CLI = [sys.executable, "-P", "-m", "fsmount.cli"]
 
 
 def daemon_argv(req: MountRequest) -> list[str]:
@@ -29,9 +35,14 @@ def daemon_argv(req: MountRequest) -> list[str]:
 
 
 def mount_argv(ref: str, mountpoint: str, **opts: Any) -> list[str]:
-    """The daemon's command line for a mount given as keyword options (see MountRequest)."""
+    """The daemon's command line for a mount given as keyword options (see MountRequest), validated."""
     opts.setdefault("log_level", "info")
-    return daemon_argv(MountRequest(ref, os.path.abspath(mountpoint), **opts))
+    return daemon_argv(MountRequest(ref, mountpoint, **opts).validate())
+
+
+def start(req: MountRequest, wait: float = 60.0) -> int:
+    """Mount `req` (validated) with a background daemon; its pid once the mount is live."""
+    return start_background(daemon_argv(req), req.mountpoint, wait)
 
 
 def _last_log_line(path: str) -> str:
@@ -80,7 +91,10 @@ def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> in
     if line.startswith("ERR "):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
-        raise FsmountError(line[4:])
+        code, _, why = line[4:].partition(" ")  # 'ERR <exit code> <message>'
+        err = FsmountError(why if code.isdigit() else line[4:])
+        err.exit_code = int(code) if code.isdigit() else 1
+        raise err
     # No answer: the daemon died or hangs. Leave nothing behind.
     if proc.poll() is None:
         proc.kill()
@@ -115,21 +129,60 @@ def umount(mountpoint: str, wait: float = 10.0) -> None:
 
 @dataclass
 class Mount:
-    """A live mount made by `mounted()`."""
+    """A live fsmount mount: made by `mounted()`, or found with `Mount.find(mountpoint)`."""
 
     path: str
     pid: int
 
-    def status(self) -> dict[str, Any]:
+    @classmethod
+    def find(cls, mountpoint: str | os.PathLike[str]) -> Mount:
+        """The fsmount mount at `mountpoint` (made by the CLI, a unit, or Python); UsageError if none."""
+        info = control.find_mount(os.fspath(mountpoint))
+        if info is None:
+            raise UsageError(f"{os.path.abspath(mountpoint)} is not an fsmount mount")
+        return cls(str(info["mountpoint"]), int(info.get("pid", 0)))
+
+    def info(self) -> dict[str, Any]:
+        """The registration: mountpoint, version, name, store, pid, log, alive, and more."""
         info = control.find_mount(self.path)
         if info is None:
-            raise UsageError(f"{self.path} is not mounted by fsmount")
-        return control.query(info["socket"])
+            raise UsageError(f"{self.path} is not an fsmount mount")
+        return info
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's answer: mountpoint, pid, ref, store, uptime and its counters."""
+        return control.ask(self.path, {"op": "status"})
+
+    def diff(self) -> dict[str, Any]:
+        """A writable mount's pending changes: {'added': [...], 'modified': [...], 'removed': [...]}."""
+        reply = control.ask(self.path, {"op": "diff"}, timeout=None)
+        return {k: reply.get(k, []) for k in ("added", "modified", "removed")} | {
+            "mountpoint": reply.get("mountpoint", self.path), "version": reply.get("version")}
+
+    def commit(self, message: str = "", *, version: str | None = None, tags: list[str] | None = None,
+               publish: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Turn the pending changes into a child version; the mount moves onto it.
+
+        Returns the new version's id, version, parent, files, bytes and upload counts; 'id' is
+        None when there was nothing to commit. Waits for the commit however long (timeout None).
+        """
+        reply = control.ask(self.path, {"op": "commit", "message": message, "version": version,
+                                        "tags": list(tags or []), "publish": publish}, timeout=timeout)
+        reply.pop("ok", None)
+        return reply
+
+    def discard(self) -> int:
+        """Drop every pending change; the number dropped."""
+        return int(control.ask(self.path, {"op": "discard"}, timeout=None).get("discarded", 0))
 
 
 @contextlib.contextmanager
 def mounted(ref: str, path: str | os.PathLike[str], **opts: Any) -> Iterator[Mount]:
-    """`with mounted(REF, PATH) as m:` mounts for the block (options as `fsmount mount`), then unmounts."""
+    """`with mounted(REF, PATH) as m:` mounts for the block, then unmounts.
+
+    Options are MountRequest's fields (store=, cache_dir=, write=True, timeout=...), checked as
+    `fsmount mount` checks them.
+    """
     mp = os.path.abspath(path)
     pid = start_background(mount_argv(ref, mp, **opts), mp)
     try:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
-from fsmount.api.workspace import data_home
+from fsmount.config import data_home
 from fsmount.errors import FormatError, FsError, UsageError
 from fsmount.format.objects import FileEntry, decode_file_entry, encode_file_entry
 

@@ -1,41 +1,23 @@
 """Mount settings from /etc/fsmount/<name>.conf or an fstab options string, checked key by key.
 
-Both map one to one onto the `fsmount mount` options; an unknown or missing key is refused
-by name (exit code 78, EX_CONFIG, which systemd reports as a configuration error).
+Both map one to one onto the `fsmount mount` options: the keys are the conf keys of
+service/request.py's OPTIONS table. An unknown or missing key is refused by name (exit code 78,
+EX_CONFIG, which systemd reports as a configuration error).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from fsmount.errors import FsmountError
-from fsmount.service.request import MountRequest
+from fsmount.service.request import EX_CONFIG, OPTIONS, ConfigError, MountRequest, Option
 
-EX_CONFIG = 78
-CONF_DIR = Path("/etc/fsmount")
-
-
-class ConfigError(FsmountError):
-    """A conf file or fstab line that cannot be used as written."""
-
-    exit_code = EX_CONFIG
-
+__all__ = ["EX_CONFIG", "ConfigError", "MountSettings", "export_credentials", "load_credentials",
+           "parse_conf", "parse_fstab_options"]
 
 MountSettings = MountRequest  # the settings a conf file or an fstab line describe
 
-
-_VALUE_KEYS = {
-    "store",
-    "endpoint_url",
-    "cache_dir",
-    "cache_size",
-    "overlay",
-    "credentials_file",
-    "log_level",
-    "log_file",
-    "metrics_file",
-}
-_BOOL_KEYS = {"allow_other", "write"}
+KEYS: dict[str, Option] = {opt.conf_key: opt for opt in OPTIONS if opt.conf_key}
 # Options mount(8) and mount.fuse3 pass along that mean nothing to fsmount itself.
 _MOUNT_NOISE = {
     "_netdev",
@@ -67,35 +49,15 @@ _MOUNT_NOISE = {
 _FUSE_PASSTHROUGH = {"default_permissions", "allow_root", "max_read", "uid", "gid", "umask", "fsname"}
 
 
-def _bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "yes", "true", "on"):
-        return True
-    if v in ("0", "no", "false", "off"):
-        return False
-    raise ConfigError(f"{key}: expected yes or no, got {value!r}")
-
-
 def _assign(s: MountSettings, key: str, value: str, where: str) -> None:
     key = key.strip().lower().replace("-", "_")
-    if key in _VALUE_KEYS:
-        setattr(s, key, value)
-    elif key in _BOOL_KEYS:
-        setattr(s, key, _bool(key, value))
-    elif key == "metrics_port":
-        try:
-            s.metrics_port = int(value)
-        except ValueError:
-            raise ConfigError(f"{where}: metrics_port must be a number, got {value!r}") from None
-    elif key == "timeout":
-        try:
-            s.timeout = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: timeout must be seconds, got {value!r}") from None
-    elif key == "options":
-        s.fuse_options += [o.strip() for o in value.split(",") if o.strip()]
-    else:
+    opt = KEYS.get(key)
+    if opt is None:
         raise ConfigError(f"{where}: unknown key {key!r}")
+    parsed = opt.parse(value, where)
+    if opt.kind == "list":
+        parsed = [*getattr(s, opt.name), *parsed]
+    setattr(s, opt.name, parsed)
 
 
 def parse_conf(path: Path) -> MountSettings:
@@ -134,8 +96,8 @@ def parse_fstab_options(ref: str, mountpoint: str, options: str) -> MountSetting
         key = key.replace("-", "_")
         if key in _FUSE_PASSTHROUGH:
             s.fuse_options.append(opt)
-        elif key in _BOOL_KEYS and not eq:
-            setattr(s, key, True)
+        elif not eq and key in KEYS and KEYS[key].kind == "flag":
+            setattr(s, KEYS[key].name, True)
         else:
             if not eq:
                 raise ConfigError(f"fstab option {opt!r}: unknown option")
@@ -159,3 +121,8 @@ def load_credentials(path: str) -> dict[str, str]:
             raise ConfigError(f"credentials file {path}: expected KEY=VALUE lines")
         out[k.strip()] = v.strip().strip('"').strip("'")
     return out
+
+
+def export_credentials(path: str) -> None:
+    """Put a credentials file's variables into this process's environment (for boto3)."""
+    os.environ.update(load_credentials(path))

@@ -9,18 +9,22 @@ from typing import Any
 
 import trio
 
+from fsmount.errors import FsmountError
+
 log = logging.getLogger(__name__)
 
-# Values that go up and down; every other number is a monotonically increasing counter.
+# Values that go up and down (or are a high-water mark), exported as gauges without `_total`;
+# every other number the mounts' counters() produce is a monotonically increasing counter.
 GAUGES = {
-    "open_files",
+    "open_files",  # read-only and writable mounts
     "live_inodes",
     "directories",
     "inodes_numbered",
     "prefetch_inflight_bytes",
-    "pending_changes",
-    "cache_bytes",
-    "cache_objects",
+    "held_bytes",
+    "largest_read",
+    "pending",  # writable mounts: pending changes in the overlay
+    "inodes",
 }
 HELP = {
     "reads": "FUSE read requests served",
@@ -34,6 +38,9 @@ HELP = {
     "errors": "reads that failed",
     "integrity_errors": "objects whose bytes did not match their hash",
     "open_files": "files open on the mount",
+    "held_bytes": "verified block bytes kept in memory by open files",
+    "largest_read": "largest read request the kernel sent, in bytes",
+    "pending": "changes in the overlay not committed yet",
 }
 
 
@@ -91,12 +98,16 @@ async def write_periodically(path: str, snapshot: Callable[[], dict[str, Any]], 
         await trio.sleep(every)
 
 
-async def serve_http(
-    port: int,
-    snapshot: Callable[[], dict[str, Any]],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """GET /metrics on 127.0.0.1:port (loopback only, never a public address)."""
+async def listen_http(port: int) -> list[trio.SocketListener]:
+    """Listeners on 127.0.0.1:port (loopback only, never a public address); one line if it cannot."""
+    try:
+        return await trio.open_tcp_listeners(port, host="127.0.0.1")
+    except OSError as e:
+        raise FsmountError(f"cannot serve metrics on 127.0.0.1:{port}: {e.strerror or e}") from None
+
+
+async def serve_http(listeners: list[trio.SocketListener], snapshot: Callable[[], dict[str, Any]]) -> None:
+    """Answer GET /metrics on `listeners` (from listen_http) until cancelled."""
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
@@ -122,6 +133,4 @@ async def serve_http(
         finally:
             await stream.aclose()
 
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
-    task_status.started()
     await trio.serve_listeners(handle, listeners)

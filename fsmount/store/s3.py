@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from fsmount.config import s3_endpoint_url
 from fsmount.errors import (
     AccessDenied,
     ObjectNotFound,
@@ -61,7 +61,7 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        endpoint_url = s3_endpoint_url(endpoint_url)
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "adaptive"},
             max_pool_connections=max_connections,

@@ -1,0 +1,125 @@
+"""Every environment variable and default path fsmount reads, resolved in one place (any layer may ask)."""
+
+from __future__ import annotations
+
+import os
+import re
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fsmount.errors import UsageError
+
+DEFAULT_CACHE_SIZE = 20 * 2**30
+MAX_SIZE = 2**63 - 1  # sizes end up in SQLite integers and file offsets: nothing larger means anything
+_SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([KMGTPE]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def data_home() -> Path:
+    """$XDG_DATA_HOME/fsmount: drafts' staging journals, overlays, the current-draft pointer."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fsmount"
+
+
+def default_store_url() -> str:
+    """The embedded default: a folder under $XDG_DATA_HOME, so nothing needs configuring."""
+    return f"file://{data_home() / 'store'}"
+
+
+def normalise_store_url(url: str) -> str:
+    """The one spelling of a store URL, its identity: file:///absolute/resolved or s3://BUCKET[/PREFIX].
+
+    A plain path becomes file://; trailing slashes go; a relative path is taken from the current
+    folder. Malformed or unsupported URLs are a UsageError.
+    """
+    if "://" not in url:
+        if not url.startswith(("/", ".", "~")):
+            raise UsageError(f"malformed store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
+        return f"file://{Path(url).expanduser().resolve()}"
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        if not path:
+            raise UsageError(f"malformed store URL {url!r}: file:// needs a path")
+        return f"file://{Path(path).expanduser().resolve()}"
+    if parsed.scheme == "s3":
+        if not parsed.netloc or parsed.query or parsed.params:
+            raise UsageError(f"malformed store URL {url!r}: use s3://BUCKET[/PREFIX]")
+        prefix = parsed.path.strip("/")
+        return f"s3://{parsed.netloc}/{prefix}" if prefix else f"s3://{parsed.netloc}"
+    raise UsageError(f"unsupported store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
+
+
+def store_url(given: str | None = None) -> str:
+    """The store a command uses, normalised: `given`, else $FSMOUNT_STORE, else the default."""
+    return normalise_store_url(given or os.environ.get("FSMOUNT_STORE") or default_store_url())
+
+
+def default_cache_dir() -> Path:
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "fsmount"
+
+
+def cache_dir(given: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: `given`, else $FSMOUNT_CACHE_DIR, else $XDG_CACHE_HOME/fsmount."""
+    return Path(given or os.environ.get("FSMOUNT_CACHE_DIR") or default_cache_dir())
+
+
+def cache_size(given: str | int | None = None) -> int:
+    """The cache byte cap: `given`, else $FSMOUNT_CACHE_SIZE, else 20 GiB."""
+    if given:
+        return parse_size(given, what="cache size")
+    env = os.environ.get("FSMOUNT_CACHE_SIZE")
+    return parse_size(env, what="FSMOUNT_CACHE_SIZE") if env else DEFAULT_CACHE_SIZE
+
+
+def parse_size(text: str | int, *, what: str = "size", maximum: int = MAX_SIZE) -> int:
+    """'20GiB', '512M', '1.5TB', '4096' -> bytes (binary and decimal units); absurd values refused."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _SIZE_RE.match(str(text))
+        if not m:
+            raise UsageError(f"invalid {what} {text!r}: use a number with an optional unit, e.g. 20GiB")
+        number, unit, binary = Fraction(m.group(1)), m.group(2).upper(), m.group(3)
+        power = "KMGTPE".find(unit) + 1 if unit else 0
+        value = int(number * (1024 if binary else 1000) ** power)
+    if not 0 <= value <= maximum:
+        raise UsageError(f"invalid {what} {text!r}: must be between 0 and {maximum} bytes")
+    return value
+
+
+def check_endpoint_url(url: str, what: str = "endpoint URL") -> str:
+    """`url` if it is an http(s) URL with a host, else a UsageError naming `what`."""
+    try:
+        parsed = urlparse(url)
+        port_ok = parsed.port is None or 0 < parsed.port < 65536
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        port_ok, parsed = False, urlparse("")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
+        raise UsageError(f"invalid {what} {url!r}: use http(s)://HOST[:PORT]")
+    return url
+
+
+def s3_endpoint_url(given: str | None = None) -> str | None:
+    """The S3 endpoint: `given`, else $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL, else AWS's own."""
+    if given:
+        return check_endpoint_url(given)
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(var):
+            return check_endpoint_url(os.environ[var], var)
+    return None
+
+
+def runtime_dir() -> Path:
+    """Mount registrations and logs: $FSMOUNT_RUNTIME_DIR, $XDG_RUNTIME_DIR/fsmount, data_home()/mounts."""
+    if os.environ.get("FSMOUNT_RUNTIME_DIR"):
+        return Path(os.environ["FSMOUNT_RUNTIME_DIR"])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "fsmount"
+    return data_home() / "mounts"
+
+
+def under_journald() -> bool:
+    """True when stderr goes to journald ($JOURNAL_STREAM), which adds its own timestamps."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
