@@ -242,6 +242,7 @@ def test_the_cli_tour_runs_as_written(
     child = t.out(f'fsmount commit {mnt_root}/work -m "fix labels"').split()[-1]
     assert HEX_ID.fullmatch(child), "commit prints the new version's id"
     assert "discarded 1" in t.out(f"fsmount discard {mnt_root}/work --yes")
+    assert t.out(f"cat {mnt_root}/work/labels.csv") == "img_01.jpg,dog\nimg_04.jpg,cat\n", "the committed fix"
 
     # What the tour leaves: no mount, the versions it describes, the REF forms it names.
     assert not any(os.path.ismount(d) for d in mnt_root.iterdir()), "the tour unmounts what it mounted"
