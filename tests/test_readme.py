@@ -26,9 +26,9 @@ HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def section(title: str) -> str:
-    """The text under heading `title` (any level), up to the next heading of the same or a higher level."""
+    """The text under heading `title` (any level), up to the next heading (subheadings too)."""
     lines = README.read_text().splitlines()
-    in_fence, start, level = False, None, 0
+    in_fence, start = False, None
     for i, line in enumerate(lines):
         if line.startswith("```"):
             in_fence = not in_fence
@@ -36,8 +36,8 @@ def section(title: str) -> str:
         if not m:
             continue
         if start is None and m.group(2).strip() == title:
-            start, level = i + 1, len(m.group(1))
-        elif start is not None and len(m.group(1)) <= level:
+            start = i + 1
+        elif start is not None:
             return "\n".join(lines[start:i])
     assert start is not None, f"README.md has no heading {title!r}"
     return "\n".join(lines[start:])
