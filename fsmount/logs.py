@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import stat
+import sys
 import threading
 import traceback
 import urllib.parse
@@ -175,9 +176,29 @@ class PrivateRotatingFileHandler(RotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
+def _print_uncaught(exc_type: type[BaseException], exc: BaseException | None, tb: Any) -> None:
+    """Python's own report of an uncaught exception (on stderr, as before), scrubbed."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc or exc_type(), tb)
+        return
+    sys.stderr.write(scrub("".join(traceback.format_exception(exc_type, exc, tb))))
+    sys.stderr.flush()
+
+
+def _print_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    sys.stderr.write(f"Exception in thread {name}:\n")
+    _print_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
+
+
 def setup_logging(level: str = "warning", log_file: str | None = None, timestamps: bool = True) -> None:
     """Configure the root logger once: stderr (or a 0600 file), with secrets scrubbed."""
     install_scrubber()
+    # Tracebacks Python would print to stderr itself (the daemon's stderr is its log) go through it too.
+    sys.excepthook = _print_uncaught
+    threading.excepthook = _print_uncaught_in_thread
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -111,7 +111,7 @@ def test_daemon_debug_log_file_holds_no_secret_and_is_private(
 
 
 _LIBRARY_SCRIPT = textwrap.dedent("""
-    import io, logging, sys
+    import io, logging, sys, threading
     from fsmount.logs import setup_logging
     setup_logging("debug")
     # A library with its own handler that does not propagate: our root handler never sees it.
@@ -130,6 +130,12 @@ _LIBRARY_SCRIPT = textwrap.dedent("""
         logging.getLogger("botocore.x").exception("failed too")
     logging.getLogger("urllib3.y").debug("GET /k?X-Amz-Signature=%s&sig=%s HTTP/1.1", "cd" * 32, "Zm9v%2B")
     logging.getLogger("s3transfer").info("stack", stack_info=True, extra={"k": secret})
+    def fail():
+        raise ValueError("thread died holding " + secret)
+    t = threading.Thread(target=fail, name="worker")
+    t.start()
+    t.join()
+    raise SystemError("the end of " + secret)
 """)
 
 
@@ -139,8 +145,10 @@ def test_every_logger_and_handler_is_scrubbed(tmp_path: Path) -> None:
     env = {**os.environ, "AWS_SESSION_TOKEN": secret}
     proc = subprocess.run([sys.executable, "-c", _LIBRARY_SCRIPT, secret], capture_output=True, text=True,
                           env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     out = proc.stdout + proc.stderr
+    assert "Exception in thread worker" in proc.stderr and "ValueError: thread died holding ***" in out
+    assert "SystemError: the end of ***" in proc.stderr
     assert "somelib plain *** and ['***']" in proc.stdout
     assert "RuntimeError: boom with ***" in proc.stdout and "RuntimeError: boom with ***" in proc.stderr
     assert "X-Amz-Signature=***&sig=***" in proc.stderr
