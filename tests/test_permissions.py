@@ -263,3 +263,25 @@ def test_copy_mode_table() -> None:
     assert copy_mode(0o000, is_dir=True, read_only=True) == 0o500
     assert copy_mode(0o000, is_dir=True, read_only=False) == 0o700
     assert copy_mode(0o2750, is_dir=True, read_only=False, preserve_special_bits=True) == 0o2750
+
+
+@pytest.mark.xfail(strict=True, reason="needs the workspace/staging/upper/control changes (h8-secrets)")
+def test_local_state_folders_are_private(file_store_url: str, tmp_path: Path, isolated_env: Path) -> None:
+    from fsmount.fs.control import runtime_dir
+    from fsmount.overlay.upper import UpperLayer
+
+    old = os.umask(0o022)
+    try:
+        vid = run_json("--store", file_store_url, "create", "--project", "p", "--name", "n")["id"]
+        home = Path(os.environ["XDG_DATA_HOME"]) / "fsmount"
+        run_dir = Path(os.environ["FSMOUNT_RUNTIME_DIR"])
+        run_dir.mkdir(mode=0o755)
+        os.chmod(run_dir, 0o755)
+        upper = UpperLayer(tmp_path / "overlay")
+        upper.close()
+        overlay = tmp_path / "overlay"
+        folders = [home, home / "drafts" / vid, runtime_dir(), overlay, overlay / "data"]
+        modes = {str(d): stat.S_IMODE(d.stat().st_mode) for d in folders}
+    finally:
+        os.umask(old)
+    assert modes == {str(d): 0o700 for d in folders}
