@@ -49,6 +49,8 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # Any other secret-named key, quoted value or bare token (bare values stop at & ; , } and quotes).
     (re.compile(r"(?i)((?<![\w-])(?:" + _KEY + r")['\"]?\s*[:=]\s*" + _BYTES + r")(" + _QUOTED
                 + r"|[^\s'\"&;,}]+)"), _mask),
+    # XML leaf elements (STS and SSO responses: <SecretAccessKey>, <SessionToken>).
+    (re.compile(r"(?i)<((?:" + _KEY + r"))>[^<]*</\1>"), r"<\1>***</\1>"),
     # Bearer / SharedKey / AWS4 credentials wherever they appear.
     (re.compile(r"(?i)\b(Bearer|SharedKey|SharedKeyLite)\s+[A-Za-z0-9._~+/:=%-]+"), r"\1 ***"),
     (re.compile(r"(?i)\b(AWS4-HMAC-SHA256)\s+(?:Credential|Signature|SignedHeaders)[^\r\n'\"]+"), r"\1 ***"),

@@ -170,6 +170,9 @@ def test_every_logger_and_handler_is_scrubbed(tmp_path: Path) -> None:
     ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI"),
     ("client_secret=s3cr3t-value&grant_type=client_credentials", "s3cr3t-value"),
     ("x-amz-security-token:FwoGZXIvYXdzEBYaDK", "FwoGZXIv"),
+    ("<Credentials><AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>wJalrXUtnFEMI</SecretAccessKey>"
+     "<SessionToken>FwoGZXIv</SessionToken></Credentials>", "wJalrXUtnFEMI"),
+    ('{"AccessKeyId": "ASIA1", "SecretAccessKey": "wJalrXUtnFEMI", "Token": "FwoG"}', "wJalrXUtnFEMI"),
 ])
 def test_scrub_catches_other_stores_secrets(text: str, leak: str) -> None:
     clean = scrub(text)
