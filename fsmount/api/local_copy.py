@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,22 @@ from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 log = logging.getLogger(__name__)
+
+SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+
+
+def copy_mode(mode: int, *, is_dir: bool, read_only: bool, preserve_special_bits: bool = False) -> int:
+    """The mode a copy gets for a stored mode; whoever can write to the store gains nothing from it.
+
+    setuid, setgid and sticky are dropped unless asked for (a store saying 4755 must not give root
+    a setuid file). A read-only copy is never writable by anyone: files `mode & 0o555`,
+    directories `(mode & 0o555) | 0o500`. A mutable copy: files `mode & 0o777`, directories
+    `(mode & 0o777) | 0o700` (the owner can always change what is inside).
+    """
+    special = mode & SPECIAL_BITS if preserve_special_bits else 0
+    if read_only:
+        return special | (mode & 0o555) | (0o500 if is_dir else 0)
+    return special | (mode & 0o777) | (0o700 if is_dir else 0)
 
 
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
@@ -76,8 +93,12 @@ def materialise(
     read_only: bool,
     workers: int = 16,
     progress: Callable[[int], None] | None = None,
+    preserve_special_bits: bool = False,
 ) -> int:
-    """Write every file, symlink and directory of the tree `root` under `target`; return bytes."""
+    """Write every file, symlink and directory of the tree `root` under `target`; return bytes.
+
+    Modes follow copy_mode(); a read-only copy's top folder becomes 0555 too.
+    """
     target.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, FileEntry]] = []
     dirs: list[tuple[Path, DirEntry]] = []
@@ -108,7 +129,7 @@ def materialise(
         except IntegrityError as err:
             raise IntegrityError(f"{rel}: {err}") from None
         # One open per block keeps the number of open files bounded by the worker count.
-        flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if create else 0)
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
         fd = os.open(dest, flags, 0o600)
         try:
             rest, pos = view, file_off
@@ -136,8 +157,11 @@ def materialise(
                 # is named by the file's SHA-256 and was verified against it: no second hash needed.
                 futures.append(pool.submit(write_block, dest, e, 0, None, True))
                 continue
-            with open(dest, "wb") as f:  # empty files, and multi-block files sized up front
-                f.truncate(e.size)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:  # empty files, and multi-block files sized up front
+                os.ftruncate(fd, e.size)
+            finally:
+                os.close(fd)
             file_hash = _FileHash(e.sha256, n, workers) if n else None  # hashed as the blocks are written
             futures.extend(pool.submit(write_block, dest, e, i, file_hash, False) for i in range(n))
         try:
@@ -147,21 +171,41 @@ def materialise(
             for fut in futures:  # one bad file fails the copy: fetch nothing more
                 fut.cancel()
             raise
+    special = {"preserve_special_bits": preserve_special_bits}
     for dest, e in files:
-        mode = e.mode & ~0o222 if read_only else e.mode
-        os.chmod(dest, mode)
+        os.chmod(dest, copy_mode(e.mode, is_dir=False, read_only=read_only, **special))
         os.utime(dest, ns=(e.mtime_ns, e.mtime_ns))
-    for dest, d in reversed(dirs):
-        os.chmod(dest, d.mode | 0o700)
+    for dest, d in reversed(dirs):  # deepest first: a read-only parent is made after its children
+        os.chmod(dest, copy_mode(d.mode, is_dir=True, read_only=read_only, **special))
         os.utime(dest, ns=(d.mtime_ns, d.mtime_ns))
+    if read_only:
+        os.chmod(target, 0o555)
     return total
+
+
+def _owner_writable(path: str | os.PathLike[str]) -> None:
+    """Give the owner back write access to a directory (read-only copies have 0555 folders)."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & stat.S_IWUSR:
+            os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """shutil.rmtree that also removes a read-only copy (its folders are not writable, even by us)."""
+    _owner_writable(path)
+    for dirpath, dirnames, _ in os.walk(path):  # top down: each folder is writable before it is emptied
+        for name in dirnames:
+            _owner_writable(os.path.join(dirpath, name))
+    shutil.rmtree(path)
 
 
 def clear_folder(folder: Path) -> None:
     """Remove everything inside `folder` (not the folder itself)."""
+    _owner_writable(folder)
     for child in folder.iterdir():
         if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
+            remove_tree(child)
         else:
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()

@@ -64,7 +64,27 @@ class ContentCache:
         self.directory = config.cache_dir(directory)
         self.size_limit = config.cache_size(size_limit)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Private to its owner: a file that is 0600 in a version must not be readable by other users
+            # through its cached blocks. The cache folder, diskcache's shard folders and copies/ are 0700,
+            # made so or tightened when they are ours; the cache folder itself is left as it is when it is
+            # shared (sticky, as /tmp) or holds other things: what is inside its subfolders stays private.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ours = {"copies", *(f"{i:03d}" for i in range(8))}  # 8: the shards of the FanoutCache below
+            for sub in ("", *sorted(ours)):
+                d = self.directory / sub
+                d.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if sub else 0))
+                try:
+                    st = os.fstat(fd)
+                    if sub and st.st_uid != os.geteuid():
+                        raise UsageError(f"cache folder {d} belongs to uid {st.st_uid}: use a cache folder "
+                                         "of your own (--cache-dir)")
+                    tighten = (st.st_mode & 0o7077 if sub else st.st_mode & 0o077 and not st.st_mode & 0o1000
+                               and all(n in ours or n.startswith(".probe-") for n in os.listdir(fd)))
+                    if tighten and st.st_uid == os.geteuid():
+                        os.fchmod(fd, 0o700)
+                finally:
+                    os.close(fd)
             probe = self.directory / f".probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
