@@ -21,6 +21,15 @@ def data_home() -> Path:
     return Path(base) / "fsmount"
 
 
+def private_dir(path: Path) -> Path:
+    """`path` made (0700) if missing, and tightened to 0700 if it is ours and open to others."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def default_store_url() -> str:
     """The embedded default: a folder under $XDG_DATA_HOME, so nothing needs configuring."""
     return f"file://{data_home() / 'store'}"

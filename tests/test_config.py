@@ -110,4 +110,4 @@ def test_no_environment_reads_outside_config() -> None:
                     and isinstance(node.value, ast.Name) and node.value.id == "os"):
                 uses.append(f"{rel}: {lines[node.lineno - 1].strip()}")
     # The one use left is a write: a mount's credentials file into its own daemon's environment.
-    assert uses == ["fsmount/service/config.py: os.environ.update(load_credentials(path))"]
+    assert uses == ["fsmount/service/credentials.py: os.environ.update(load_credentials(path))"]

@@ -116,7 +116,6 @@ def test_not_a_regular_file_or_missing(folder: Path) -> None:
         load_credentials(folder / "missing")
 
 
-@pytest.mark.xfail(strict=True, reason="needs mount_commands to call service.credentials (h8-secrets)")
 def test_the_cli_refuses_a_hostile_credentials_file(folder: Path, tmp_path: Path) -> None:
     f = _creds(folder, "AWS_ACCESS_KEY_ID=AKIA1\nPYTHONPATH=/tmp/evil\n")
     (tmp_path / "mnt").mkdir()

@@ -243,7 +243,6 @@ def test_a_read_only_copy_can_be_removed_by_its_owner(file_store_url: str, tmp_p
         assert as_user(NOBODY, our_remove_tree)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the fs/core.py and service/request.py changes (h8-secrets)")
 def test_a_mount_shows_no_special_bits_and_is_nosuid(
     file_store_url: str, tmp_path: Path, require_fuse: None
 ) -> None:
@@ -265,7 +264,6 @@ def test_copy_mode_table() -> None:
     assert copy_mode(0o2750, is_dir=True, read_only=False, preserve_special_bits=True) == 0o2750
 
 
-@pytest.mark.xfail(strict=True, reason="needs the workspace/staging/upper/control changes (h8-secrets)")
 def test_local_state_folders_are_private(file_store_url: str, tmp_path: Path, isolated_env: Path) -> None:
     from fsmount.fs.control import runtime_dir
     from fsmount.overlay.upper import UpperLayer

@@ -356,7 +356,6 @@ def test_service_conf_sample_parses(tmp_path: Path) -> None:
     assert s.metrics_file == "/var/lib/node_exporter/fsmount-pets.prom"
 
 
-@pytest.mark.xfail(strict=True, reason="parse_conf keeps a trailing '# comment' in the value (reported)")
 def test_service_conf_sample_values_are_as_written(tmp_path: Path) -> None:
     assert parse_conf(service_conf(tmp_path)).credentials_file == "/etc/fsmount/pets.credentials"
 

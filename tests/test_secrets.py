@@ -227,7 +227,6 @@ def test_an_existing_open_log_file_is_tightened_and_a_symlink_refused(tmp_path: 
     assert stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
-@pytest.mark.xfail(strict=True, reason="needs the launcher change in the h8-secrets report (os.open 0o600)")
 def test_background_daemon_log_is_private(file_store_url: str, tmp_path: Path, require_fuse: None) -> None:
     src = write_tree(tmp_path / "src", {"x.txt": "x"})
     run_cli("--store", file_store_url, "sync", "--project", "p", "--name", "n", "--folder", str(src), "-q")

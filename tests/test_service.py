@@ -182,6 +182,7 @@ def test_debug_log_holds_no_secret(
     secret = "SuperSecretValue0123456789abcdefXYZ"
     creds = tmp_path / "creds"
     creds.write_text(f"AWS_ACCESS_KEY_ID=AKIATESTKEY\nAWS_SECRET_ACCESS_KEY={secret}\n")
+    creds.chmod(0o600)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)  # moto accepts any key; the data is written with it
     src = write_tree(tmp_path / "src", {"x.txt": "x" * 1000})
     ds = Dataset.create("sec", "ops", store=s3_store_url)

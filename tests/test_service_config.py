@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmount.service.config import EX_CONFIG, ConfigError, load_credentials, parse_conf, parse_fstab_options
+from fsmount.service.config import EX_CONFIG, ConfigError, parse_conf, parse_fstab_options
+from fsmount.service.credentials import load_credentials
 from fsmount.service.notify import notify
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
@@ -81,6 +82,7 @@ def test_fstab_options() -> None:
 def test_credentials_file(tmp_path: Path) -> None:
     f = tmp_path / "creds"
     f.write_text("# aws\nAWS_ACCESS_KEY_ID=AKIA1\nexport AWS_SECRET_ACCESS_KEY='s3cr3t'\n")
+    os.chmod(f, 0o600)
     assert load_credentials(str(f)) == {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
     f.write_text("garbage\n")
     with pytest.raises(ConfigError):

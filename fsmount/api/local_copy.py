@@ -227,12 +227,13 @@ def shared_copy(
     try:
         materialise(reader, root, tmp, read_only=True, progress=progress)
         if target.exists():
-            shutil.rmtree(target)
+            remove_tree(target)
         tmp.rename(target)
         complete.touch()
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
     return target
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fsmount import config
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.cache.local_cache import ContentCache
-from fsmount.config import data_home
+from fsmount.config import data_home, private_dir
 from fsmount.errors import UsageError
 from fsmount.store import open_store
 from fsmount.store.base import ObjectStore
@@ -66,7 +66,8 @@ class Workspace:
 
     @property
     def data_home(self) -> Path:
-        return data_home()
+        """Drafts, overlays and the current-draft pointer: private to their owner (0700)."""
+        return private_dir(data_home())
 
     def close(self) -> None:
         if "cache" in self.__dict__:

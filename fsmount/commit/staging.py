@@ -52,7 +52,7 @@ class StagingJournal:
         return self.path.exists()
 
     def create(self, meta: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.folder / "draft.json").write_text(json.dumps(meta))
         self.path.touch()
 

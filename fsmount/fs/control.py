@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 def runtime_dir() -> Path:
     d = config.runtime_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = d.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise FsmountError(f"runtime folder {d} is not a folder of yours")
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)
     return d
 
 

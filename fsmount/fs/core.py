@@ -142,11 +142,11 @@ class ReadOnlyFS:
         if not d.loaded:
             await self._dir_tree(d)
         bs = self.record.block_size
-        return Attr(d.ino, stat.S_IFDIR | d.mode, 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, bs)
+        return Attr(d.ino, stat.S_IFDIR | (d.mode & 0o777), 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, bs)
 
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
         if isinstance(e, FileEntry):
-            return Attr(ino, stat.S_IFREG | e.mode, 1, e.size, e.mtime_ns, e.block_size)
+            return Attr(ino, stat.S_IFREG | (e.mode & 0o777), 1, e.size, e.mtime_ns, e.block_size)
         if isinstance(e, SymlinkEntry):
             return Attr(ino, stat.S_IFLNK | 0o777, 1, len(_key(e.target)), e.mtime_ns, self.record.block_size)
         raise AssertionError("directories have records")

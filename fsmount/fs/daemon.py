@@ -26,7 +26,8 @@ from fsmount.fs.options import FsOptions, tune_kernel
 from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.logs import setup_logging
 from fsmount.service import metrics
-from fsmount.service.config import EX_CONFIG, export_credentials
+from fsmount.service.config import EX_CONFIG
+from fsmount.service.credentials import export_credentials
 from fsmount.service.notify import notify
 from fsmount.service.request import MountRequest
 from fsmount.store import open_store

@@ -62,7 +62,11 @@ def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> in
     check_mountpoint(mountpoint)  # fail fast; the daemon checks again
     logfile = str(control.log_path(mountpoint))
     r, w = os.pipe()
-    with open(logfile, "ab") as logf:
+    # 0600, never through a symlink: the log holds paths and errors, and the daemon may be root.
+    logfd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(logfd, "ab") as logf:
+        if os.fstat(logfd).st_uid == os.geteuid():
+            os.fchmod(logfd, 0o600)  # a log made by an older fsmount was 0644
         proc = subprocess.Popen([*CLI, *argv, "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
                                 stdout=logf, stderr=logf, start_new_session=True)
     os.close(w)

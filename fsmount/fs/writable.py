@@ -142,7 +142,7 @@ class WritableFS:
 
     def _attr(self, n: Node) -> Attr:
         nlink = 1  # directories too: 1 tells find(1) not to count subdirectories by link count
-        return Attr(self._ino(n.path), n.st_mode, nlink, n.size, n.mtime_ns, self.record.block_size)
+        return Attr(self._ino(n.path), n.st_mode & ~0o7000, nlink, n.size, n.mtime_ns, self.record.block_size)
 
     # -- names and attributes ------------------------------------------------------------------
 

@@ -151,7 +151,10 @@ class UpperLayer:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.data_dir = self.folder / "data"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.folder.stat().st_uid == os.geteuid() and self.folder.stat().st_mode & 0o077:
+            os.chmod(self.folder, 0o700)
+        self.data_dir.mkdir(exist_ok=True, mode=0o700)
         self._data_prefix = f"{self.data_dir}/"
         self.db_path = self.folder / "upper.db"
         self._lock = threading.RLock()

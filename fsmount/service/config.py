@@ -7,13 +7,11 @@ EX_CONFIG, which systemd reports as a configuration error).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fsmount.service.request import EX_CONFIG, OPTIONS, ConfigError, MountRequest, Option
 
-__all__ = ["EX_CONFIG", "ConfigError", "MountSettings", "export_credentials", "load_credentials",
-           "parse_conf", "parse_fstab_options"]
+__all__ = ["EX_CONFIG", "ConfigError", "MountSettings", "parse_conf", "parse_fstab_options"]
 
 MountSettings = MountRequest  # the settings a conf file or an fstab line describe
 
@@ -104,25 +102,3 @@ def parse_fstab_options(ref: str, mountpoint: str, options: str) -> MountSetting
             _assign(s, key, value, "fstab option")
     return s
 
-
-def load_credentials(path: str) -> dict[str, str]:
-    """AWS_* variables from a credentials file of KEY=VALUE lines (systemd EnvironmentFile style)."""
-    out: dict[str, str] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise ConfigError(f"credentials file {path}: {e.strerror}") from None
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        k, eq, v = line.removeprefix("export ").partition("=")
-        if not eq:
-            raise ConfigError(f"credentials file {path}: expected KEY=VALUE lines")
-        out[k.strip()] = v.strip().strip('"').strip("'")
-    return out
-
-
-def export_credentials(path: str) -> None:
-    """Put a credentials file's variables into this process's environment (for boto3)."""
-    os.environ.update(load_credentials(path))

@@ -124,3 +124,8 @@ def load_credentials(path: str | os.PathLike[str]) -> dict[str, str]:
         if key in SECRET_KEYS:
             register_secret(value)
     return out
+
+
+def export_credentials(path: str | os.PathLike[str]) -> None:
+    """Put a credentials file's checked variables into this process's environment (for boto3)."""
+    os.environ.update(load_credentials(path))

@@ -185,7 +185,7 @@ class MountRequest:
         return self
 
     def fuse_option_set(self) -> set[str]:
-        opts = {"fsname=fsmount", "subtype=fsmount"} | (set() if self.write else {"ro"})
+        opts = {"fsname=fsmount", "subtype=fsmount", "nosuid", "nodev"} | (set() if self.write else {"ro"})
         if self.allow_other:
             opts |= {"allow_other", "default_permissions"}
         for o in self.fuse_options:
