@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fsmount.store.base import ObjectInfo, ObjectStore, content_hash
@@ -19,15 +19,25 @@ class FaultyStore(ObjectStore):
     With `crash_at=N`, writes 1..N-1 happen, write N does not, and SimulatedCrash is raised
     from it and from every call after it (a dead process writes nothing more; writes other
     threads had already sent complete). With `torn=True`, a crashing put of a content-addressed
-    object first leaves its first half at the key, as a server that keeps the partial object of
-    an interrupted PUT does (file:// and S3 stores only). `crash_at=None` just counts: a clean
-    run tells how many write points a sweep has to cover.
+    object that is not in the store yet first leaves its first half at the key, as a server that
+    keeps the partial object of an interrupted PUT does (file:// and S3 stores only).
+    `crash_at=None` just counts: a clean run tells how many write points a sweep has to cover.
+    `crash_on(op, key)` picks the crashing write by what it is instead (the first for which it
+    returns True).
     """
 
-    def __init__(self, inner: ObjectStore, crash_at: int | None = None, *, torn: bool = False) -> None:
+    def __init__(
+        self,
+        inner: ObjectStore,
+        crash_at: int | None = None,
+        *,
+        torn: bool = False,
+        crash_on: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.inner = inner
         self.url = inner.url
         self.crash_at = crash_at
+        self.crash_on = crash_on
         self.torn = torn
         self.writes = 0
         self.crashed_on: str | None = None  # "put objects/..": the write that crashed
@@ -35,18 +45,19 @@ class FaultyStore(ObjectStore):
 
     def _alive(self) -> None:
         if self.crashed_on is not None:
-            raise SimulatedCrash(f"the process crashed at write {self.crash_at} ({self.crashed_on})")
+            raise SimulatedCrash(f"the process crashed before ({self.crashed_on})")
 
     def _write(self, op: str, key: str, data: bytes | None = None) -> None:
         with self._lock:
             self._alive()
             self.writes += 1
-            if self.writes != self.crash_at:
+            if self.writes != self.crash_at and not (self.crash_on is not None and self.crash_on(op, key)):
                 return
             self.crashed_on = f"{op} {key}"
-        if self.torn and op == "put" and data and content_hash(key) is not None:
+        if self.torn and op == "put" and data and content_hash(key) is not None \
+                and self.inner.head(key) is None:
             self._leave_partial(key, data[: len(data) // 2])
-        raise SimulatedCrash(f"simulated crash at write {self.crash_at} ({op} {key})")
+        raise SimulatedCrash(f"simulated crash at write {self.writes} ({op} {key})")
 
     def _leave_partial(self, key: str, data: bytes) -> None:
         root = getattr(self.inner, "root", None)
