@@ -191,8 +191,7 @@ class S3Store(ObjectStore):
                 if ok is None:
                     ok = self._probe_conditional_writes()
                     _CONDITIONAL_OK[ident] = ok
-                    if not ok:
-                        log.warning("%s: %s", self.url, CONDITIONAL_WRITES_IGNORED)
+                    log.debug("%s honours conditional writes: %s", self.url, ok)
         if not ok:
             raise ConditionalWritesUnsupported(CONDITIONAL_WRITES_IGNORED)
 
