@@ -316,6 +316,7 @@ class _Checker:
         self.check_blocks(listing)
         self._orphans(listing)
         self._locks()
+        self.report.problems.sort(key=lambda p: p.key)  # stable: one key's problems keep their order
         return self.report
 
     def _orphans(self, listing: dict[str, ObjectInfo]) -> None:
