@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -78,6 +79,12 @@ def s3rver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def _client(endpoint: str) -> Any:
+    """A client of its own session: boto3's default session keeps the credentials it first saw."""
+    return boto3.session.Session(aws_access_key_id="S3RVER", aws_secret_access_key="S3RVER").client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
 @pytest.fixture
 def s3rver_url(s3rver: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh bucket on s3rver (its fixed credentials); AWS_ENDPOINT_URL points subprocesses at it."""
@@ -85,13 +92,13 @@ def s3rver_url(s3rver: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3rver)
     bucket = f"probe-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3rver).create_bucket(Bucket=bucket)
+    _client(s3rver).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/ds"
 
 
 def test_s3rver_really_ignores_the_conditions(s3rver_url: str, s3rver: str) -> None:
     """What the probe is for: s3rver answers 200 to writes whose conditions do not hold."""
-    client = boto3.client("s3", endpoint_url=s3rver)
+    client = _client(s3rver)
     bucket = s3rver_url.split("/")[2]
     client.put_object(Bucket=bucket, Key="k", Body=b"one", IfNoneMatch="*")
     client.put_object(Bucket=bucket, Key="k", Body=b"two", IfNoneMatch="*")
