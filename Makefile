@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd rsync
 BENCH_PACKAGES := rclone s3fs
 
-.PHONY: all demo test lint bench system-deps bench-deps install clean
+.PHONY: all demo test lint bench system-deps bench-deps test-servers install clean
 
 all: test
 
@@ -20,6 +20,13 @@ system-deps:
 	  echo ">> installing system packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
+
+# Test servers besides moto: s3rver (an S3 server that ignores conditional writes), into .servers/.
+S3RVER := .servers/node_modules/s3rver/bin/s3rver.js
+test-servers:
+	@if ! command -v npm >/dev/null; then echo ">> installing nodejs npm"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; fi
+	@test -f $(S3RVER) || { echo ">> installing s3rver 3.7.1"; npm install --silent --prefix .servers s3rver@3.7.1; }
 
 bench-deps: system-deps
 	@for p in $(BENCH_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
@@ -35,7 +42,7 @@ $(STAMP): pyproject.toml | system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fsmount cli tests bench
 
-test: system-deps $(STAMP) lint
+test: system-deps $(STAMP) lint test-servers
 	$(VENV)/bin/pytest -q tests
 
 demo: system-deps $(STAMP)

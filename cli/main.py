@@ -141,6 +141,10 @@ def _register() -> None:
 
     for cmd in dataset_commands.COMMANDS:
         main.add_command(cmd)
+    from fsmount.cli import check_commands
+
+    for cmd in check_commands.COMMANDS:
+        main.add_command(cmd)
     try:
         from fsmount.cli import mount_commands
     except ImportError:

@@ -44,6 +44,13 @@ class StoreError(FsmountError):
     """The store failed in a way the user must look at (bucket missing, bad URL...)."""
 
 
+class ConditionalWritesUnsupported(StoreError):
+    """The server accepts If-None-Match / If-Match but does not honour them: no safe updates."""
+
+    errno = _errno.EOPNOTSUPP
+    exit_code = 3
+
+
 class StoreUnreachable(StoreError):
     """The store could not be reached (network down, endpoint wrong)."""
 

@@ -201,23 +201,19 @@ def test_non_utf8_file_names_are_refused_clearly(ws: Workspace, tmp_path: Path) 
 
 
 def test_files_staged_after_an_interrupted_finalize_are_not_lost(ws: Workspace, tmp_path: Path) -> None:
-    import fsmount.commit.finalize as fin
+    """finalize dies after writing the record, before the state flip; then a file is staged and
+    close runs again: the record of the interrupted run must be replaced, not reused."""
+    from fsmount.store.faults import FaultyStore, SimulatedCrash
 
     (tmp_path / "a").write_text("a")
     (tmp_path / "b").write_text("b")
     ds = Dataset.create("late", "proj", workspace=ws)
     ds.add_files(tmp_path / "a")
-    real = fin.update_state
-
-    def crash(*args: object, **kw: object) -> None:
-        raise KeyboardInterrupt  # after the record is written, before the state flips
-
-    fin.update_state = crash  # type: ignore[assignment]
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            ds.finalize()
-    finally:
-        fin.update_state = real
+    flip = ("put_conditional", f"state/{ds.id}")
+    doomed = Workspace(FaultyStore(ws.store, crash_on=lambda op, key: (op, key) == flip))
+    with pytest.raises(SimulatedCrash):
+        Dataset(doomed, ds.refresh()._state).finalize()
+    assert ws.store.exists(f"versions/{ds.id}") and ds.refresh().state == "draft"
     ds.add_files(tmp_path / "b")
     ds.finalize()
     assert sorted(ds.list_files()) == ["a", "b"]

@@ -13,6 +13,11 @@ import pytest
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.check.store_check import check_store
+from fsmount.commit import registry
+from fsmount.format.hashing import record_key, state_key
+from fsmount.format.objects import VersionState
+from fsmount.store.faults import FaultyStore, SimulatedCrash
 from tests.helpers import FSMOUNT, count_objects, hash_tree, run_cli, run_json
 
 
@@ -54,35 +59,34 @@ def test_close_killed_mid_upload_is_finished_by_running_it_again(
     assert hash_tree(Path(path)) == hash_tree(files)
 
 
+def _crash_at_state_flip(ws: Workspace, ds: Dataset) -> None:
+    """Finalize `ds` in a "process" that dies at the state flip: after the record, before final."""
+    flip = ("put_conditional", state_key(ds.id))
+    faulty = FaultyStore(ws.store, crash_on=lambda op, key: (op, key) == flip)
+    doomed = Workspace(faulty, cache_dir=ws.cache_dir)
+    with pytest.raises(SimulatedCrash):
+        Dataset(doomed, registry.read_state(ws.store, ds.id)).finalize()
+    doomed.cache.close()
+    assert ws.store.exists(record_key(ds.id)), "the crash came before the record was written"
+    assert ds.refresh().state == "draft"
+
+
 def test_close_of_a_draft_whose_record_exists_completes(tmp_path: Path) -> None:
-    """A crash between writing the record and flipping the state: close flips it."""
-    ws = Workspace(f"file://{tmp_path / 'store'}")
+    """A crash between writing the record and flipping the state: close reuses the record, flips it."""
+    ws = Workspace(f"file://{tmp_path / 'store'}", cache_dir=tmp_path / "cache")
     (tmp_path / "a").write_text("a")
     ds = Dataset.create("rec", "p", workspace=ws)
     ds.add_files(tmp_path / "a")
-    from fsmount.commit import registry
-
-    real = registry.update_state
-
-    def crash(*a: object, **k: object) -> None:
-        raise KeyboardInterrupt
-
-    registry.update_state = crash  # type: ignore[assignment]
-    import fsmount.commit.finalize as fin
-
-    fin.update_state = crash  # type: ignore[assignment]
-    try:
-        try:
-            ds.finalize()
-        except KeyboardInterrupt:
-            pass
-    finally:
-        registry.update_state = real
-        fin.update_state = real
-    assert ds.refresh().state == "draft"
+    _crash_at_state_flip(ws, ds)
+    written = ws.store.get(record_key(ds.id))
+    assert check_store(ws.store).ok
     ds.finalize()
     assert ds.refresh().state == "final"
     assert ds.list_files() == ["a"]
+    # The record of the interrupted finalize was reused as it was (its finalize time included),
+    # not deleted and written again.
+    assert ws.store.get(record_key(ds.id)) == written
+    assert check_store(ws.store).ok
 
 
 def _tag_in_parallel(ref: str, n: int) -> list[subprocess.Popen[str]]:
@@ -117,6 +121,31 @@ def test_concurrent_tag_changes_are_never_lost(
 
 
 def test_publish_racing_with_tagging_keeps_both(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag change reads the state, then `fsmount publish` (another process) changes it, then the
+    tag change writes: its write must be refused (stale etag), re-read and re-applied, so both
+    the publication and the tag survive. The interleaving is forced, not left to timing."""
+    monkeypatch.setenv("FSMOUNT_STORE", store_url)
+    (tmp_path / "f").write_text("x")
+    ref = run_json("sync", "--folder", str(tmp_path), "--project", "p", "--name", "pub")["id"]
+    ws = Workspace(store_url)
+    attempts: list[str] = []
+
+    def add_tag(st: VersionState) -> None:
+        attempts.append(st.state)
+        if len(attempts) == 1:  # between our read and our write, another process publishes
+            run_cli("publish", ref)
+        st.tags = (*st.tags, "a")
+
+    registry.update_state(ws.store, ref, add_tag)
+    assert attempts == ["final", "published"], "the stale write was not refused and retried"
+    info = run_json("info", ref)
+    assert info["state"] == "published" and info["tags"] == ["a"]
+    ws.close()
+
+
+def test_publish_and_tag_processes_at_once_keep_both(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FSMOUNT_STORE", store_url)

@@ -19,6 +19,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.check.store_check import check_store
+from fsmount.overlay.upper import default_overlay_dir
+from fsmount.overlay.upper_check import check_upper_folder
 from tests.fs_helpers import cli_mount
 from tests.helpers import run_json, write_tree
 from tests.test_overlay_stateful import BASE, PATHS, ref_tree
@@ -104,6 +107,10 @@ class MountMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         run_json("commit", str(self.mnt))
+        ws = self.ctx["ws"]
+        overlay = default_overlay_dir(ws.store_url, str(self.mnt))
+        assert check_upper_folder(overlay, ws.reader.tree, live=True) == []  # live: spares are allowed
+        assert check_store(ws.store, read_data=True).problems == []
 
 
 def test_writable_mount_matches_a_plain_directory(tmp_path: Path, file_store_url: str) -> None:
@@ -117,7 +124,7 @@ def test_writable_mount_matches_a_plain_directory(tmp_path: Path, file_store_url
     shutil.copytree(src, ref, symlinks=True)
     mnt = tmp_path / "mnt"
     with cli_mount(ds.id, mnt, file_store_url, tmp_path / "cache", "--write"):
-        MountMachine.ctx = {"ref": ref, "mnt": mnt}
+        MountMachine.ctx = {"ref": ref, "mnt": mnt, "ws": ws}
         run_state_machine_as_test(MountMachine, settings=settings(
             max_examples=int(os.environ.get("OVERLAY_MOUNT_EXAMPLES", "8")), stateful_step_count=20,
             deadline=None, database=None, suppress_health_check=list(HealthCheck)))

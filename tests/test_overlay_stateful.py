@@ -23,12 +23,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.check.store_check import check_store
 from fsmount.errors import FsError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 from fsmount.overlay.commit import commit_upper
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.upper import UpperLayer
+from fsmount.overlay.upper_check import check_upper_folder
 from tests.helpers import write_tree
 
 NAMES = ["a", "b", "c"]
@@ -118,7 +120,9 @@ class OverlayMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            assert check_upper_folder(self.upper.folder, self.ws.reader.tree, live=True) == []
             self._commit()
+            assert check_store(self.ws.store, read_data=True).problems == []
         finally:
             self.upper.close()
             self.ws.close()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from fsmount.errors import ObjectNotFound, PreconditionFailed, StoreError, StoreUnreachable, UsageError
 from fsmount.store import open_store
 from fsmount.store.base import ObjectStore
+from fsmount.store.local import LocalStore
+from fsmount.store.s3 import S3Store
 
 
 @pytest.fixture
@@ -64,42 +69,85 @@ def test_conditional_create_and_update(store: ObjectStore) -> None:
     assert store.get_versioned("state/v") == (b"two", etag2)
 
 
-def test_racing_conditional_writes_exactly_one_wins(store: ObjectStore) -> None:
-    etag = store.put_conditional("state/race", b"initial", if_match=None)
-    results: list[str] = []
-    barrier = threading.Barrier(8)
+def _race(n: int, write: Callable[[int], object]) -> list[int]:
+    """Run `write(i)` in n threads released at once; return the i of every call that succeeded."""
+    won: list[int] = []
+    barrier = threading.Barrier(n)
 
-    def writer(i: int) -> None:
+    def run(i: int) -> None:
         barrier.wait()
         try:
-            store.put_conditional("state/race", str(i).encode(), if_match=etag)
-            results.append("won")
+            if write(i) is not False:
+                won.append(i)
         except PreconditionFailed:
-            results.append("lost")
+            pass
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results.count("won") == 1 and results.count("lost") == 7
+    return won
+
+
+def test_racing_conditional_updates_exactly_one_wins(store: ObjectStore) -> None:
+    etag = store.put_conditional("state/race", b"initial", if_match=None)
+    won = _race(8, lambda i: store.put_conditional("state/race", f"writer {i}".encode(), if_match=etag))
+    assert len(won) == 1, f"{len(won)} writers were told they won"
+    assert store.get("state/race") == f"writer {won[0]}".encode()
+
+
+def test_racing_conditional_creates_exactly_one_wins(store: ObjectStore) -> None:
+    won = _race(8, lambda i: store.put_conditional("state/new", f"creator {i}".encode(), if_match=None))
+    assert len(won) == 1, f"{len(won)} creators were told they won"
+    assert store.get("state/new") == f"creator {won[0]}".encode()
 
 
 def test_concurrent_write_once_puts(store: ObjectStore) -> None:
-    created: list[bool] = []
-    barrier = threading.Barrier(6)
+    """Distinct bytes per writer: a put that overwrote would show as a second winner or other bytes."""
+    won = _race(6, lambda i: store.put("objects/dd/same", f"writer {i}".encode()))
+    assert len(won) == 1, f"{len(won)} writers were told they created the object"
+    assert store.get("objects/dd/same") == f"writer {won[0]}".encode()
 
-    def writer() -> None:
-        barrier.wait()
-        created.append(store.put("objects/dd/same", b"identical"))
 
-    threads = [threading.Thread(target=writer) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert created.count(True) >= 1
-    assert store.get("objects/dd/same") == b"identical"
+def test_a_short_object_at_a_content_key_is_replaced(store: ObjectStore) -> None:
+    """A partial object left by an interrupted upload is not "already there": put replaces it."""
+    data = os.urandom(3000)
+    h = hashlib.sha256(data)
+    key = f"objects/{h.hexdigest()[:2]}/{h.hexdigest()}"
+    _plant(store, key, data[:1000])
+    assert not store.holds(key, len(data))
+    assert store.put(key, data) is True
+    assert store.get(key) == data and store.holds(key, len(data))
+    assert store.put(key, data) is False
+
+
+def test_holds_checks_size_and_sha256(store: ObjectStore) -> None:
+    data = b"x" * 5000
+    h = hashlib.sha256(data)
+    key = f"objects/{h.hexdigest()[:2]}/{h.hexdigest()}"
+    assert not store.holds(key, len(data))
+    store.put(key, data)
+    assert store.holds(key, len(data)) and store.holds(key, len(data), h.digest())
+    assert not store.holds(key, len(data) + 1)
+
+
+def test_other_keys_stay_write_once_whatever_their_size(store: ObjectStore) -> None:
+    """Only content-addressed keys say what they must hold; a record that exists is never replaced."""
+    store.put("versions/abc", b"the first record")
+    assert store.put("versions/abc", b"another, longer record") is False
+    assert store.get("versions/abc") == b"the first record"
+
+
+def _plant(store: ObjectStore, key: str, data: bytes) -> None:
+    """Put bytes at a key behind the store's back, as a crashed writer or a broken server leaves them."""
+    if isinstance(store, LocalStore):
+        path = store.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        assert isinstance(store, S3Store)
+        store.client.put_object(Bucket=store.bucket, Key=store.prefix + key, Body=data)
 
 
 @pytest.mark.parametrize("url", ["s3://", "ftp://x/y", "s3://bucket?x=1", "relative/path", "file://"])

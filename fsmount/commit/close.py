@@ -95,14 +95,27 @@ def lost_uploads(store: ObjectStore, staged: Staged) -> list[str]:
     """
     # staging.SESSION is read here, not imported: it names this process, and a test plays another one.
     earlier = [(dest, e) for dest, (_, e, session) in staged.uploaded.items() if session != staging.SESSION]
-    blocks = {b if isinstance(b, bytes) else b[0] for _, e in earlier for b in e.blocks}
-    if not blocks:
+    # Each object with the length its locators need: a bare block exactly its span, a ranged
+    # locator's object at least up to the span's end. A partial object (an interrupted PUT) is no block.
+    needed: dict[tuple[bytes, bool], int] = {}
+    for _, e in earlier:
+        for ref, (h, off, length, _) in zip(e.blocks, e.spans(), strict=True):
+            bare = isinstance(ref, bytes)
+            needed[(h, bare)] = max(needed.get((h, bare), 0), length if bare else off + length)
+    if not needed:
         return []
+
+    def present(item: tuple[tuple[bytes, bool], int]) -> bool:
+        (h, bare), size = item
+        if bare:
+            return store.holds(object_key(h), size)
+        info = store.head(object_key(h))
+        return info is not None and info.size >= size
+
     with ThreadPoolExecutor(32) as pool:
-        present = dict(zip(blocks, pool.map(lambda h: store.exists(object_key(h)), blocks), strict=True))
-    return [
-        dest for dest, e in earlier if not all(present[b if isinstance(b, bytes) else b[0]] for b in e.blocks)
-    ]
+        ok = dict(zip(needed, pool.map(present, needed.items()), strict=True))
+    bad = {h for (h, _), good in ok.items() if not good}
+    return [dest for dest, e in earlier if any((b if isinstance(b, bytes) else b[0]) in bad for b in e.blocks)]
 
 
 def changeset(staged: Staged, origin: str) -> ChangeSet:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.drafts import author
 from fsmount.commit.registry import read_state, update_state
-from fsmount.errors import ObjectNotFound, StateError
+from fsmount.errors import FormatError, ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
 from fsmount.format.objects import (
     EMPTY_TREE_BYTES,
@@ -163,8 +163,12 @@ def _write_record(
     a record whose tree differs (files were staged after the crash) is replaced.
     """
     try:
-        existing = VersionRecord.decode(store.get(record_key(state.id)))
+        existing: VersionRecord | None = VersionRecord.decode(store.get(record_key(state.id)))
     except ObjectNotFound:
+        existing = None
+    except FormatError:  # a torn record of a draft (an interrupted PUT): not authoritative, rewrite it
+        log.warning("the record of draft %s is damaged; writing it again", state.id)
+        store.delete(record_key(state.id))
         existing = None
     if existing is not None:
         if (existing.root, existing.base, existing.message) == (root, base, message):

@@ -89,7 +89,9 @@ class Uploader:
                 self.stats.blocks_deduplicated += 1
                 return
         key = object_key(h)
-        if len(data) >= HEAD_FIRST and self.store.head(key) is not None:
+        # A present object counts only if it is the one meant (size, and the store's checksum
+        # where it keeps one): a partial object left by an interrupted upload is written again.
+        if len(data) >= HEAD_FIRST and self.store.holds(key, len(data), h):
             created = False
         else:
             created = self.store.put(key, bytes(data))

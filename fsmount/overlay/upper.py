@@ -196,7 +196,8 @@ class UpperLayer:
         self._spares: list[tuple[str, int]] = []
         self._want_spares = threading.Event()
         self._want_spares.set()
-        threading.Thread(target=self._make_spares, name="overlay-spares", daemon=True).start()
+        self._spare_thread = threading.Thread(target=self._make_spares, name="overlay-spares", daemon=True)
+        self._spare_thread.start()
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -430,8 +431,9 @@ class UpperLayer:
                 except OSError:
                     break  # out of space or fds: create() makes its own and reports the error
                 with self._lock:
-                    if self._closed:
+                    if self._closed:  # made while closing: no row will ever name it
                         os.close(spare[1])
+                        self.drop_data(spare[0])
                         return
                     self._spares.append(spare)
 
@@ -491,6 +493,8 @@ class UpperLayer:
             self._closed = True
             spares, self._spares = self._spares, []
         self._want_spares.set()
+        if self._spare_thread is not threading.current_thread():
+            self._spare_thread.join()
         for name, fd in spares:
             os.close(fd)
             self.drop_data(name)

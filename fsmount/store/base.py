@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+CONDITIONAL_WRITES_IGNORED = (
+    "this S3 server ignores conditional writes (If-None-Match/If-Match);"
+    " fsmount cannot change versions on it safely"
+)
+
+
+def content_hash(key: str) -> bytes | None:
+    """The SHA-256 a content-addressed key names (`objects/<h[0:2]>/<h>`), else None.
+
+    Only these keys are known to the store layer to hold exactly the bytes their name hashes
+    to; a put of such a key may replace a damaged object, never one of any other key.
+    """
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "objects" or len(parts[2]) != 64 or parts[1] != parts[2][:2]:
+        return None
+    try:
+        return bytes.fromhex(parts[-1])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +37,7 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float  # seconds since the epoch, as the store reports it
+    sha256: bytes | None = None  # the store's own checksum of the object, where it keeps one
 
 
 class ObjectStore(ABC):
@@ -35,13 +59,20 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
-        """Return the object's info, or None if it does not exist."""
+        """Return the object's info, or None if it does not exist.
+
+        `sha256` is filled in where the store keeps a checksum of the object (S3 objects
+        written with ChecksumAlgorithm=SHA256); None elsewhere.
+        """
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> bool:
-        """Store `data` under `key` unless the key exists. Never overwrites.
+        """Store `data` under `key` unless the key exists. Never overwrites a good object.
 
-        Returns True if this call created the object, False if it already existed.
+        Returns True if this call created the object, False if it already existed. For a
+        content-addressed key (see `content_hash`) an existing object that is not the one
+        meant (wrong size, or a stored checksum that differs: the partial object of an
+        interrupted PUT) is replaced, with a warning, and True is returned.
         """
 
     @abstractmethod
@@ -69,7 +100,31 @@ class ObjectStore(ABC):
         """Make every object written so far durable (no-op where a PUT is durable)."""
 
     def exists(self, key: str) -> bool:
+        """Whether any object is at `key`. To decide that an object need not be written
+        again, use `holds`: an object that exists may still be a damaged one."""
         return self.head(key) is not None
+
+    def holds(self, key: str, size: int, sha256: bytes | None = None) -> bool:
+        """Whether `key` holds the object meant: present, `size` bytes long and, where the store
+        keeps a checksum, with SHA-256 `sha256` (by default the hash a content-addressed key
+        names). A damaged object is logged and reported as not held, so it gets written again.
+        """
+        info = self.head(key)
+        if info is None:
+            return False
+        return self.is_intact(info, size, sha256 if sha256 is not None else content_hash(key))
+
+    def is_intact(self, info: ObjectInfo, size: int, sha256: bytes | None) -> bool:
+        """Compare what a HEAD found with what was meant; a mismatch is logged as damage."""
+        if info.size != size:
+            log.warning("object %s in %s is damaged: %d bytes instead of %d (an interrupted upload?);"
+                        " it will be replaced", info.key, self.url, info.size, size)
+            return False
+        if sha256 is not None and info.sha256 is not None and info.sha256 != sha256:
+            log.warning("object %s in %s is damaged: its stored SHA-256 is %s, not %s;"
+                        " it will be replaced", info.key, self.url, info.sha256.hex(), sha256.hex())
+            return False
+        return True
 
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""

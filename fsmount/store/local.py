@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fsmount.errors import ObjectNotFound, PreconditionFailed, StoreError
-from fsmount.store.base import ObjectInfo, ObjectStore
+from fsmount.store.base import ObjectInfo, ObjectStore, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +83,42 @@ class LocalStore(ObjectStore):
 
     def put(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        if path.exists():
+        meant = content_hash(key)
+        info = self.head(key)
+        if info is not None and (meant is None or self.is_intact(info, len(data), meant)):
             return False
         tmp = self._write_tmp(path, data)
         try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno != errno.EPERM:  # some network filesystems refuse hard links
-                raise
-            if path.exists():
-                return False
-            os.rename(tmp, path)
-            return True
+            if info is not None:  # a damaged object (a short file): replace it in one step
+                os.replace(tmp, path)
+                return True
+            return self._link(key, path, tmp, meant, len(data))
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _link(self, key: str, path: Path, tmp: Path, meant: bytes | None, size: int) -> bool:
+        """Publish `tmp` at `path` unless a good object is there (link(2) fails if present)."""
+        for _ in range(3):
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                info = self.head(key)
+                if info is None:
+                    continue  # deleted since: try again
+                if meant is None or self.is_intact(info, size, meant):
+                    return False
+                os.replace(tmp, path)
+                return True
+            except OSError as e:
+                if e.errno != errno.EPERM:  # some network filesystems refuse hard links
+                    raise
+                info = self.head(key)
+                if info is not None and (meant is None or self.is_intact(info, size, meant)):
+                    return False
+                os.rename(tmp, path)
+                return True
+        return False
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)

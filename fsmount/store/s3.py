@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,12 +18,18 @@ from botocore.config import Config
 from fsmount.config import s3_endpoint_url
 from fsmount.errors import (
     AccessDenied,
+    ConditionalWritesUnsupported,
     ObjectNotFound,
     PreconditionFailed,
     StoreError,
     StoreUnreachable,
 )
-from fsmount.store.base import ObjectInfo, ObjectStore
+from fsmount.store.base import (
+    CONDITIONAL_WRITES_IGNORED,
+    ObjectInfo,
+    ObjectStore,
+    content_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,11 @@ _DENIED = {
     "InvalidToken",
 }
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_UNSUPPORTED = {"NotImplemented", "501"}
+
+# Whether each server (endpoint, bucket) honours If-None-Match / If-Match: probed once per process.
+_CONDITIONAL_OK: dict[tuple[str, str], bool] = {}
+_PROBE_LOCK = threading.Lock()
 
 
 def _code(err: botocore.exceptions.ClientError) -> str:
@@ -117,21 +131,38 @@ class S3Store(ObjectStore):
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            resp = self._call("head", self.client.head_object, Key=self._key(key))
+            resp = self._call("head", self.client.head_object, Key=self._key(key), ChecksumMode="ENABLED")
         except ObjectNotFound:
             return None
-        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"].timestamp())
+        return ObjectInfo(key, resp["ContentLength"], resp["LastModified"].timestamp(),
+                          _sha256_of(resp.get("ChecksumSHA256")))
+
+    def _put(self, key: str, data: bytes, sha256: bytes, **cond: str) -> Any:
+        """PutObject with the body's SHA-256: the server refuses bytes that do not match it
+        (BadDigest), and keeps it, so a later HEAD tells which object it holds."""
+        return self._call(
+            "put", self.client.put_object, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(sha256).decode(), **cond,
+        )
 
     def put(self, key: str, data: bytes) -> bool:
+        meant = content_hash(key)
+        sha256 = meant or hashlib.sha256(data).digest()
         for attempt in range(5):
             try:
-                self._call("put", self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*")
+                self._put(key, data, sha256, IfNoneMatch="*")
                 return True
             except PreconditionFailed:
                 # 412: the object exists. 409: another conditional write of it is in flight;
-                # only trust "exists" once a HEAD sees it.
-                if self.head(key) is not None:
-                    return False
+                # only trust "exists" once a HEAD sees it, and only if it is the object meant.
+                info = self.head(key)
+                if info is not None:
+                    if meant is None or self.is_intact(info, len(data), meant):
+                        return False
+                    # Damaged (an interrupted upload kept by the server): overwrite it. A plain
+                    # PUT replaces it atomically, and every writer of this key sends these bytes.
+                    self._put(key, data, sha256)
+                    return True
                 time.sleep(0.05 * 2**attempt)
         raise StoreError(f"could not write {key} to {self.url}: concurrent writes kept conflicting")
 
@@ -140,9 +171,56 @@ class S3Store(ObjectStore):
         return resp["Body"].read(), resp["ETag"]
 
     def put_conditional(self, key: str, data: bytes, if_match: str | None) -> str:
+        self.check_conditional_writes()
         cond = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
-        resp = self._call("put", self.client.put_object, Key=self._key(key), Body=data, **cond)
-        return resp["ETag"]
+        resp = self._put(key, data, hashlib.sha256(data).digest(), **cond)
+        return str(resp["ETag"])
+
+    def check_conditional_writes(self) -> None:
+        """Refuse (ConditionalWritesUnsupported) on a server that ignores If-None-Match/If-Match.
+
+        Such servers (s3rver, older MinIO and Ceph releases, some proxies) answer 200 to a
+        write whose condition does not hold, so a lost race would look like a success and
+        overwrite another process's change. Probed once per server and process.
+        """
+        ident = (str(self.endpoint_url), self.bucket)
+        ok = _CONDITIONAL_OK.get(ident)
+        if ok is None:
+            with _PROBE_LOCK:
+                ok = _CONDITIONAL_OK.get(ident)
+                if ok is None:
+                    ok = self._probe_conditional_writes()
+                    _CONDITIONAL_OK[ident] = ok
+                    log.debug("%s honours conditional writes: %s", self.url, ok)
+        if not ok:
+            raise ConditionalWritesUnsupported(CONDITIONAL_WRITES_IGNORED)
+
+    def _probe_conditional_writes(self) -> bool:
+        """Create a probe object, then make two writes whose conditions cannot hold: both must fail."""
+        key = f"locks/probe-{uuid.uuid4().hex}"
+        body = b"fsmount conditional-write probe"
+        sha = hashlib.sha256(body).digest()
+        try:
+            self._put(key, body, sha, IfNoneMatch="*")
+        except StoreError as e:
+            if any(code in str(e) for code in _UNSUPPORTED):
+                return False  # refuses the header outright
+            raise
+        try:
+            for cond in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+                try:
+                    self._put(key, body, sha, **cond)
+                    log.debug("%s accepted a PUT with %s that must fail", self.url, cond)
+                    return False
+                except PreconditionFailed:
+                    pass
+                except StoreError as e:
+                    if any(code in str(e) for code in _UNSUPPORTED):
+                        return False
+                    raise
+            return True
+        finally:
+            self.delete(key)
 
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Key=self._key(key))
@@ -161,6 +239,17 @@ class S3Store(ObjectStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _sha256_of(checksum: object) -> bytes | None:
+    """The raw SHA-256 of a full-object ChecksumSHA256 header (base64); None for composite ones."""
+    if not isinstance(checksum, str) or "-" in checksum:
+        return None
+    try:
+        raw = base64.b64decode(checksum, validate=True)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
 
 
 def _raiser(exc: Exception) -> Any:
