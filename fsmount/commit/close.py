@@ -115,7 +115,8 @@ def lost_uploads(store: ObjectStore, staged: Staged) -> list[str]:
     with ThreadPoolExecutor(32) as pool:
         ok = dict(zip(needed, pool.map(present, needed.items()), strict=True))
     bad = {h for (h, _), good in ok.items() if not good}
-    return [dest for dest, e in earlier if any((b if isinstance(b, bytes) else b[0]) in bad for b in e.blocks)]
+    return [dest for dest, e in earlier
+            if any((b if isinstance(b, bytes) else b[0]) in bad for b in e.blocks)]
 
 
 def changeset(staged: Staged, origin: str) -> ChangeSet:
