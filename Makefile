@@ -41,6 +41,7 @@ $(STAMP): pyproject.toml | system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fsmount cli tests bench
+	$(VENV)/bin/mypy
 
 test: system-deps $(STAMP) lint test-servers
 	$(VENV)/bin/pytest -q tests

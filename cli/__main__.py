@@ -1,5 +1,5 @@
 """`python -m fsmount.cli`: the same as the `fsmount` console script."""
 
-from fsmount.cli.main import entry
+from .main import entry
 
 entry()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import click
-from fsmount.cli.main import with_workspace
-from fsmount.cli.output import emit, human_bytes
 
 from fsmount.api.workspace import Workspace
 from fsmount.check.store_check import CheckReport, check_store
+
+from .group import with_workspace
+from .output import emit, human_bytes
 
 
 def _summary(ws: Workspace, report: CheckReport) -> str:

@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from fsmount.cli.main import with_workspace
-from fsmount.cli.output import emit, human_bytes, progress_bar
-from fsmount.cli.overlay_commands import print_pending
 
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
@@ -19,6 +16,10 @@ from fsmount.config import parse_size
 from fsmount.errors import UsageError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.fs.launcher import Mount
+
+from .group import with_workspace
+from .output import emit, human_bytes, progress_bar
+from .overlay_commands import print_pending
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

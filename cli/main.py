@@ -2,112 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from fsmount import config
-from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
+from fsmount.logs import setup_logging
+from fsmount.service.config import parse_fstab_options
 
-log = logging.getLogger("fsmount.cli")
-
-
-class FsmountGroup(click.Group):
-    """Turns every expected failure into one line on stderr and its exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FsmountError as e:
-            click.echo(f"fsmount: error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("fsmount: interrupted", err=True)
-            sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
-            raise
-        except BrokenPipeError:  # `fsmount ... | head`: the reader has all it wants
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-        except OSError as e:
-            where = f": {e.filename}" if e.filename else ""
-            click.echo(f"fsmount: error: {e.strerror or e}{where}", err=True)
-            sys.exit(1)
-        except Exception as e:  # a bug: still one line, the traceback goes to the debug log
-            log.debug("unexpected error", exc_info=True)
-            click.echo(f"fsmount: internal error: {type(e).__name__}: {e}", err=True)
-            sys.exit(70)
-
-
-def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--store/--endpoint-url/--cache-dir/--cache-size, accepted on the group and on each command."""
-    opts = [
-        click.option(
-            "--store",
-            "store",
-            default=None,
-            help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE;"
-            " default ~/.local/share/fsmount/store).",
-        ),
-        click.option(
-            "--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."
-        ),
-        click.option(
-            "--cache-dir",
-            default=None,
-            help="Local cache folder (env FSMOUNT_CACHE_DIR; default ~/.cache/fsmount).",
-        ),
-        click.option(
-            "--cache-size",
-            default=None,
-            help="Cache byte cap, e.g. 20GiB (env FSMOUNT_CACHE_SIZE; default 20GiB).",
-        ),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def workspace_from(ctx: click.Context, **kw: Any) -> Workspace:
-    """The workspace a command uses: its own options first, then the group's, then env/defaults."""
-    base = ctx.find_root().obj or {}
-    merged = {k: kw.get(k) or base.get(k) for k in ("store", "endpoint_url", "cache_dir", "cache_size")}
-    ws = Workspace(
-        merged["store"],
-        endpoint_url=merged["endpoint_url"],
-        cache_dir=merged["cache_dir"],
-        cache_size=merged["cache_size"],
-    )
-    ctx.call_on_close(ws.close)
-    return ws
-
-
-def with_workspace(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command `ws` built from the store options; the options themselves are consumed."""
-
-    @store_options
-    @click.pass_context
-    @functools.wraps(f)
-    def wrapper(
-        ctx: click.Context,
-        store: str | None,
-        endpoint_url: str | None,
-        cache_dir: str | None,
-        cache_size: str | None,
-        **kw: Any,
-    ) -> Any:
-        ws = workspace_from(
-            ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size
-        )
-        return f(ws, **kw)
-
-    return wrapper
+from . import check_commands, dataset_commands, mount_commands, overlay_commands
+from .group import FsmountGroup, store_options
 
 
 @click.group(cls=FsmountGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,35 +34,14 @@ def main(
     log_level: str,
 ) -> None:
     """Versioned datasets you can mount: create, upload, mount, commit."""
-    from fsmount.logs import setup_logging
-
     # Under systemd, stderr goes to journald, which adds its own timestamps.
     setup_logging(log_level, timestamps=not config.under_journald())
     ctx.obj = {"store": store, "endpoint_url": endpoint_url, "cache_dir": cache_dir, "cache_size": cache_size}
 
 
-def _register() -> None:
-    from fsmount.cli import dataset_commands
-
-    for cmd in dataset_commands.COMMANDS:
-        main.add_command(cmd)
-    from fsmount.cli import check_commands
-
-    for cmd in check_commands.COMMANDS:
-        main.add_command(cmd)
-    try:
-        from fsmount.cli import mount_commands
-    except ImportError:
-        return
-    for cmd in mount_commands.COMMANDS:
-        main.add_command(cmd)
-    from fsmount.cli import overlay_commands
-
-    for cmd in overlay_commands.COMMANDS:
-        main.add_command(cmd)
-
-
-_register()
+for _module in (dataset_commands, check_commands, mount_commands, overlay_commands):
+    for _cmd in _module.COMMANDS:
+        main.add_command(_cmd)
 
 
 def fstab_argv(argv: list[str]) -> list[str] | None:
@@ -176,8 +60,6 @@ def fstab_argv(argv: list[str]) -> list[str] | None:
         elif flag.startswith("-o") and len(flag) > 2:
             options.append(flag[2:])
         # anything else mount.fuse3 may add (-n, -v...) means nothing here
-    from fsmount.service.config import parse_fstab_options
-
     settings = parse_fstab_options(source, mountpoint, ",".join(options))
     settings.service = True  # refused here, with EX_CONFIG, like a bad key
     return ["mount", *settings.validate().cli_args()]

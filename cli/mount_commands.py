@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from fsmount.cli.output import emit, human_bytes
 
 from fsmount.errors import FsmountError, UsageError
 from fsmount.fs import control
@@ -17,6 +16,8 @@ from fsmount.fs.launcher import start
 from fsmount.fs.launcher import umount as do_umount
 from fsmount.service.config import parse_conf
 from fsmount.service.request import OPTIONS, MountRequest, daemon_log_level
+
+from .output import emit, human_bytes
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 import click
-from fsmount.cli.output import emit
 
 from fsmount.errors import UsageError
 from fsmount.fs.launcher import Mount
+
+from .output import emit
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from itertools import pairwise
 from operator import attrgetter
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]  # no stubs; pyproject could say so once for all
+import msgpack
 
 from fsmount.errors import FormatError
 from fsmount.format.hashing import HASH_LEN, digest, is_version_id

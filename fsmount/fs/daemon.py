@@ -21,8 +21,9 @@ from fsmount.fs import control
 from fsmount.fs.adapter import Operations
 from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.core import ReadOnlyFS
-from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted
+from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
 from fsmount.fs.options import FsOptions, tune_kernel
+from fsmount.fs.overlay_ops import overlay_handlers
 from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.logs import setup_logging
 from fsmount.service import metrics
@@ -93,8 +94,6 @@ class Mounter:
         """Control-socket operations of a writable mount (commit, diff, discard)."""
         if not isinstance(self.fs, WritableFS):
             return {}
-        from fsmount.fs.overlay_ops import overlay_handlers
-
         return overlay_handlers(self.fs, self.mountpoint, lambda: self.mount_info_update())
 
     def mount_info_update(self) -> None:
@@ -150,8 +149,6 @@ class Mounter:
             except Exception:
                 log.exception("closing the FUSE session failed")
             if is_mounted(self.mountpoint):
-                from fsmount.fs.mountpoint import unmount
-
                 with contextlib.suppress(FsmountError):
                     unmount(self.mountpoint)
         control.remove_info(self.mountpoint, os.getpid())

@@ -1,0 +1,109 @@
+"""What every command shares: one-line errors (FsmountGroup) and the store options that make a Workspace."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from fsmount.api.workspace import Workspace
+from fsmount.errors import FsmountError
+
+log = logging.getLogger("fsmount.cli")
+
+
+class FsmountGroup(click.Group):
+    """Turns every expected failure into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FsmountError as e:
+            click.echo(f"fsmount: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("fsmount: interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except BrokenPipeError:  # `fsmount ... | head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"fsmount: error: {e.strerror or e}{where}", err=True)
+            sys.exit(1)
+        except Exception as e:  # a bug: still one line, the traceback goes to the debug log
+            log.debug("unexpected error", exc_info=True)
+            click.echo(f"fsmount: internal error: {type(e).__name__}: {e}", err=True)
+            sys.exit(70)
+
+
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--store/--endpoint-url/--cache-dir/--cache-size, accepted on the group and on each command."""
+    opts = [
+        click.option(
+            "--store",
+            "store",
+            default=None,
+            help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE;"
+            " default ~/.local/share/fsmount/store).",
+        ),
+        click.option(
+            "--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."
+        ),
+        click.option(
+            "--cache-dir",
+            default=None,
+            help="Local cache folder (env FSMOUNT_CACHE_DIR; default ~/.cache/fsmount).",
+        ),
+        click.option(
+            "--cache-size",
+            default=None,
+            help="Cache byte cap, e.g. 20GiB (env FSMOUNT_CACHE_SIZE; default 20GiB).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def workspace_from(ctx: click.Context, **kw: Any) -> Workspace:
+    """The workspace a command uses: its own options first, then the group's, then env/defaults."""
+    base = ctx.find_root().obj or {}
+    merged = {k: kw.get(k) or base.get(k) for k in ("store", "endpoint_url", "cache_dir", "cache_size")}
+    ws = Workspace(
+        merged["store"],
+        endpoint_url=merged["endpoint_url"],
+        cache_dir=merged["cache_dir"],
+        cache_size=merged["cache_size"],
+    )
+    ctx.call_on_close(ws.close)
+    return ws
+
+
+def with_workspace(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command `ws` built from the store options; the options themselves are consumed."""
+
+    @store_options
+    @click.pass_context
+    @functools.wraps(f)
+    def wrapper(
+        ctx: click.Context,
+        store: str | None,
+        endpoint_url: str | None,
+        cache_dir: str | None,
+        cache_size: str | None,
+        **kw: Any,
+    ) -> Any:
+        ws = workspace_from(
+            ctx, store=store, endpoint_url=endpoint_url, cache_dir=cache_dir, cache_size=cache_size
+        )
+        return f(ws, **kw)
+
+    return wrapper
