@@ -13,14 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from fsmount.format.hashing import record_key
+from fsmount.api.workspace import Workspace
+from fsmount.format.hashing import object_key, record_key
 from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, SymlinkEntry, VersionRecord, tree_object
+from fsmount.format.tree_edit import TreeEditor, diff_trees, lookup, walk_tree
+from fsmount.overlay.merged import MergedView
+from fsmount.overlay.upper import UpperLayer
 from fsmount.store import open_store
 from tests.fs_helpers import cli_mount
 from tests.helpers import run_cli, run_json
 
 LEGIT = 1100  # deeper than Python's default recursion limit (1000)
 HOSTILE = 3000  # and the path is longer than PATH_MAX (4096) too
+ORIGIN = "ab" * 16
 
 
 def _clean(proc: object) -> None:
@@ -117,3 +122,53 @@ def test_a_hostile_3000_level_tree(file_store_url: str, tmp_path: Path, require_
             assert os.readlink("s", dir_fd=fd) == "target"
         finally:
             os.close(fd)
+
+
+def test_tree_editing_at_3000_levels(file_store_url: str, tmp_path: Path) -> None:
+    """TreeEditor's put / write / overlay / remove_matching / graft and diff_trees / walk_tree / lookup."""
+    ws = Workspace(file_store_url, cache_dir=tmp_path / "cache")
+    load = ws.reader.tree
+
+    def put(h: bytes, data: bytes) -> None:
+        ws.store.put(object_key(h), data)
+
+    deep = "/".join(["d"] * HOSTILE)
+    a = TreeEditor(load)
+    a.put(f"{deep}/s", SymlinkEntry("s", 0o777, 0, "t", ORIGIN))
+    root_a, stats = a.write(put)
+    assert stats.files == 1
+    b = TreeEditor(load)
+    b.put(f"{deep}/u", SymlinkEntry("u", 0o777, 0, "t", ORIGIN))
+    root_b, _ = b.write(put)
+    merged = TreeEditor(load, root_a)
+    merged.overlay(root_b)
+    root_m, stats = merged.write(put)
+    assert stats.files == 2
+    assert lookup(load, root_m, f"{deep}/s") is not None and lookup(load, root_m, f"{deep}/u") is not None
+    assert [(c.kind, c.path) for c in diff_trees(load, root_a, root_m)] == [("added", f"{deep}/u")]
+    assert sum(1 for _ in walk_tree(load, root_m)) == HOSTILE + 2
+    assert merged.remove_matching("u*") == [f"{deep}/u"]
+    merged.graft("g", DirEntry("g", 0o755, 0, root_a, 1, 0))
+    root_r, stats = merged.write(put)
+    assert lookup(load, root_r, f"{deep}/u") is None and lookup(load, root_r, f"g/{deep}/s") is not None
+    assert stats.files == 2
+    ws.close()
+
+
+def test_a_writable_view_of_a_3000_level_tree(file_store_url: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FSMOUNT_STORE", file_store_url)
+    vid, deepest = _hostile(file_store_url, tmp_path)
+    ws = Workspace(file_store_url, cache_dir=tmp_path / "fresh-cache")
+    rec = ws.reader.record(vid)
+    upper = UpperLayer(tmp_path / "ov")
+    upper.bind(vid, rec.root)
+    view = MergedView(upper, ws.reader, rec.root)
+    assert view.readlink(deepest) == "target"
+    parent = deepest.rsplit("/", 1)[0]
+    view.mkdir(f"{parent}/new")
+    assert sorted(name for name, _ in view.readdir(parent)) == ["new", "s"]
+    view.unlink(deepest)
+    assert [name for name, _ in view.readdir(parent)] == ["new"]
+    upper.close()
+    ws.close()
