@@ -126,12 +126,13 @@ class BlockReader:
                       timeout: float | None = None, key: bytes | None = None) -> T:
         """Run blocking `fn` on a worker thread; give up (EIO) after `timeout` seconds.
 
-        With `key` (an object's hash) a timeout is remembered for `timeout` seconds: further
-        requests for that object fail at once instead of waiting the full timeout again (the
-        kernel retries a failed read with a second request; the user's read must fail after the
-        timeout, not twice it). The abandoned fetch keeps running in the background, and a request
-        after the memory expired joins it (ObjectReader's single flight) rather than starting
-        another. Only timeouts are remembered: a store error or a missing object is answered anew
+        With `key` (an object's hash) a timeout is remembered for `timeout` seconds while the
+        abandoned fetch still runs: further requests for that object fail at once instead of
+        waiting the full timeout again (the kernel retries a failed read with a second request; the
+        user's read must fail after the timeout, not twice it). A request after that joins the
+        running fetch (ObjectReader's single flight) rather than starting another; once the fetch
+        has ended (the store answered, or failed), the memory is dropped and the object is asked
+        for anew. Only timeouts are remembered: a store error or a missing object is answered anew
         by every request, so reads recover as soon as the store does.
         """
         timeout = self.options.fetch_timeout if timeout is None else timeout
@@ -152,7 +153,7 @@ class BlockReader:
             return
         until, timeout = entry
         now = trio.current_time()
-        if now >= until:
+        if now >= until or not self.reader.fetching(key):  # expired, or the abandoned fetch has ended
             del self._timed_out[key]
             return
         self.stats.timeouts += 1
