@@ -21,13 +21,20 @@ class UsageError(FsmountError):
 
 
 class NotFoundError(FsmountError):
-    """A dataset, path or object does not exist."""
+    """A dataset, version or path does not exist (what the user asked for is not there): ENOENT."""
 
     errno = _errno.ENOENT
 
 
-class ObjectNotFound(NotFoundError):
-    """An object is missing from the store."""
+class ObjectNotFound(FsmountError):
+    """An object is missing from the store: an I/O failure (EIO), not a missing path.
+
+    Not a NotFoundError on purpose: an object that a tree or record names and the store lacks is
+    damage to the store, and must never be answered as "no such file" (nor cached as absence).
+    Code that asks for an object that may legitimately be absent catches ObjectNotFound itself.
+    """
+
+    errno = _errno.EIO
 
 
 class AmbiguousRefError(UsageError):

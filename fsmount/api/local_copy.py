@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
-import shutil
 import stat
 import threading
 import uuid
@@ -14,14 +14,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from fsmount.api.local_walk import walk
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.errors import IntegrityError, UsageError
+from fsmount.errors import FsError, IntegrityError, UsageError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 log = logging.getLogger(__name__)
 
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+PATH_MAX = 4096  # Linux: a path given to a system call, its terminating NUL included
 
 
 def copy_mode(mode: int, *, is_dir: bool, read_only: bool, preserve_special_bits: bool = False) -> int:
@@ -97,12 +99,19 @@ def materialise(
 ) -> int:
     """Write every file, symlink and directory of the tree `root` under `target`; return bytes.
 
-    Modes follow copy_mode(); a read-only copy's top folder becomes 0555 too.
+    Modes follow copy_mode(); a read-only copy's top folder becomes 0555 too. The tree is walked
+    without recursion (any depth); a path longer than Linux's PATH_MAX (4096 bytes, the copy's
+    folder included) is refused with ENAMETOOLONG before it is created, naming its first
+    characters: such a version can be read through a mount, not copied with plain paths.
     """
     target.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, FileEntry]] = []
     dirs: list[tuple[Path, DirEntry]] = []
+    room = PATH_MAX - 1 - len(os.fsencode(target.absolute())) - 1
     for path, e in walk_tree(reader.tree, root):
+        if len(os.fsencode(path)) > room:
+            raise FsError(errno.ENAMETOOLONG, f"cannot copy {path[:60]}...: its path in {target} would be "
+                          f"longer than PATH_MAX ({PATH_MAX} bytes); read it through a mount instead")
         dest = target / path
         if isinstance(e, DirEntry):
             dest.mkdir(exist_ok=True)
@@ -192,12 +201,23 @@ def _owner_writable(path: str | os.PathLike[str]) -> None:
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
-    """shutil.rmtree that also removes a read-only copy (its folders are not writable, even by us)."""
+    """shutil.rmtree that also removes a read-only copy (its folders are not writable, even by us).
+
+    Iterative (Python 3.11's os.walk and shutil.rmtree recurse): folders are made writable top down,
+    then emptied and removed deepest first.
+    """
     _owner_writable(path)
-    for dirpath, dirnames, _ in os.walk(path):  # top down: each folder is writable before it is emptied
+    folders: list[tuple[str, list[str]]] = []
+    for dirpath, dirnames, filenames in walk(path):  # top down: each folder is writable before it is emptied
         for name in dirnames:
             _owner_writable(os.path.join(dirpath, name))
-    shutil.rmtree(path)
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        folders.append((dirpath, filenames + links))
+    for dirpath, names in reversed(folders):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dirpath, name))
+        os.rmdir(dirpath)
 
 
 def clear_folder(folder: Path) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsmount.api.local_walk import walk
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.uploader import file_sha256
 from fsmount.errors import UsageError
@@ -35,7 +36,7 @@ def scan(folder: Path, dest: str) -> Iterator[tuple[str, str, str]]:
     Kinds are 'file', 'symlink' and 'dir' (only for empty directories); other file types are skipped.
     """
     prefix = "/".join(split_path(dest))
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in walk(folder):
         for name in dirnames + filenames:
             _check_utf8(dirpath, name)
         rel = os.path.relpath(dirpath, folder)
@@ -67,7 +68,7 @@ def _check_utf8(dirpath: str, name: str) -> None:
 def folder_bytes(folder: str | os.PathLike[str]) -> int:
     """Bytes of the regular files under `folder` (what a sync of it reads at most)."""
     total = 0
-    for dirpath, _, filenames in os.walk(folder):
+    for dirpath, _, filenames in walk(folder):
         for f in filenames:
             st = os.lstat(os.path.join(dirpath, f))
             if stat.S_ISREG(st.st_mode):

@@ -118,6 +118,16 @@ class ObjectReader:
             self._done(h)
         return data
 
+    def fetching(self, h: bytes) -> bool:
+        """Whether a store fetch of `h` is running right now (cheap, never blocks: for the event loop).
+
+        The read-only mount asks this to decide whether a recent timeout of `h` still stands: while
+        the abandoned fetch runs, another request for `h` fails at once instead of waiting again.
+        """
+        with self._lock:
+            fut = self._inflight.get(h)
+        return fut is not None and not fut.done()
+
     def _done(self, h: bytes) -> None:
         with self._lock:
             self._inflight.pop(h, None)

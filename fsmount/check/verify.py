@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.errors import NotFoundError
+from fsmount.errors import ObjectNotFound
 from fsmount.format.hashing import digest, object_key
 from fsmount.format.objects import DirEntry, Entry, FileEntry, VersionRecord
 from fsmount.store.base import ObjectStore
@@ -53,7 +53,7 @@ def _walk(reader: ObjectReader, root: bytes) -> Iterator[tuple[str, Entry]]:
 def _fetch(store: ObjectStore, h: bytes) -> bytes | None:
     try:
         return store.get(object_key(h))
-    except NotFoundError:
+    except ObjectNotFound:
         return None
 
 

@@ -57,6 +57,9 @@ class DirNode:
         return cls(e.tree, e.mode, e.mtime_ns)
 
 
+_Chain = tuple[DirNode, "_Chain | None"]  # a directory and its parents, innermost first
+
+
 @dataclass(slots=True)
 class TreeStats:
     files: int
@@ -197,65 +200,96 @@ class TreeEditor:
         return removed
 
     def overlay(self, tree: bytes) -> None:
-        """Merge a stored tree on top of this one: on the same path the overlay wins."""
-        self._overlay(self.root, tree, [self.root])
+        """Merge a stored tree on top of this one: on the same path the overlay wins.
 
-    def _overlay(self, node: DirNode, tree: bytes, chain: list[DirNode]) -> None:
-        if node.orig == tree and not node.dirty:
-            return
-        entries = node.entries(self.load)
-        changed = False
-        for e in self.load(tree).entries:
-            mine = entries.get(e.name)
-            if isinstance(e, DirEntry) and isinstance(mine, DirEntry | DirNode):
-                if isinstance(mine, DirEntry) and mine.tree == e.tree:
-                    continue
-                sub = mine if isinstance(mine, DirNode) else DirNode.from_entry(mine)
-                entries[e.name] = sub
-                self._overlay(sub, e.tree, [*chain, sub])
+        Iterative (an explicit stack): a tree thousands of levels deep must not hit Python's
+        recursion limit. Each pending directory carries its chain of parents as a linked list.
+        """
+        todo: list[tuple[DirNode, bytes, _Chain]] = [(self.root, tree, (self.root, None))]
+        while todo:
+            node, tree, chain = todo.pop()
+            if node.orig == tree and not node.dirty:
                 continue
-            if mine != e:
-                entries[e.name] = e
-                changed = True
-        if changed:
-            self._mark(chain)
+            entries = node.entries(self.load)
+            changed = False
+            for e in self.load(tree).entries:
+                mine = entries.get(e.name)
+                if isinstance(e, DirEntry) and isinstance(mine, DirEntry | DirNode):
+                    if isinstance(mine, DirEntry) and mine.tree == e.tree:
+                        continue
+                    sub = mine if isinstance(mine, DirNode) else DirNode.from_entry(mine)
+                    entries[e.name] = sub
+                    todo.append((sub, e.tree, (sub, chain)))
+                    continue
+                if mine != e:
+                    entries[e.name] = e
+                    changed = True
+            if changed:
+                link: _Chain | None = chain
+                while link is not None:
+                    link[0].dirty = True
+                    link = link[1]
 
     # -- reading back -------------------------------------------------------------------
 
     def iter_paths(
         self, node: DirNode | None = None, prefix: str = ""
     ) -> Iterator[tuple[str, Entry | DirNode]]:
-        """Every path below `node` (directories before their contents)."""
-        node = node or self.root
-        for name, e in sorted(node.entries(self.load).items()):
-            path = f"{prefix}{name}"
+        """Every path below `node` (directories before their contents); iterative, any depth."""
+        start = node or self.root
+        stack = [(start, prefix, iter(sorted(start.entries(self.load).items())))]
+        while stack:
+            parent, pre, items = stack[-1]
+            item = next(items, None)
+            if item is None:
+                stack.pop()
+                continue
+            name, e = item
+            path = f"{pre}{name}"
             if isinstance(e, DirEntry):
-                e = self._child_dir(node, name, create=False) or e
+                e = self._child_dir(parent, name, create=False) or e
             yield path, e
             if isinstance(e, DirNode):
-                yield from self.iter_paths(e, path + "/")
+                stack.append((e, path + "/", iter(sorted(e.entries(self.load).items()))))
 
     def write(self, store_tree: TreeWriter) -> tuple[bytes, TreeStats]:
-        """Store every changed directory, bottom up; return the root hash and totals."""
-        h, stats = self._write(self.root, store_tree)
-        return h, stats
+        """Store every changed directory, bottom up; return the root hash and totals.
 
-    def _write(self, node: DirNode, store_tree: TreeWriter) -> tuple[bytes, TreeStats]:
-        if not node.dirty and node.orig is not None:
-            t = self.load(node.orig)
-            return node.orig, TreeStats(t.nfiles, t.nbytes)
-        out: list[Entry] = []
-        for name, e in node.entries(self.load).items():
-            if isinstance(e, DirNode):
-                h, st = self._write(e, store_tree)
-                out.append(DirEntry(name, e.mode, e.mtime_ns, h, st.files, st.bytes))
-            else:
-                out.append(e)
-        h, data = tree_object(out)
-        store_tree(h, data)
-        node.orig, node.dirty = h, False
-        t = Tree(out)  # unsorted: only for its totals
-        return h, TreeStats(t.nfiles, t.nbytes)
+        Post-order with an explicit stack (no recursion): each frame is a directory being written,
+        the name it has in its parent, its remaining entries and the entries written so far.
+        """
+        if not self.root.dirty and self.root.orig is not None:
+            return self._clean(self.root)
+        stack: list[tuple[DirNode, str, Iterator[tuple[str, Entry | DirNode]], list[Entry]]] = [
+            (self.root, "", iter(list(self.root.entries(self.load).items())), [])]
+        while True:
+            node, name_in_parent, items, out = stack[-1]
+            pushed = False
+            for name, e in items:
+                if not isinstance(e, DirNode):
+                    out.append(e)
+                elif not e.dirty and e.orig is not None:
+                    h, st = self._clean(e)
+                    out.append(DirEntry(name, e.mode, e.mtime_ns, h, st.files, st.bytes))
+                else:
+                    stack.append((e, name, iter(list(e.entries(self.load).items())), []))
+                    pushed = True
+                    break
+            if pushed:
+                continue
+            h, data = tree_object(out)
+            store_tree(h, data)
+            node.orig, node.dirty = h, False
+            t = Tree(out)  # unsorted: only for its totals
+            stack.pop()
+            if not stack:
+                return h, TreeStats(t.nfiles, t.nbytes)
+            stack[-1][3].append(DirEntry(name_in_parent, node.mode, node.mtime_ns, h, t.nfiles, t.nbytes))
+
+    def _clean(self, node: DirNode) -> tuple[bytes, TreeStats]:
+        assert node.orig is not None
+        t = self.load(node.orig)
+        return node.orig, TreeStats(t.nfiles, t.nbytes)
 
 
 def _glob_match(path: str, pattern: str) -> bool:
@@ -283,16 +317,25 @@ class Change:
 
 
 def diff_trees(load: TreeLoader, old: bytes, new: bytes, prefix: str = "") -> Iterator[Change]:
-    """Files and symlinks that differ from `old` to `new`; equal subtrees are skipped unread."""
+    """Files and symlinks that differ from `old` to `new`; equal subtrees are skipped unread.
+
+    Iterative (an explicit stack of directory pairs being compared), so depth is not limited by
+    Python's recursion limit; the order is the recursive one (names sorted, depth first).
+    """
     if old == new:
         return
-    a = {e.name: e for e in load(old).entries}
-    b = {e.name: e for e in load(new).entries}
-    for name in sorted(a.keys() | b.keys()):
+    stack = [_pair(load, old, new, prefix)]
+    while stack:
+        pre, names, a, b = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
         ea, eb = a.get(name), b.get(name)
-        path = prefix + name
+        path = pre + name
         if isinstance(ea, DirEntry) and isinstance(eb, DirEntry):
-            yield from diff_trees(load, ea.tree, eb.tree, path + "/")
+            if ea.tree != eb.tree:
+                stack.append(_pair(load, ea.tree, eb.tree, path + "/"))
             continue
         if isinstance(ea, DirEntry):
             yield from _all(load, ea.tree, path + "/", "removed")
@@ -310,6 +353,14 @@ def diff_trees(load: TreeLoader, old: bytes, new: bytes, prefix: str = "") -> It
             yield Change("modified", path, ea, eb)
 
 
+def _pair(
+    load: TreeLoader, old: bytes, new: bytes, prefix: str
+) -> tuple[str, Iterator[str], dict[str, Entry], dict[str, Entry]]:
+    a = {e.name: e for e in load(old).entries}
+    b = {e.name: e for e in load(new).entries}
+    return prefix, iter(sorted(a.keys() | b.keys())), a, b
+
+
 def _all(load: TreeLoader, tree: bytes, prefix: str, kind: str) -> Iterator[Change]:
     for path, e in walk_tree(load, tree, prefix):
         if not isinstance(e, DirEntry):
@@ -317,12 +368,18 @@ def _all(load: TreeLoader, tree: bytes, prefix: str, kind: str) -> Iterator[Chan
 
 
 def walk_tree(load: TreeLoader, tree: bytes, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-    """Every (path, entry) of a stored tree, depth first, directories before contents."""
-    for e in load(tree).entries:
-        path = prefix + e.name
+    """Every (path, entry) of a stored tree, depth first, directories before contents; iterative."""
+    stack = [(prefix, iter(load(tree).entries))]
+    while stack:
+        pre, entries = stack[-1]
+        e = next(entries, None)
+        if e is None:
+            stack.pop()
+            continue
+        path = pre + e.name
         yield path, e
         if isinstance(e, DirEntry):
-            yield from walk_tree(load, e.tree, path + "/")
+            stack.append((path + "/", iter(load(e.tree).entries)))
 
 
 def lookup(load: TreeLoader, root: bytes, path: str) -> Entry | None:

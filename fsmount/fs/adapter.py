@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pyfuse3
 
 from fsmount.errors import FsmountError, errno_of, is_failure
-from fsmount.fs.core import Attr, OpErrors, ReadOnlyFS
+from fsmount.fs.core import Attr, NoSuchName, OpErrors, ReadOnlyFS
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         try:
             return self._attrs(await self.fs.lookup(parent_inode, os.fsdecode(name)))
-        except FsmountError as e:
-            if e.errno != errno.ENOENT:
-                raise
+        except NoSuchName:  # only a real miss; any other failure is an error reply the kernel does not keep
             neg = pyfuse3.EntryAttributes()  # versions never change: cache the miss too
             neg.st_ino = 0
             neg.entry_timeout = self.fs.options.entry_timeout

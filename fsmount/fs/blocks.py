@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Source = bytes  # a verified block held by an open file
 Buffer = bytes | bytearray | memoryview
+_TIMEOUT_MEMORY = 4096  # objects whose recent timeout is remembered (trio thread only)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class BlockReader:
         self.prefetch_limiter = trio.CapacityLimiter(options.prefetch_threads)
         self._nursery: trio.Nursery | None = None
         self._prefetching: set[bytes] = set()
+        self._timed_out: dict[bytes, tuple[float, float]] = {}  # hash -> (fail at once until, timeout)
         if options.write_behind:
             reader.enable_write_behind(options.write_behind)
 
@@ -121,15 +123,51 @@ class BlockReader:
     # -- offloading ---------------------------------------------------------------
 
     async def offload(self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None,
-                      timeout: float | None = None) -> T:
-        """Run blocking `fn` on a worker thread; give up (EIO) after `timeout` seconds."""
+                      timeout: float | None = None, key: bytes | None = None) -> T:
+        """Run blocking `fn` on a worker thread; give up (EIO) after `timeout` seconds.
+
+        With `key` (an object's hash) a timeout is remembered for `timeout` seconds while the
+        abandoned fetch still runs: further requests for that object fail at once instead of
+        waiting the full timeout again (the kernel retries a failed read with a second request; the
+        user's read must fail after the timeout, not twice it). A request after that joins the
+        running fetch (ObjectReader's single flight) rather than starting another; once the fetch
+        has ended (the store answered, or failed), the memory is dropped and the object is asked
+        for anew. Only timeouts are remembered: a store error or a missing object is answered anew
+        by every request, so reads recover as soon as the store does.
+        """
         timeout = self.options.fetch_timeout if timeout is None else timeout
+        if key is not None and self._timed_out:
+            self._check_timed_out(key)
         with trio.move_on_after(timeout) as scope:
             return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.demand_limiter,
                                                  abandon_on_cancel=True)
         assert scope.cancelled_caught
         self.stats.timeouts += 1
+        if key is not None:
+            self._remember_timeout(key, timeout)
         raise StoreUnreachable(f"store did not answer within {timeout:g} s")
+
+    def _check_timed_out(self, key: bytes) -> None:
+        entry = self._timed_out.get(key)
+        if entry is None:
+            return
+        until, timeout = entry
+        now = trio.current_time()
+        if now >= until or not self.reader.fetching(key):  # expired, or the abandoned fetch has ended
+            del self._timed_out[key]
+            return
+        self.stats.timeouts += 1
+        raise StoreUnreachable(f"store did not answer within {timeout:g} s "
+                               f"(object {key.hex()[:16]}, {timeout - (until - now):.1f} s ago)")
+
+    def _remember_timeout(self, key: bytes, timeout: float) -> None:
+        now = trio.current_time()
+        if len(self._timed_out) >= _TIMEOUT_MEMORY:  # forget the expired ones first, then the oldest
+            for k in [k for k, (until, _) in self._timed_out.items() if until <= now]:
+                del self._timed_out[k]
+            while len(self._timed_out) >= _TIMEOUT_MEMORY:
+                del self._timed_out[next(iter(self._timed_out))]
+        self._timed_out[key] = (now + timeout, timeout)
 
     # -- blocks held by open files ----------------------------------------------------------
 
@@ -172,7 +210,8 @@ class BlockReader:
         if held is not None:
             f.handles.move_to_end(i)
             return held
-        src, origin = await self.offload(self.reader.load, f.spans[i][0])
+        h = f.spans[i][0]
+        src, origin = await self.offload(self.reader.load, h, key=h)
         if origin == FROM_STORE:
             self.stats.block_misses += 1
         elif origin == FROM_CACHE:

@@ -84,6 +84,18 @@ class OpErrors:
                 "metadata_errors": self.metadata_errors, "last_error": self.last_error}
 
 
+class NoSuchName(FsError):
+    """A real miss: the name is not in its directory's loaded, valid tree. The only error a lookup
+    may answer with a cacheable negative entry (a version never changes); every other failure of
+    a lookup (a missing or damaged tree, a timeout) is an error reply, which the kernel does not keep."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ENOENT)
+
+
+DIR_NLINK = 1  # directories: "not counted" (as btrfs; find and fts then read every directory)
+
+
 def _key(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
@@ -110,7 +122,7 @@ class ReadOnlyFS:
     async def _tree(self, h: bytes) -> Tree:
         t = self.reader.cached_tree(h)
         if t is None:
-            t = await self.blocks.offload(self.reader.tree, h)
+            t = await self.blocks.offload(self.reader.tree, h, key=h)
         return t
 
     async def _dir_tree(self, d: DirRec) -> Tree:
@@ -138,11 +150,12 @@ class ReadOnlyFS:
 
     # -- attributes -----------------------------------------------------------------------
 
-    async def _dir_attr(self, d: DirRec) -> Attr:
-        if not d.loaded:
-            await self._dir_tree(d)
+    def _dir_attr(self, d: DirRec) -> Attr:
+        """A directory's attributes come from its entry in its parent: its own tree is not needed,
+        so a directory whose tree is missing or damaged still stats (and lists in its parent);
+        only opening or listing it fails. st_nlink is DIR_NLINK, not 2 + subdirectories."""
         bs = self.record.block_size
-        return Attr(d.ino, stat.S_IFDIR | (d.mode & 0o777), 2 + d.nsubdirs, DIR_SIZE, d.mtime_ns, bs)
+        return Attr(d.ino, stat.S_IFDIR | (d.mode & 0o777), DIR_NLINK, DIR_SIZE, d.mtime_ns, bs)
 
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
         if isinstance(e, FileEntry):
@@ -154,12 +167,12 @@ class ReadOnlyFS:
     async def getattr(self, ino: int) -> Attr:
         d = self.inodes.dirs.get(ino)
         if d is not None:
-            return await self._dir_attr(d)
+            return self._dir_attr(d)
         return self._entry_attr(ino, await self._entry(ino))
 
-    async def _child(self, d: DirRec, index: int, e: Entry) -> Attr:
+    def _child(self, d: DirRec, index: int, e: Entry) -> Attr:
         if isinstance(e, DirEntry):
-            return await self._dir_attr(self.inodes.child_dir(d, index, e))
+            return self._dir_attr(self.inodes.child_dir(d, index, e))
         return self._entry_attr(d.base + index, e)
 
     # -- names ----------------------------------------------------------------------------
@@ -168,16 +181,16 @@ class ReadOnlyFS:
         """Find `name` in directory `parent`; the kernel now holds one more reference to it."""
         d = self._dir(parent)
         if name == ".":
-            attr = await self._dir_attr(d)
+            attr = self._dir_attr(d)
         elif name == "..":
-            attr = await self._dir_attr(self.inodes.dirs[d.parent])
+            attr = self._dir_attr(self.inodes.dirs[d.parent])
         else:
-            t = await self._dir_tree(d)
+            t = await self._dir_tree(d)  # a missing or damaged tree raises EIO here, never a miss
             index = t.index(name)  # bisection: no per-directory name dict kept in memory
             if index is None:
-                raise FsError(errno.ENOENT)
+                raise NoSuchName()
             e = t.entries[index]
-            attr = await self._child(d, index, e)
+            attr = self._child(d, index, e)
             self.inodes.remember(attr.ino, None if isinstance(e, DirEntry) else e)
             return attr
         self.inodes.remember(attr.ino, None)
@@ -206,33 +219,15 @@ class ReadOnlyFS:
         return ino
 
     async def readdir(self, ino: int, offset: int) -> AsyncIterator[tuple[str, Attr, int]]:
-        """(name, attrs, next offset) from `offset`; an offset is an entry index + 1, stable forever."""
+        """(name, attrs, next offset) from `offset`; an offset is an entry index + 1, stable forever.
+
+        Needs this directory's tree only: no child's tree is read (a damaged child does not make
+        its parent unlistable)."""
         d = self._dir(ino)
         t = await self._dir_tree(d)
-        batch = self.options.readdir_batch
-        start = offset
-        while start < len(t.entries):
-            stop = min(len(t.entries), start + batch)
-            await self._load_subdirs(d, t, start, stop)
-            for index in range(start, stop):
-                e = t.entries[index]
-                yield e.name, await self._child(d, index, e), index + 1
-            start = stop
-
-    async def _load_subdirs(self, d: DirRec, t: Tree, start: int, stop: int) -> None:
-        """Load, in parallel, the trees of subdirectories in [start, stop) (their link counts)."""
-        todo = []
-        for index in range(start, stop):
+        for index in range(offset, len(t.entries)):
             e = t.entries[index]
-            if isinstance(e, DirEntry):
-                sub = self.inodes.child_dir(d, index, e)
-                if not sub.loaded:
-                    todo.append(sub)
-        if len(todo) <= 1:
-            return
-        async with trio.open_nursery() as n:
-            for sub in todo:
-                n.start_soon(self._dir_tree, sub)
+            yield e.name, self._child(d, index, e), index + 1
 
     async def readlink(self, ino: int) -> str:
         e = await self._entry(ino) if ino not in self.inodes.dirs else None

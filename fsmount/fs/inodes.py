@@ -28,7 +28,7 @@ ROOT_INO = 1
 class DirRec:
     """One directory of the mounted tree, by path (a shared subtree at two paths is two records)."""
 
-    __slots__ = ("base", "count", "ino", "lookups", "mode", "mtime_ns", "nsubdirs", "parent", "tree")
+    __slots__ = ("base", "count", "ino", "lookups", "mode", "mtime_ns", "parent", "tree")
 
     def __init__(self, ino: int, parent: int, tree: bytes, mode: int, mtime_ns: int) -> None:
         self.ino = ino
@@ -38,7 +38,6 @@ class DirRec:
         self.mtime_ns = mtime_ns
         self.base = 0  # first child's inode number; 0 until the tree is loaded
         self.count = 0  # number of entries
-        self.nsubdirs = -1  # -1 until the tree is loaded
         self.lookups = 0
 
     @property
@@ -66,7 +65,6 @@ class InodeTable:
         n = len(tree.entries)
         d.base = self._next
         d.count = n
-        d.nsubdirs = sum(1 for e in tree.entries if isinstance(e, DirEntry))
         self._next += max(n, 1)
         self._starts.append(d.base)
         self._owners.append(d.ino)

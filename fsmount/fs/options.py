@@ -20,7 +20,6 @@ class FsOptions:
     handles_per_file: int = 64  # blocks (in memory or open cache files) kept per open file
     entry_timeout: float = 86400.0  # versions are immutable: the kernel may cache names and attrs
     attr_timeout: float = 86400.0
-    readdir_batch: int = 64  # entries prepared per readdir call
     read_ahead_kb: int = 1024  # kernel readahead of the mount (bdi), set after INIT when allowed (root)
     max_background: int = 64  # kernel: async FUSE requests in flight, set after INIT when allowed
 

@@ -133,20 +133,32 @@ class MergedView:
         return self.reader.tree(h)
 
     def _lower_dir(self, path: str) -> bytes | None:
-        """The lower tree whose entries show through directory `path`, or None."""
-        if path in self._lower_memo:
-            return self._lower_memo[path]
-        row = self.upper.rows.get(path)
+        """The lower tree whose entries show through directory `path`, or None.
+
+        Iterative: climbs to the nearest known ancestor (memo, upper row or root), then walks
+        down, so a path thousands of levels deep does not hit the recursion limit.
+        """
+        pending: list[str] = []
+        p = path
         result: bytes | None
-        if row is not None and (row.kind != DIR or row.opaque or row.redirect):
-            result = row.redirect if row.kind == DIR else None
-        elif not path:
-            result = self.root
-        else:
-            pt = self._lower_dir(parent_of(path))
-            e = self._tree(pt).get(path.rsplit("/", 1)[-1]) if pt is not None else None
+        while True:
+            if p in self._lower_memo:
+                result = self._lower_memo[p]
+                break
+            row = self.upper.rows.get(p)
+            if row is not None and (row.kind != DIR or row.opaque or row.redirect):
+                result = row.redirect if row.kind == DIR else None
+                self._lower_memo[p] = result
+                break
+            if not p:
+                result = self._lower_memo[p] = self.root
+                break
+            pending.append(p)
+            p = parent_of(p)
+        for p in reversed(pending):
+            e = self._tree(result).get(p.rsplit("/", 1)[-1]) if result is not None else None
             result = e.tree if isinstance(e, DirEntry) else None
-        self._lower_memo[path] = result
+            self._lower_memo[p] = result
         return result
 
     def _lower_entry(self, path: str) -> Entry | None:
@@ -193,17 +205,19 @@ class MergedView:
         return None if e is None else self._node_of_entry(path, e)
 
     def _resolve(self, path: str) -> Node | None:
-        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory."""
+        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory (iterative)."""
         if not path:
             return self._root_node()
-        parent = parent_of(path)
-        if parent:
-            pn = self._resolve(parent)
-            if pn is None:
-                return None
-            if pn.kind != DIR:
+        parent = ""
+        n: Node | None = None
+        for name in path.split("/"):
+            if n is not None and n.kind != DIR:
                 raise FsError(errno.ENOTDIR)
-        return self._child(parent, path.rsplit("/", 1)[-1])
+            n = self._child(parent, name)
+            if n is None:
+                return None
+            parent = _join(parent, name)
+        return n
 
     def _get(self, path: str) -> Node:
         n = self._resolve(path)
