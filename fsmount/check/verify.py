@@ -142,7 +142,7 @@ def _write(store: ObjectStore, h: bytes, data: bytes) -> None:
         store.replace(key, data)
     except FsmountError as e:
         raise FsmountError(f"cannot repair {key}: {e}") from None
-    log.warning("repaired object %s in %s", key, store.url)
+    log.info("repaired object %s in %s", key, store.url)
 
 
 def _file_sha256(path: Path) -> bytes:
