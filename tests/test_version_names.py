@@ -93,6 +93,7 @@ def test_abort_and_delete_release_the_version(store_url: str, tmp_path: Path) ->
     ws = Workspace(store_url)
     d = Dataset.create("n", "p", "3.0", workspace=ws)
     run_cli("abort", d.id, "--store", store_url)
+    assert not ws.store.exists(name_key("p", "n", "3.0"))
     again = Dataset.create("n", "p", "3.0", workspace=ws)  # the aborted draft gave it back
     assert run_json("info", "p/n@3.0", "--store", store_url)["id"] == again.id  # the aborted one is not counted
     run_cli("delete", again.id, "--store", store_url)
