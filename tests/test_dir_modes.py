@@ -51,10 +51,13 @@ def test_sync_stores_directory_modes_and_mtimes(store_url: str, tmp_path: Path) 
     # A mode change alone is a new version too, and unchanged directories keep theirs.
     os.chmod(src / "shared", 0o700)
     res2 = run_json("sync", "--folder", str(src), "--project", "p", "--name", "d", "--store", store_url)
-    assert _modes(run_json("ls", res2["id"], "-r", "--store", store_url)["entries"]) == {**WANT, "shared": 0o700}
+    ls2 = run_json("ls", res2["id"], "-r", "--store", store_url)["entries"]
+    assert _modes(ls2) == {**WANT, "shared": 0o700}
 
 
-def test_a_0700_folder_stays_private_on_a_mount(file_store_url: str, tmp_path: Path, require_fuse: None) -> None:
+def test_a_0700_folder_stays_private_on_a_mount(
+    file_store_url: str, tmp_path: Path, require_fuse: None
+) -> None:
     src = _source(tmp_path / "src")
     res = run_json("sync", "--folder", str(src), "--project", "p", "--name", "d", "--store", file_store_url)
     with cli_mount(res["id"], tmp_path / "mnt", file_store_url, tmp_path / "cache") as mnt:
@@ -91,4 +94,4 @@ def test_add_counts_entries_not_folders(file_store_url: str, tmp_path: Path, rec
     run_json("create", "--project", "p", "--name", "d", "--store", file_store_url)
     args = [] if recursive else ["--non-recursive"]
     staged = run_json("add", str(src), *args, "--store", file_store_url)["staged"]
-    assert staged == (3 if recursive else 1)  # two files and the empty folder; non-recursive: the empty folder
+    assert staged == (3 if recursive else 1)  # two files and the empty folder; non-recursive: the folder

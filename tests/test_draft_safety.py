@@ -85,7 +85,7 @@ def test_negative_or_nan_grace_never_deletes_an_open_drafts_blocks(tmp_path: Pat
 
 
 def test_a_stale_draft_is_shown_as_such_and_does_not_hold_gc_back(tmp_path: Path) -> None:
-    """A killed sync's orphan draft: listed stale, gc frees other garbage and its blocks, close still works."""
+    """A killed sync's orphan draft: listed stale, gc frees garbage and its blocks, close still works."""
     store = tmp_path / "store"
     ws = Workspace(f"file://{store}")
     orphan = _uploaded_draft(ws, tmp_path, "orphan", {"a.bin": os.urandom(5000), "b.bin": os.urandom(7000)})
@@ -99,7 +99,8 @@ def test_a_stale_draft_is_shown_as_such_and_does_not_hold_gc_back(tmp_path: Path
     rows = {r["id"]: r for r in run_json("list", "--store", ws.store_url)["datasets"]}
     assert rows[orphan.id]["stale"] is True and rows[live.id]["stale"] is False
     text = run_cli("list", "--store", ws.store_url).stdout
-    assert "draft (stale, no writer since 1970-01-01" in next(ln for ln in text.splitlines() if orphan.id in ln)
+    line = next(ln for ln in text.splitlines() if orphan.id in ln)
+    assert "draft (stale, no writer since 1970-01-01" in line
     assert "stale" not in next(ln for ln in text.splitlines() if live.id in ln)
     assert run_json("info", orphan.id, "--store", ws.store_url)["stale"] is True
     assert "(stale, no writer since" in run_cli("info", orphan.id, "--store", ws.store_url).stdout

@@ -78,7 +78,8 @@ def test_versions_of_an_old_store_are_taken_too(file_store_url: str) -> None:
     proc = run_cli("create", "--project", "p", "--name", "n", "--version", "1.0.0", "--store", file_store_url,
                    check=False)
     assert proc.returncode == 4 and old.id in proc.stderr
-    assert run_json("create", "--project", "p", "--name", "n", "--store", file_store_url)["version"] == "1.0.1"
+    made = run_json("create", "--project", "p", "--name", "n", "--store", file_store_url)
+    assert made["version"] == "1.0.1"
 
 
 def test_a_version_string_naming_two_versions_is_ambiguous(file_store_url: str) -> None:
@@ -95,7 +96,7 @@ def test_abort_and_delete_release_the_version(store_url: str, tmp_path: Path) ->
     run_cli("abort", d.id, "--store", store_url)
     assert not ws.store.exists(name_key("p", "n", "3.0"))
     again = Dataset.create("n", "p", "3.0", workspace=ws)  # the aborted draft gave it back
-    assert run_json("info", "p/n@3.0", "--store", store_url)["id"] == again.id  # the aborted one is not counted
+    assert run_json("info", "p/n@3.0", "--store", store_url)["id"] == again.id  # the aborted one: not counted
     run_cli("delete", again.id, "--store", store_url)
     assert not ws.store.exists(name_key("p", "n", "3.0"))
     assert Dataset.create("n", "p", "3.0", workspace=ws).version == "3.0"
@@ -105,7 +106,7 @@ def test_release_only_drops_a_reservation_that_still_names_the_version(file_stor
     ws = Workspace(file_store_url)
     d = Dataset.create("n", "p", "4.0", workspace=ws)
     key = name_key("p", "n", "4.0")
-    data, etag = ws.store.get_versioned(key)
+    _, etag = ws.store.get_versioned(key)
     other = new_version_id()
     ws.store.put_conditional(key, other.encode(), if_match=etag)  # taken over meanwhile
     d.delete()

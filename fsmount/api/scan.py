@@ -95,7 +95,7 @@ def add_events(src: Path, dest: str, wildcard: str | None, recursive: bool) -> l
 
 
 def entries_staged(events: list[Event]) -> int:
-    """How many files, symlinks and empty directories `events` stage (a folder's own attributes don't count)."""
+    """Files, symlinks and empty directories `events` stage (a folder's own attributes don't count)."""
     parents = {e["path"].rpartition("/")[0] for e in events}
     return sum(1 for e in events if e.get("kind") != "dir" or e["path"] not in parents)
 
