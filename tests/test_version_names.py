@@ -46,7 +46,7 @@ def test_concurrent_children_of_one_parent_get_distinct_versions(store_url: str,
         p.join(60)
         assert p.exitcode == 0
     versions = sorted(v for _, v in got)
-    assert versions == ["1.0.1", "1.0.2", "1.0.3", "1.0.4"]
+    assert len(set(versions)) == 4 and all(v.startswith("1.0.") and v != "1.0.0" for v in versions)
     listed = [s.version for s in registry.list_states(ws.store) if s.name == "n"]
     assert sorted(listed) == ["1.0.0", *versions]
     for vid, v in got:  # each reservation names its own draft

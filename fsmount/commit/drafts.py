@@ -7,6 +7,7 @@ import getpass
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,7 +59,9 @@ def reserve_version(store: ObjectStore, project: str, name: str, version: str, v
     update-if-unchanged.
     """
     key = name_key(project, name, version)
-    for _ in range(3):
+    for attempt in range(8):
+        if attempt:
+            time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
         try:
             store.put_conditional(key, version_id.encode(), if_match=None)
             return None
@@ -67,7 +70,7 @@ def reserve_version(store: ObjectStore, project: str, name: str, version: str, v
         try:
             data, etag = store.get_versioned(key)
         except NotFoundError:
-            continue  # released meanwhile: try again
+            continue  # released meanwhile, or another create is in flight (S3's 409): try again
         holder = data.decode("ascii", "replace").strip()
         if holder == version_id:
             return None
