@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -304,15 +306,24 @@ def gc(ws: Workspace, grace: str, dry_run: bool, as_json: bool) -> None:
     )
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = text.strip().lower()
-    try:
-        if t and t[-1] in units:
-            return float(t[:-1]) * units[t[-1]]
-        return float(t)
-    except ValueError:
-        raise UsageError(f"invalid duration {text!r}: use e.g. 30m, 1h, 0") from None
+    """A duration: a number of seconds, or with a unit s, m, h or d (90s, 30m, 1h, 2d); finite, >= 0."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(m.group(1)) * _UNITS[m.group(2)] if m else math.nan
+    if not math.isfinite(seconds):
+        raise UsageError(f"invalid duration {text!r}: use a number of seconds or e.g. 90s, 30m, 1h, 2d")
+    return seconds
+
+
+def _state_text(d: Dataset) -> str:
+    if d.stale_since is None:
+        return d.state
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.stale_since))
+    return f"{d.state} (stale, no writer since {when})"
 
 
 @click.command(name="list")
@@ -324,7 +335,7 @@ def _duration(text: str) -> float:
 def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
     """List versions (drafts included), oldest first."""
     items = Dataset.list_datasets(project, name, list(tags), workspace=ws)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": d.id,
             "project": d.project,
@@ -333,14 +344,16 @@ def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str,
             "state": d.state,
             "tags": d.tags,
             "parents": d.parents,
+            "stale": d.stale,
         }
         for d in items
     ]
+    shown = {d.id: _state_text(d) for d in items}
 
     def text() -> None:
         for r in rows:
             click.echo(
-                f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {r['state']:<9}  "
+                f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {shown[r['id']]:<9}  "
                 f"{','.join(r['tags'])}"
             )
 
@@ -353,12 +366,13 @@ def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str,
 @with_workspace
 def info(ws: Workspace, ref: str, as_json: bool) -> None:
     """Everything about one version: state, tags, lineage, size, and its own changes."""
-    d = Dataset.get(ref=ref, only_final=False, workspace=ws).info()
+    ds = Dataset.get(ref=ref, only_final=False, workspace=ws)
+    d = ds.info()
 
     def text() -> None:
         for k in ("id", "project", "name", "version", "state", "description", "author", "message"):
             if d.get(k):
-                click.echo(f"{k + ':':<13}{d[k]}")
+                click.echo(f"{k + ':':<13}{_state_text(ds) if k == 'state' else d[k]}")
         click.echo(f"{'created:':<13}{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created']))}")
         click.echo(f"{'tags:':<13}{', '.join(d['tags']) or '-'}")
         click.echo(f"{'parents:':<13}{', '.join(d['parents']) or '-'}")
@@ -447,11 +461,43 @@ def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("ref")
+@click.option("--repair", is_flag=True, help="Re-upload what is missing or corrupt from --folder.")
+@click.option("--folder", default=None, type=click.Path(file_okay=False),
+              help="With --repair: a local copy of the version (same paths).")
 @json_option
 @with_workspace
-def verify(ws: Workspace, ref: str, as_json: bool) -> None:
-    """Re-hash everything the store holds for a version; exit 1 if anything is missing or corrupt."""
+def verify(ws: Workspace, ref: str, repair: bool, folder: str | None, as_json: bool) -> None:
+    """Re-hash everything the store holds for a version; exit 1 if anything is missing or corrupt.
+
+    With --repair --folder DIR, each damaged block is written again from the file at the same
+    path under DIR (only if its content hashes right), each damaged tree from the local cache.
+    """
+    if repair != (folder is not None):
+        raise UsageError("--repair and --folder DIR go together")
     ds = Dataset.get(ref=ref, workspace=ws)
+    if repair:
+        assert folder is not None
+        report = ds.repair_dataset(folder)
+
+        def text() -> None:
+            for line in report.repaired:
+                click.echo(f"repaired {line}")
+            for line in report.unrepaired:
+                click.echo(f"NOT repaired: {line}")
+            if not report.problems:
+                click.echo(f"{ds.id}: all {ds.record.files} files verified, nothing to repair")
+            elif not report.unrepaired:
+                click.echo(f"{ds.id}: repaired {len(report.repaired)} objects; all files verified")
+
+        emit(
+            {"id": ds.id, "ok": not report.unrepaired, "problems": [str(p) for p in report.problems],
+             "repaired": report.repaired, "unrepaired": report.unrepaired},
+            as_json,
+            text,
+        )
+        if report.unrepaired:
+            raise SystemExit(1)
+        return
     problems = ds.verify_dataset_hash()
     emit(
         {"id": ds.id, "ok": not problems, "problems": problems},

@@ -17,13 +17,13 @@ from fsmount.api import reading, scan
 from fsmount.api.local_copy import mutable_copy, shared_copy
 from fsmount.api.scan import SyncResult
 from fsmount.api.workspace import Workspace
-from fsmount.check.verify import verify_version
+from fsmount.check.suspects import Suspects
+from fsmount.check.verify import RepairReport, find_problems, repair_version
 from fsmount.commit import gc as gc_mod
 from fsmount.commit import lifecycle, registry
-from fsmount.commit.close import close_draft, staged_bytes, staged_summary, upload_staged
-from fsmount.commit.drafts import Drafts, check_names
+from fsmount.commit.close import close_draft, staged_bytes, staged_summary, upload_staged, writing
+from fsmount.commit.drafts import Drafts, check_names, stale_drafts
 from fsmount.commit.finalize import merged_base
-from fsmount.commit.locks import writer_lock
 from fsmount.commit.staging import StagingJournal, matches
 from fsmount.commit.uploader import DEFAULT_BLOCK_SIZE, UploadStats
 from fsmount.errors import StateError, UsageError
@@ -44,6 +44,7 @@ class Dataset:
         self.workspace = workspace
         self._state = state
         self._record: VersionRecord | None = None
+        self._stale: float | bool | None = False  # False: not looked up yet; None: not stale
 
     # -- identity ----------------------------------------------------------------
 
@@ -80,6 +81,17 @@ class Dataset:
         return self._state.description
 
     @property
+    def stale_since(self) -> float | None:
+        """For a draft whose writer is gone (drafts.stale_drafts): when it last showed life; else None."""
+        if self._stale is False:
+            self._stale = stale_drafts(self.workspace.store, [self._state]).get(self.id)
+        return self._stale if isinstance(self._stale, float) else None
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+    @property
     def is_final(self) -> bool:
         return self._state.state in READABLE_STATES
 
@@ -88,6 +100,7 @@ class Dataset:
 
     def refresh(self) -> Dataset:
         self._state = registry.read_state(self.workspace.store, self.id)
+        self._stale = False
         return self
 
     @property
@@ -111,6 +124,10 @@ class Dataset:
     @property
     def _drafts(self) -> Drafts:
         return self._drafts_of(self.workspace)
+
+    @property
+    def _suspects(self) -> Suspects:
+        return Suspects(self.workspace.data_home, self.workspace.store_url)
 
     @classmethod
     def create(
@@ -203,7 +220,11 @@ class Dataset:
         found = registry.select(
             registry.list_states(ws.store), dataset_project, dataset_name, tags, final_only=not include_drafts
         )
-        return [cls(ws, s) for s in found]
+        stale = stale_drafts(ws.store, found)
+        out = [cls(ws, s) for s in found]
+        for d in out:
+            d._stale = stale.get(d.id)
+        return out
 
     # -- staging (drafts) -----------------------------------------------------------
 
@@ -242,7 +263,7 @@ class Dataset:
             src.absolute(), "/".join(split_path(dataset_path or "")), wildcard, recursive
         )
         journal.append(events)
-        return len(events)
+        return scan.entries_staged(events)
 
     def remove_files(self, dataset_path: str) -> int:
         """Remove paths or globs, staged or inherited; returns how many paths matched."""
@@ -268,8 +289,14 @@ class Dataset:
     def upload(self, progress: Progress | None = None) -> UploadStats:
         """Upload staged files; resumable: files already uploaded and unchanged are skipped."""
         journal = self._require_draft()
-        with writer_lock(self.workspace.store):
-            return upload_staged(self.workspace.store, journal, self.id, self.block_size, progress)
+        suspect = self._suspects.load()
+        before = set(suspect)
+        with writing(self.workspace.store, self.id) as lock:
+            stats = upload_staged(
+                self.workspace.store, journal, self.id, self.block_size, progress, lock=lock, suspect=suspect
+            )
+        self._suspects.update(remove=before - suspect)
+        return stats
 
     def finalize(
         self, message: str = "", publish: bool = False, progress: Progress | None = None
@@ -277,6 +304,8 @@ class Dataset:
         """Upload what remains and make this draft a final version (clearml's close)."""
         journal = self._require_draft()
         ws = self.workspace
+        suspect = self._suspects.load()
+        before = set(suspect)
         record = close_draft(
             ws.store,
             ws.reader,
@@ -286,7 +315,9 @@ class Dataset:
             message=message,
             publish=publish,
             progress=progress,
+            suspect=suspect,
         )
+        self._suspects.update(remove=before - suspect)
         self._drafts.closed(self.id)
         self.refresh()
         self._record = record
@@ -306,7 +337,9 @@ class Dataset:
         if not folder.is_dir():
             raise UsageError(f"{local_path}: not a folder")
         prefix = "/".join(split_path(dataset_path or ""))
-        result, events = scan.compare(self.workspace.reader, self._base_root(), prefix, folder)
+        result, events = scan.compare(
+            self.workspace.reader, self._base_root(), prefix, folder, frozenset(self._suspects.load())
+        )
         journal.append(events)
         return result
 
@@ -380,14 +413,32 @@ class Dataset:
         return str(target_folder)
 
     def verify_dataset_hash(self, workers: int = 16) -> list[str]:
-        """Re-hash every tree and block the store holds for this version; list what is wrong."""
-        return verify_version(self.workspace.store, self.workspace.reader, self.record, workers)
+        """Re-hash every tree and block the store holds for this version; list what is wrong.
+
+        Damaged blocks are remembered on this machine (check/suspects.py), so that the next
+        upload of a file holding them writes them again instead of trusting the store's copy.
+        """
+        problems = find_problems(self.workspace.store, self.workspace.reader, self.record, workers)
+        self._suspects.update(add=(p.obj for p in problems if p.kind == "block" and p.obj is not None))
+        return [str(p) for p in problems]
+
+    def repair_dataset(self, folder: str | os.PathLike[str], workers: int = 16) -> RepairReport:
+        """verify, then re-upload each missing or corrupt object from a good copy in `folder` (same paths)."""
+        if not Path(folder).is_dir():
+            raise UsageError(f"{folder}: not a folder")
+        ws = self.workspace
+        report = repair_version(ws.store, ws.reader, self.record, Path(folder), workers)
+        still = {p.obj for p in report.remaining if p.kind == "block" and p.obj is not None}
+        self._suspects.update(add=still, remove=report.fixed - still)
+        return report
 
     def info(self) -> dict[str, Any]:
         """Everything about this version: its state, then its record's summary or what is staged."""
         fields = ("id", "project", "name", "version", "state", "tags", "description", "parents")
         d: dict[str, Any] = {k: getattr(self, k) for k in fields}
-        d.update(created=self._state.created, author=self._state.author)
+        d.update(created=self._state.created, author=self._state.author, updated=self._state.updated)
+        if self.state == "draft":
+            d.update(stale=self.stale, stale_since=self.stale_since)
         if self.is_final:
             d.update(
                 lineage=self.lineage(), **reading.summary(self.record), **reading.by_kind(self.changes())

@@ -33,7 +33,8 @@ class SyncResult:
 def scan(folder: Path, dest: str) -> Iterator[tuple[str, str, str]]:
     """(kind, dataset path, source path) for everything under `folder`; symlinks are not followed.
 
-    Kinds are 'file', 'symlink' and 'dir' (only for empty directories); other file types are skipped.
+    Kinds are 'file', 'symlink' and 'dir'; every directory is a 'dir' (its mode and mtime are
+    recorded), `folder` itself too when `dest` is not the root. Other file types are skipped.
     """
     prefix = "/".join(split_path(dest))
     for dirpath, dirnames, filenames in walk(folder):
@@ -47,7 +48,7 @@ def scan(folder: Path, dest: str) -> Iterator[tuple[str, str, str]]:
             if os.path.islink(full):
                 dirnames.remove(d)
                 yield "symlink", f"{base}/{d}".lstrip("/"), full
-        if base and not filenames and not dirnames:
+        if base:
             yield "dir", base, dirpath
         for f in filenames:
             full = os.path.join(dirpath, f)
@@ -81,8 +82,9 @@ def add_events(src: Path, dest: str, wildcard: str | None, recursive: bool) -> l
     if src.is_dir() and not src.is_symlink():
         events = []
         for kind, dpath, spath in scan(src, dest):
-            if not recursive and "/" in dpath[len(dest) :].strip("/"):
-                continue
+            rel = dpath[len(dest) :].strip("/")
+            if not recursive and ("/" in rel or (kind == "dir" and rel and os.listdir(spath))):
+                continue  # the top level only; a sub-folder only if empty (its contents are left out)
             if wildcard and kind != "dir" and not fnmatch.fnmatch(os.path.basename(spath), wildcard):
                 continue
             events.append({"op": "add", "kind": kind, "path": dpath, "src": spath})
@@ -93,13 +95,30 @@ def add_events(src: Path, dest: str, wildcard: str | None, recursive: bool) -> l
     return [{"op": "add", "kind": kind, "path": "/".join(p for p in (dest, src.name) if p), "src": str(src)}]
 
 
-def compare(reader: ObjectReader, base: bytes, prefix: str, folder: Path) -> tuple[SyncResult, list[Event]]:
-    """What makes the tree `base` at `prefix` equal to `folder`: the changes, and the events staging them."""
+def entries_staged(events: list[Event]) -> int:
+    """Files, symlinks and empty directories `events` stage (a folder's own attributes don't count)."""
+    parents = {e["path"].rpartition("/")[0] for e in events}
+    return sum(1 for e in events if e.get("kind") != "dir" or e["path"] not in parents)
+
+
+def compare(
+    reader: ObjectReader, base: bytes, prefix: str, folder: Path, suspect: frozenset[bytes] = frozenset()
+) -> tuple[SyncResult, list[Event]]:
+    """What makes the tree `base` at `prefix` equal to `folder`: the changes, and the events staging them.
+
+    Directories whose mode or mtime differ are staged too (not listed as changes). An unchanged
+    file with a block in `suspect` (found damaged by a verify) is staged again, so that its
+    blocks are uploaded again, without being listed as modified.
+    """
     sub = base
+    top: DirEntry | None = None
     if prefix:
         e = lookup(reader.tree, base, prefix)
-        sub = e.tree if isinstance(e, DirEntry) else EMPTY_TREE_HASH
-    old = {p: e for p, e in walk_tree(reader.tree, sub) if not isinstance(e, DirEntry)}
+        top = e if isinstance(e, DirEntry) else None
+        sub = top.tree if top is not None else EMPTY_TREE_HASH
+    entries = list(walk_tree(reader.tree, sub))
+    old = {p: e for p, e in entries if not isinstance(e, DirEntry)}
+    old_dirs = {p: e for p, e in entries if isinstance(e, DirEntry)}
     local = list(scan(folder.absolute(), ""))
 
     def full(p: str) -> str:
@@ -112,12 +131,20 @@ def compare(reader: ObjectReader, base: bytes, prefix: str, folder: Path) -> tup
         if p not in local_paths:
             result.removed.append(full(p))
             events.append({"op": "delete", "path": full(p)})
+    if prefix and not _same_dir_attrs(top, str(folder.absolute())):
+        events.append({"op": "add", "kind": "dir", "path": prefix, "src": str(folder.absolute())})
     unchanged = _unchanged_files(old, local)
     for kind, p, s in local:
-        if p in unchanged or _same_symlink(kind, old.get(p), s):
+        if p in unchanged:
+            prev = old[p]
+            if suspect and isinstance(prev, FileEntry) and any(
+                    (b if isinstance(b, bytes) else b[0]) in suspect for b in prev.blocks):
+                events.append({"op": "add", "kind": "file", "path": full(p), "src": s})
+            continue
+        if _same_symlink(kind, old.get(p), s):
             continue
         if kind == "dir":
-            if lookup(reader.tree, sub, p) is None:
+            if not _same_dir_attrs(old_dirs.get(p), s):
                 events.append({"op": "add", "kind": "dir", "path": full(p), "src": s})
             continue
         (result.modified if p in old else result.added).append(full(p))
@@ -137,6 +164,13 @@ def _unchanged_files(old: Mapping[str, Entry], local: list[tuple[str, str, str]]
     with ThreadPoolExecutor(8) as pool:
         hashes = pool.map(lambda x: file_sha256(x[1]), same_size)
         return {p for (p, _, prev), h in zip(same_size, hashes, strict=True) if h == prev.sha256}
+
+
+def _same_dir_attrs(prev: DirEntry | None, src: str) -> bool:
+    st = os.stat(src)
+    return prev is not None and (prev.mode & 0o7777, prev.mtime_ns) == (
+        stat.S_IMODE(st.st_mode), st.st_mtime_ns
+    )
 
 
 def _same_symlink(kind: str, prev: Entry | None, src: str) -> bool:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit import staging
+from fsmount.commit.drafts import touch
 from fsmount.commit.finalize import ChangeSet, finalize
-from fsmount.commit.locks import writer_lock
+from fsmount.commit.locks import Lock, writer_lock
 from fsmount.commit.staging import Staged, StagingJournal, entry_to_json, source_stamp
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, source_file
 from fsmount.errors import UsageError
@@ -26,12 +28,31 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
+@contextlib.contextmanager
+def writing(store: ObjectStore, draft_id: str) -> Iterator[Lock]:
+    """The writer lock for `draft_id`, naming it; at the end the draft's state is touched (if it is
+    still a draft), so the draft counts as live while the lock is fresh and for STALE_AFTER after."""
+    with writer_lock(store, draft=draft_id) as lock:
+        try:
+            yield lock
+        finally:
+            touch(store, draft_id)
+
+
 def upload_staged(
-    store: ObjectStore, journal: StagingJournal, origin: str, block_size: int, progress: Progress | None
+    store: ObjectStore,
+    journal: StagingJournal,
+    origin: str,
+    block_size: int,
+    progress: Progress | None,
+    *,
+    lock: Lock | None = None,
+    suspect: set[bytes] | None = None,
 ) -> UploadStats:
-    """Upload the staged files not yet uploaded (or changed since); the caller holds the writer lock.
+    """Upload the staged files not yet uploaded (or changed since); the caller holds the writer `lock`.
 
     Each file's entry is journalled once its blocks are stored, so a killed upload resumes.
+    Blocks in `suspect` (found damaged by a verify) are written again even if the store has them.
     """
     staged = journal.replay()
     todo: list[SourceFile] = []
@@ -46,7 +67,7 @@ def upload_staged(
         if done and done[0] == stamp:
             continue
         todo.append(source_file(dest, src))
-    uploader = Uploader(store, origin, block_size=block_size, progress=progress)
+    uploader = Uploader(store, origin, block_size=block_size, progress=progress, lock=lock, suspect=suspect)
     batch: list[dict[str, Any]] = []
     last = time.monotonic()
     for f, entry in uploader.upload(todo):
@@ -130,9 +151,9 @@ def changeset(staged: Staged, origin: str) -> ChangeSet:
             changes.puts[dest] = SymlinkEntry(
                 dest.rsplit("/", 1)[-1], 0o777, st.st_mtime_ns, os.readlink(src), origin
             )
-        else:
+        else:  # a source directory: its mode and mtime as they are, whether it is new or not
             st = os.stat(src)
-            changes.mkdirs[dest] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            changes.dir_attrs[dest] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
     return changes
 
 
@@ -146,16 +167,17 @@ def close_draft(
     message: str = "",
     publish: bool = False,
     progress: Progress | None = None,
+    suspect: set[bytes] | None = None,
 ) -> VersionRecord:
     """Upload what remains (again, for files whose blocks gc took meanwhile) and finalize the draft."""
-    with writer_lock(store):
-        upload_staged(store, journal, state.id, block_size, progress)
+    with writing(store, state.id) as lock:
+        upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect)
         staged = journal.replay()
         lost = lost_uploads(store, staged)
         if lost:
             log.warning("%d files uploaded earlier lost blocks (gc?); uploading them again", len(lost))
             journal.append([{"op": "forget_upload", "path": d} for d in lost])
-            upload_staged(store, journal, state.id, block_size, progress)
+            upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect)
             staged = journal.replay()
         return finalize(
             store,
@@ -165,4 +187,5 @@ def close_draft(
             block_size=block_size,
             message=message,
             publish=publish,
+            lock=lock,
         )

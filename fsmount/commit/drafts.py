@@ -1,33 +1,155 @@
-"""Making drafts: version numbers, author, a draft's state and staging journal, the current-draft pointer."""
+"""Making drafts: version numbers (unique per dataset, reserved in the store), author, a draft's
+state and staging journal, the current-draft pointer, and which drafts are stale."""
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
+import logging
+import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from fsmount.commit import registry
+from fsmount.commit.locks import STALE_AFTER, writer_drafts
 from fsmount.commit.staging import StagingJournal
-from fsmount.errors import UsageError
+from fsmount.errors import ConflictError, FsmountError, NotFoundError, PreconditionFailed, UsageError
 from fsmount.format.hashing import new_version_id
 from fsmount.format.objects import VersionState
 from fsmount.store.base import ObjectStore
 
+log = logging.getLogger(__name__)
+
 MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 2**30
+MAX_BUMPS = 1000  # an automatic version tries at most this many numbers before giving up
+NAMES_PREFIX = "version-names/"
 
 
 def next_version(prev: VersionState | None) -> str:
     """1.0.0 for a new dataset; otherwise bump the last numeric part of the newest version."""
-    if prev is None:
-        return "1.0.0"
-    parts = prev.version.split(".")
+    return "1.0.0" if prev is None else bump(prev.version)
+
+
+def bump(version: str) -> str:
+    """The version after `version`: its last numeric part plus one, else `version` + '.1'."""
+    parts = version.split(".")
     if parts and parts[-1].isdigit():
         parts[-1] = str(int(parts[-1]) + 1)
         return ".".join(parts)
-    return prev.version + ".1"
+    return version + ".1"
+
+
+# -- version reservations: `version-names/<sha256 hex of project NUL name NUL version>` -> version id --
+
+
+def name_key(project: str, name: str, version: str) -> str:
+    """The key reserving `version` for dataset `project`/`name`."""
+    h = hashlib.sha256("\0".join((project, name, version)).encode("utf-8", "surrogateescape")).hexdigest()
+    return NAMES_PREFIX + h
+
+
+def reserve_version(store: ObjectStore, project: str, name: str, version: str, version_id: str) -> str | None:
+    """Reserve `version` for `version_id` (create-if-absent); None if done, else the id holding it.
+
+    A reservation whose holder was aborted, or has no state although the reservation is older
+    than STALE_AFTER (a crash between reserving and creating the state), is taken over with an
+    update-if-unchanged.
+    """
+    key = name_key(project, name, version)
+    for attempt in range(8):
+        if attempt:
+            time.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
+        try:
+            store.put_conditional(key, version_id.encode(), if_match=None)
+            return None
+        except PreconditionFailed:
+            pass
+        try:
+            data, etag = store.get_versioned(key)
+        except NotFoundError:
+            continue  # released meanwhile, or another create is in flight (S3's 409): try again
+        holder = data.decode("ascii", "replace").strip()
+        if holder == version_id:
+            return None
+        if not _abandoned(store, key, holder):
+            return holder
+        try:
+            store.put_conditional(key, version_id.encode(), if_match=etag)
+            log.info("took over the reservation of %s/%s@%s from %s", project, name, version, holder)
+            return None
+        except (PreconditionFailed, NotFoundError):
+            continue
+    return "another process"
+
+
+def _abandoned(store: ObjectStore, key: str, holder: str) -> bool:
+    try:
+        return registry.read_state(store, holder).state == "aborted"
+    except NotFoundError:
+        info = store.head(key)
+        return info is not None and time.time() - info.mtime > STALE_AFTER
+    except FsmountError:
+        return False  # an undecodable state: keep the reservation
+
+
+def release_version(store: ObjectStore, st: VersionState) -> None:
+    """Drop the reservation of `st`'s version string, only if it still names `st`."""
+    key = name_key(st.project, st.name, st.version)
+    try:
+        data, _ = store.get_versioned(key)
+    except NotFoundError:
+        return
+    if data.decode("ascii", "replace").strip() == st.id:
+        store.delete(key)
+
+
+def _taken(states: list[VersionState], project: str, name: str, version: str) -> VersionState | None:
+    """A version already listed with this version string (stores from before reservations)."""
+    for s in states:
+        if (s.project, s.name, s.version) == (project, name, version) and s.state != "aborted":
+            return s
+    return None
+
+
+# -- stale drafts ---------------------------------------------------------------------------
+
+
+def stale_drafts(store: ObjectStore, states: Iterable[VersionState]) -> dict[str, float]:
+    """Drafts whose writer is gone: id -> when it last showed life (its state's `updated`).
+
+    A draft is stale when no fresh writer lock names it and its state was not updated for
+    STALE_AFTER seconds (upload and close touch it when they start and end).
+    """
+    drafts = [s for s in states if s.state == "draft"]
+    if not drafts:
+        return {}
+    now = time.time()
+    old = [s for s in drafts if now - (s.updated or s.created) > STALE_AFTER]
+    if not old:
+        return {}
+    live = writer_drafts(store)
+    return {s.id: (s.updated or s.created) for s in old if s.id not in live}
+
+
+def touch(store: ObjectStore, draft_id: str) -> None:
+    """Mark a draft live now (its state's `updated`); nothing if it is no longer a draft."""
+
+    class _NotDraft(Exception):
+        pass
+
+    def change(st: VersionState) -> None:
+        if st.state != "draft":
+            raise _NotDraft
+
+    try:
+        registry.update_state(store, draft_id, change)
+    except _NotDraft:
+        pass
+    except FsmountError as e:
+        log.warning("could not mark draft %s as live: %s", draft_id, e)
 
 
 def author() -> str:
@@ -91,15 +213,13 @@ class Drafts:
             check_block_size(block_size)
         if len(set(parents)) != len(parents):
             raise UsageError("the same parent is given twice")
-        if version is None:
-            if states is None:
-                states = registry.list_states(store)
-            version = next_version(
-                registry.newest(s for s in states if s.project == project and s.name == name)
-            )
+        if states is None:
+            states = registry.list_states(store)
+        vid = new_version_id()
+        version = self._reserve(store, project, name, version, vid, states)
         now = time.time()
         st = VersionState(
-            id=new_version_id(),
+            id=vid,
             project=project,
             name=name,
             version=version,
@@ -111,11 +231,37 @@ class Drafts:
             updated=now,
             author=author(),
         )
-        registry.create_state(store, st)
+        try:
+            registry.create_state(store, st)
+        except BaseException:
+            release_version(store, st)
+            raise
         if block_size is not None:
             self.journal(st.id).create({"id": st.id, "store": self.store_url, "block_size": block_size})
             self.set_current(st.id)
         return st
+
+    @staticmethod
+    def _reserve(
+        store: ObjectStore, project: str, name: str, version: str | None, vid: str, states: list[VersionState]
+    ) -> str:
+        """Reserve the given version string (refused if taken), or the first free one after the newest."""
+        if version is not None:
+            old = _taken(states, project, name, version)
+            holder = old.id if old is not None else reserve_version(store, project, name, version, vid)
+            if holder is not None:
+                raise ConflictError(
+                    f"version {version!r} of {project}/{name} is taken (by {holder}); choose another"
+                )
+            return version
+        same = (s for s in states if s.project == project and s.name == name)
+        candidate = next_version(registry.newest(same))
+        for _ in range(MAX_BUMPS):
+            if _taken(states, project, name, candidate) is None and \
+                    reserve_version(store, project, name, candidate, vid) is None:
+                return candidate
+            candidate = bump(candidate)
+        raise ConflictError(f"no free version of {project}/{name} after {MAX_BUMPS} tries; give --version")
 
     def journal(self, draft_id: str) -> StagingJournal:
         return StagingJournal(self.data_home / "drafts" / draft_id)

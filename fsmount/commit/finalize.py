@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.drafts import author
+from fsmount.commit.locks import Lock
 from fsmount.commit.registry import read_state, update_state
 from fsmount.errors import FormatError, ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
@@ -122,8 +123,13 @@ def finalize(
     block_size: int,
     message: str = "",
     publish: bool = False,
+    lock: Lock | None = None,
 ) -> VersionRecord:
-    """Write trees, the record and the final state of a draft whose blocks are uploaded."""
+    """Write trees, the record and the final state of a draft whose blocks are uploaded.
+
+    With the writer `lock`, checks (in the store) that it is still held before the record and
+    before the state flip: a writer that lost it may have lost blocks to a gc, so it stops.
+    """
     if state.state in READABLE_STATES:
         raise StateError(f"dataset version {state.id} is already {state.state}")
     if state.state != "draft":
@@ -141,6 +147,8 @@ def finalize(
     trees(EMPTY_TREE_HASH, EMPTY_TREE_BYTES)
     trees.flush()
     store.barrier()
+    if lock is not None:
+        lock.check(verify=True)
     record = _write_record(store, state, root, base, stats.files, stats.bytes, block_size, message)
     store.barrier()
 
@@ -149,6 +157,8 @@ def finalize(
             raise StateError(f"dataset version {st.id} is already {st.state}")
         st.state = "published" if publish else "final"
 
+    if lock is not None:
+        lock.check(verify=True)
     update_state(store, state.id, flip)
     return record
 

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit import registry
-from fsmount.commit.locks import STALE_AFTER, gc_lock
+from fsmount.commit.drafts import stale_drafts
+from fsmount.commit.locks import STALE_AFTER, Lock, gc_lock
+from fsmount.errors import UsageError
 from fsmount.format.hashing import hash_from_key
 from fsmount.format.objects import READABLE_STATES, DirEntry, FileEntry
-from fsmount.store.base import ObjectStore
+from fsmount.store.base import ObjectInfo, ObjectStore
+
+DELETE_BATCH = 256  # objects deleted between two checks that the gc lock is still held
 
 
 def gc(
     store: ObjectStore, reader: ObjectReader, grace: float = 3600.0, dry_run: bool = False
 ) -> dict[str, int]:
-    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile."""
-    with gc_lock(store):
+    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile.
+
+    Unreferenced objects younger than `grace` seconds, or than the oldest live draft minus
+    `grace`, are kept. A stale draft (no writer for STALE_AFTER, see drafts.stale_drafts) does
+    not hold the cutoff back: `close` uploads again whatever of it gc took.
+    """
+    check_grace(grace)
+    with gc_lock(store) as lock:
         states = registry.list_states(store)
-        drafts = [s.created for s in states if s.state == "draft"]
+        stale = stale_drafts(store, states)
+        drafts = [s.created for s in states if s.state == "draft" and s.id not in stale]
         keep = reachable(reader, [s.id for s in states if s.state in READABLE_STATES])
         _drop_stale_locks(store)
         cutoff = time.time() - grace
         if drafts:
             cutoff = min(cutoff, min(drafts) - grace)  # an open draft may reference newer objects
-        deleted = kept_young = freed = 0
+        doomed: list[ObjectInfo] = []
+        kept_young = 0
         for info in store.list("objects/"):
             h = hash_from_key(info.key)
             if h is None or h in keep:
@@ -32,11 +45,30 @@ def gc(
             if info.mtime >= cutoff:
                 kept_young += 1
                 continue
-            if not dry_run:
-                store.delete(info.key)
-            deleted += 1
-            freed += info.size
-    return {"deleted": deleted, "bytes_freed": freed, "kept_recent": kept_young, "reachable": len(keep)}
+            doomed.append(info)
+        if not dry_run:
+            _delete(store, lock, doomed)
+    return {
+        "deleted": len(doomed),
+        "bytes_freed": sum(i.size for i in doomed),
+        "kept_recent": kept_young,
+        "reachable": len(keep),
+        "stale_drafts": len(stale),
+    }
+
+
+def check_grace(grace: float) -> None:
+    """A grace period is a finite number of seconds, 0 or more (a negative or NaN one deletes new blocks)."""
+    if not isinstance(grace, (int, float)) or not math.isfinite(grace) or grace < 0:
+        raise UsageError(f"invalid grace period {grace!r}: it must be a finite duration of 0 s or more")
+
+
+def _delete(store: ObjectStore, lock: Lock, doomed: list[ObjectInfo]) -> None:
+    """Delete in batches; before each, check the gc lock is still held (in the store, too)."""
+    for start in range(0, len(doomed), DELETE_BATCH):
+        lock.check(verify=True)
+        for info in doomed[start : start + DELETE_BATCH]:
+            store.delete(info.key)
 
 
 def reachable(reader: ObjectReader, version_ids: list[str]) -> set[bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fsmount.commit import registry
+from fsmount.commit.drafts import release_version
 from fsmount.errors import StateError
 from fsmount.format.hashing import record_key, state_key
 from fsmount.format.objects import VersionState
@@ -32,7 +33,9 @@ def abort(store: ObjectStore, version_id: str) -> VersionState:
             raise StateError(f"dataset version {st.id} is {st.state}, not a draft")
         st.state = "aborted"
 
-    return registry.update_state(store, version_id, change)
+    st = registry.update_state(store, version_id, change)
+    release_version(store, st)  # an aborted draft's version string may be given again
+    return st
 
 
 def add_tags(store: ObjectStore, version_id: str, tags: Iterable[str]) -> VersionState:
@@ -53,12 +56,16 @@ def set_description(store: ObjectStore, version_id: str, description: str) -> Ve
 
 def delete(store: ObjectStore, version_id: str, force: bool = False) -> None:
     """Remove a version's state and record; refused while another version has it as parent."""
-    children = [s for s in registry.list_states(store) if version_id in s.parents]
+    states = registry.list_states(store)
+    children = [s for s in states if version_id in s.parents]
     if children and not force:
         names = ", ".join(c.id[:12] for c in children[:3])
         raise StateError(
             f"dataset version {version_id} is a parent of {len(children)} version(s) ({names});"
             " use --force to delete it anyway"
         )
+    for st in states:
+        if st.id == version_id:
+            release_version(store, st)  # first: the state still names the version meanwhile
     store.delete(state_key(version_id))
     store.delete(record_key(version_id))

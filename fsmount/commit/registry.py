@@ -171,6 +171,10 @@ def _by_name(states: list[VersionState], ref: str, require_final: bool) -> Versi
         same = [s for s in same if s.version == version]
         if not same:
             raise NotFoundError(f"dataset {path!r} has no version {version!r}")
+        live = [s for s in same if s.state != "aborted"]
+        if len(live) > 1:  # a store from before version strings were reserved (version-names/)
+            ids = ", ".join(s.id for s in live)
+            raise AmbiguousRefError(f"{ref!r} names {len(live)} versions ({ids}); give an id instead")
     final = [s for s in same if s.state in READABLE_STATES]
     if version:
         pick = newest(final) if require_final else newest(same)

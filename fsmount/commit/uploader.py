@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from fsmount.commit.locks import Lock
 from fsmount.errors import FsmountError, UsageError
 from fsmount.format.hashing import digest, object_key
 from fsmount.format.objects import FileEntry
@@ -28,6 +29,7 @@ class UploadStats:
     bytes_uploaded: int = 0
     blocks_deduplicated: int = 0
     bytes_hashed: int = 0
+    blocks_repaired: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +69,15 @@ class Uploader:
         block_size: int = DEFAULT_BLOCK_SIZE,
         workers: int = 16,
         progress: Callable[[int], None] | None = None,
+        lock: Lock | None = None,
+        suspect: set[bytes] | None = None,
     ) -> None:
+        """`lock`: the writer lock, checked before every block (a lost lock stops the upload).
+        `suspect`: hashes a verify found damaged; they are written again (replacing what the store
+        has) and removed from the set."""
         self.store = store
+        self.lock = lock
+        self.suspect = suspect if suspect is not None else set()
         self.origin = origin
         self.block_size = block_size
         self.workers = workers
@@ -83,12 +92,24 @@ class Uploader:
                 setattr(self.stats, k, getattr(self.stats, k) + v)
 
     def put_block(self, h: bytes, data: bytes | memoryview) -> None:
-        """Store one block unless the store (or this run) already has it."""
+        """Store one block unless the store (or this run) already has it. `data` hashes to `h`."""
+        if self.lock is not None:
+            self.lock.check()
         with self._lock:
             if h in self._known:
                 self.stats.blocks_deduplicated += 1
                 return
+            repair = h in self.suspect
         key = object_key(h)
+        if repair:  # the store's copy may be damaged in a way a HEAD cannot see: replace it
+            self.store.replace(key, bytes(data))
+            with self._lock:
+                self._known.add(h)
+                self.suspect.discard(h)
+                self.stats.blocks_repaired += 1
+                self.stats.blocks_uploaded += 1
+                self.stats.bytes_uploaded += len(data)
+            return
         # A present object counts only if it is the one meant (size, and the store's checksum
         # where it keeps one): a partial object left by an interrupted upload is written again.
         if len(data) >= HEAD_FIRST and self.store.holds(key, len(data), h):

@@ -17,7 +17,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.commit.drafts import Drafts
 from fsmount.commit.finalize import ChangeSet, finalize
-from fsmount.commit.locks import writer_lock
+from fsmount.commit.locks import Lock, writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
 from fsmount.errors import FsmountError, NotFoundError, UsageError
 from fsmount.format.objects import (
@@ -61,7 +61,8 @@ def _depth_sorted(upper: UpperLayer) -> list[str]:
 
 
 def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: int,
-                    progress: Callable[[int], None] | None = None) -> tuple[ChangeSet, UploadStats]:
+                    progress: Callable[[int], None] | None = None,
+                    lock: Lock | None = None) -> tuple[ChangeSet, UploadStats]:
     """Upload the upper layer's data files and describe every row as a change."""
     reader = ws.reader
     cs = ChangeSet()
@@ -86,7 +87,7 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
             files.append(SourceFile(path, upper.data_path(row.data), st.st_size, row.mode, st.st_mtime_ns))
         elif row.kind == FILE and row.lower is not None:
             cs.puts[path] = replace(row.lower, name=name, mode=row.mode, mtime_ns=row.mtime_ns, origin=origin)
-    uploader = Uploader(ws.store, origin, block_size=block_size, progress=progress)
+    uploader = Uploader(ws.store, origin, block_size=block_size, progress=progress, lock=lock)
     for f, entry in uploader.upload(files):
         cs.puts[f.dest] = entry
     return cs, uploader.stats
@@ -140,11 +141,11 @@ def commit_upper(
     else:
         state = _new_draft(ws, base_state, version, tags or [])
         upper.set_meta(committing=state.id)
-    with writer_lock(ws.store):
-        changes, stats = build_changeset(upper, ws, state.id, block_size, progress)
+    with writer_lock(ws.store, draft=state.id) as lock:
+        changes, stats = build_changeset(upper, ws, state.id, block_size, progress, lock=lock)
         try:
             record = finalize(ws.store, ws.reader, state, changes, block_size=block_size,
-                              message=message, publish=publish)
+                              message=message, publish=publish, lock=lock)
         except FsmountError:
             log.warning("commit of draft %s failed; the overlay is intact and commit can be run again",
                         state.id)

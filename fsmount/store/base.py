@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -95,6 +96,20 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with `prefix`, in no particular order."""
+
+    def replace(self, key: str, data: bytes) -> None:
+        """Overwrite the content-addressed object `key` with `data`, atomically (readers see the old
+        bytes or the new, never a mix). Only for repairs: `data` must hash to the hash `key` names,
+        so the object written is the one every reader expects; anything else raises ValueError.
+        """
+        meant = content_hash(key)
+        if meant is None or hashlib.sha256(data).digest() != meant:
+            raise ValueError(f"replace({key!r}): only a content-addressed key with bytes that hash to it")
+        self._replace(key, data)
+
+    def _replace(self, key: str, data: bytes) -> None:
+        """Write `data` at `key` whatever is there, atomically; stores that support repair override it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot replace objects")
 
     def barrier(self) -> None:
         """Make every object written so far durable (no-op where a PUT is durable)."""

@@ -85,6 +85,10 @@ class FaultyStore(ObjectStore):
         self._write("delete", key)
         self.inner.delete(key)
 
+    def _replace(self, key: str, data: bytes) -> None:
+        self._write("put", key, data)
+        self.inner.replace(key, data)
+
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:

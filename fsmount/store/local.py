@@ -120,6 +120,16 @@ class LocalStore(ObjectStore):
                 return True
         return False
 
+    def _replace(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_tmp(path, data)
+        try:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.get(key)
         return data, _etag(data)
