@@ -308,8 +308,8 @@ class _Checker:
             st = self.states.get(vid)
             totals = self.totals.get(rec.root)
             if totals is not None and st is not None and st.state in READABLE_STATES \
-                    and totals != (rec.files, rec.bytes):
-                self.problem(record_key(vid), f"the record counts {rec.files} files and {rec.bytes} bytes,"
+                    and totals != (rec.files, rec.nbytes):
+                self.problem(record_key(vid), f"the record counts {rec.files} files and {rec.nbytes} bytes,"
                                               f" its root tree {totals[0]} and {totals[1]}")
         # Listed last: an object a state read above relies on was written before that state.
         listing = {i.key: i for i in self.store.list("objects/")}
