@@ -17,7 +17,7 @@ def gc(
 ) -> dict[str, int]:
     """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile."""
     with gc_lock(store):
-        states = registry.list_states(store)
+        states = registry.list_states(store, strict=True)  # never skip a state: its blocks would go
         drafts = [s.created for s in states if s.state == "draft"]
         keep = reachable(reader, [s.id for s in states if s.state in READABLE_STATES])
         _drop_stale_locks(store)

@@ -34,9 +34,12 @@ def read_state(store: ObjectStore, version_id: str) -> VersionState:
         data, etag = store.get_versioned(state_key(version_id))
     except ObjectNotFound:
         raise NotFoundError(f"no dataset version {version_id} in {store.url}") from None
-    st = VersionState.decode(data, etag)
+    try:
+        st = VersionState.decode(data, etag)
+    except FormatError as e:
+        raise FormatError(f"{state_key(version_id)}: {e}") from None
     if st.id != version_id:
-        raise FormatError(f"state object {version_id} names another version ({st.id})")
+        raise FormatError(f"{state_key(version_id)}: the state names another version ({st.id})")
     return st
 
 
@@ -74,11 +77,12 @@ _warned_lock = threading.Lock()
 
 
 def _warn_once(key: str, error: FormatError) -> None:
+    """One warning per unreadable state and process (a command lists the states more than once)."""
     with _warned_lock:
         if key in _warned:
             return
         _warned.add(key)
-    log.warning("skipping unreadable version state %s: %s", key, error)
+    log.warning("skipping an unreadable version state: %s", error)  # the error names the key
 
 
 def list_states(store: ObjectStore, workers: int = 32, *, strict: bool = False) -> list[VersionState]:

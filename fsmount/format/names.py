@@ -145,11 +145,18 @@ def parse_ref(ref: object) -> Ref:
     """A REF (FORMAT.md §7) as given, never trimmed; anything that fits no form is a UsageError."""
     ref = _check_text("dataset reference", ref)
     if not ref:
-        raise UsageError("empty dataset reference")
+        raise UsageError("invalid dataset reference '': it is empty")
     if _CONTROL.search(ref) or ref[0].isspace() or ref[-1].isspace():
         raise UsageError(f"invalid dataset reference {ref!r}: control character or surrounding whitespace")
     if _ID.fullmatch(ref):
         return Ref(RefKind.ID, ref)
+    try:
+        return _parse_named(ref)
+    except UsageError as e:
+        raise UsageError(f"invalid dataset reference {ref!r}: {e}") from None
+
+
+def _parse_named(ref: str) -> Ref:
     if ref.startswith("tag:"):
         return Ref(RefKind.TAG, check_tag(ref[4:]))
     path, at, version = ref.partition("@")
@@ -163,6 +170,5 @@ def parse_ref(ref: object) -> Ref:
     if _PREFIX.fullmatch(ref):
         return Ref(RefKind.PREFIX, ref)
     raise UsageError(
-        f"invalid dataset reference {ref!r}: use an id, a lowercase id prefix (4+ hex digits),"
-        " PROJECT/NAME, PROJECT/NAME@VERSION or tag:TAG"
+        "use an id, a lowercase id prefix (4+ hex digits), PROJECT/NAME, PROJECT/NAME@VERSION or tag:TAG"
     )
