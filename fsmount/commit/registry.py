@@ -72,16 +72,16 @@ def update_state(store: ObjectStore, version_id: str, change: Callable[[VersionS
     raise ConflictError(f"version {version_id} is being changed by others; try again")
 
 
-_warned: set[str] = set()  # keys of unreadable states already logged by this process
+_warned: set[tuple[str, str]] = set()  # (store, key) of unreadable states this process has logged
 _warned_lock = threading.Lock()
 
 
-def _warn_once(key: str, error: FormatError) -> None:
-    """One warning per unreadable state and process (a command lists the states more than once)."""
+def _warn_once(store: ObjectStore, key: str, error: FormatError) -> None:
+    """One warning per unreadable state and process (a command may list the states more than once)."""
     with _warned_lock:
-        if key in _warned:
+        if (store.url, key) in _warned:
             return
-        _warned.add(key)
+        _warned.add((store.url, key))
     log.warning("skipping an unreadable version state: %s", error)  # the error names the key
 
 
@@ -104,7 +104,7 @@ def list_states(store: ObjectStore, workers: int = 32, *, strict: bool = False) 
         except FormatError as e:
             if strict:
                 raise
-            _warn_once(state_key(i), e)
+            _warn_once(store, state_key(i), e)
             return None
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
