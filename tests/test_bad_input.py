@@ -1,7 +1,7 @@
 """Bad input from the command line: names, REFs, store URLs, sizes and mount options; one line, exit 2.
 
-Each case runs the real console entry point in a subprocess against a real store; nothing is
-mounted by any of them (checked against /proc/self/mounts).
+Each case runs the real console entry point in a subprocess against a real store; no mount
+option case leaves its mountpoint mounted (checked against /proc/self/mounts).
 """
 
 from __future__ import annotations
@@ -179,9 +179,8 @@ def test_bad_mount_options_are_one_line_and_mount_nothing(
     version = file_version
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    before = _mounts()
     assert_usage_error(run_cli("mount", version, str(mnt), *args, check=False, timeout=60))
-    assert str(mnt) not in _mounts() and _mounts() == before
+    assert f" {mnt} " not in _mounts()  # (other processes on this machine may mount meanwhile)
 
 
 def test_bad_cache_size_and_endpoint_on_other_commands(file_version: str) -> None:
