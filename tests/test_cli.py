@@ -133,7 +133,7 @@ def test_errors_on_wrong_states(env_store: str, tmp_path: Path) -> None:
     shared = max((_common_prefix(a, b) for a, b in pairwise(ids)), key=len)
     if len(shared) >= 4:
         assert_one_line_error(run_cli("info", shared, check=False), "ambiguous")
-    assert_one_line_error(run_cli("info", "abc", check=False), "no dataset version matches")
+    assert_one_line_error(run_cli("info", "abc", check=False), "invalid dataset reference")
 
 
 def _common_prefix(a: str, b: str) -> str:
