@@ -38,25 +38,36 @@ def default_store_url() -> str:
 def normalise_store_url(url: str) -> str:
     """The one spelling of a store URL, its identity: file:///absolute/resolved or s3://BUCKET[/PREFIX].
 
-    A plain path becomes file://; trailing slashes go; a relative path is taken from the current
-    folder. Malformed or unsupported URLs are a UsageError.
+    Parsed literally as docs/FORMAT.md §2 says: no host part and no percent-decoding in file://
+    (its PATH must start with '/', '~' or '.'); a plain path becomes file://; an s3:// URL may hold
+    no '?' or '#'; trailing slashes go. Malformed or unsupported URLs are a UsageError.
     """
     if "://" not in url:
         if not url.startswith(("/", ".", "~")):
             raise UsageError(f"malformed store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
-        return f"file://{Path(url).expanduser().resolve()}"
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
-        if not path:
-            raise UsageError(f"malformed store URL {url!r}: file:// needs a path")
-        return f"file://{Path(path).expanduser().resolve()}"
-    if parsed.scheme == "s3":
-        if not parsed.netloc or parsed.query or parsed.params:
-            raise UsageError(f"malformed store URL {url!r}: use s3://BUCKET[/PREFIX]")
-        prefix = parsed.path.strip("/")
-        return f"s3://{parsed.netloc}/{prefix}" if prefix else f"s3://{parsed.netloc}"
+        return f"file://{_local_path(url, url)}"
+    scheme, _, rest = url.partition("://")
+    if scheme == "file":
+        if not rest.startswith(("/", ".", "~")):
+            raise UsageError(
+                f"malformed store URL {url!r}: file:// takes no host; its path starts with '/', '~' or '.'"
+            )
+        return f"file://{_local_path(rest, url)}"
+    if scheme == "s3":
+        bucket, _, prefix = rest.partition("/")
+        if not bucket or "?" in rest or "#" in rest:
+            raise UsageError(f"malformed store URL {url!r}: use s3://BUCKET[/PREFIX] (no '?' or '#')")
+        prefix = prefix.strip("/")
+        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     raise UsageError(f"unsupported store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
+
+
+def _local_path(path: str, url: str) -> Path:
+    """PATH of a file:// store made absolute, `~` expanded, symlinks resolved."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as e:  # a NUL, a name too long, a symlink loop, no home
+        raise UsageError(f"malformed store URL {url!r}: {e}") from None
 
 
 def store_url(given: str | None = None) -> str:

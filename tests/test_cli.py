@@ -107,7 +107,7 @@ def test_sync_prints_changes(env_store: str, tmp_path: Path) -> None:
         (("--store", "s3://", "list"), "malformed store URL"),
         (("--store", "gopher://x", "list"), "unsupported store URL"),
         (("gc", "--grace", "soon"), "invalid duration"),
-        (("create", "--project", "p", "--name", "n", "--parent", "zzzz"), "no dataset version matches"),
+        (("create", "--project", "p", "--name", "n", "--parent", "zzzz"), "invalid dataset reference"),
         (("sync", "--folder", "/nonexistent", "--project", "p", "--name", "n"), "not a folder"),
     ],
 )
@@ -125,7 +125,7 @@ def test_errors_on_wrong_states(env_store: str, tmp_path: Path) -> None:
     run_cli("close")
     assert_one_line_error(run_cli("close", "--id", draft, check=False), "already final")
     assert_one_line_error(run_cli("add", str(tmp_path / "x"), "--id", draft, check=False), "already final")
-    assert_one_line_error(run_cli("publish", draft[:6] + "zz", check=False), "no dataset version")
+    assert_one_line_error(run_cli("publish", draft[:6] + "zz", check=False), "invalid dataset reference")
     first = run_json("create", "--project", "p", "--name", "n")["id"]
     second = run_json("create", "--project", "p", "--name", "n")["id"]
     # Ids are random: find the longest prefix shared by two of them, and ask for it.
@@ -133,7 +133,7 @@ def test_errors_on_wrong_states(env_store: str, tmp_path: Path) -> None:
     shared = max((_common_prefix(a, b) for a, b in pairwise(ids)), key=len)
     if len(shared) >= 4:
         assert_one_line_error(run_cli("info", shared, check=False), "ambiguous")
-    assert_one_line_error(run_cli("info", "abc", check=False), "no dataset version matches")
+    assert_one_line_error(run_cli("info", "abc", check=False), "invalid dataset reference")
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -21,13 +21,13 @@ def test_store_urls_are_normalised(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "link").symlink_to(tmp_path)
     want = f"file://{p.resolve()}"
     monkeypatch.chdir(tmp_path)
-    for spelling in (str(p), f"{p}/", f"file://{p}", f"file://{p}//", "./store", "file://store",
+    for spelling in (str(p), f"{p}/", f"file://{p}", f"file://{p}//", "./store", "file://./store",
                      f"file://{tmp_path}/link/store", f"{tmp_path}/./x/../store"):
         assert config.normalise_store_url(spelling) == want, spelling
     assert config.normalise_store_url("s3://bucket/pre/fix/") == "s3://bucket/pre/fix"
     assert config.normalise_store_url("s3://bucket/") == "s3://bucket"
     assert config.normalise_store_url("s3://bucket//p//") == "s3://bucket/p"
-    for bad in ("store", "ftp://x/y", "s3:///p", "file://", "s3://b/p?x=1"):
+    for bad in ("store", "ftp://x/y", "s3:///p", "file://", "s3://b/p?x=1", "file://store", "file://host/x"):
         with pytest.raises(UsageError):
             config.normalise_store_url(bad)
     monkeypatch.setenv("FSMOUNT_STORE", f"{p}/")

@@ -50,7 +50,7 @@ def _cases() -> dict[str, FileEntry]:
                               _sha(shifted), ORIGIN),
         "short.bin": _entry("short.bin", BLOCK + 100, (digest(SHORT), digest(TAIL)), _sha(short), ORIGIN),
         # one bare block whose hash is the file's: the single-block form the codec accepts
-        "huge.bin": _entry("huge.bin", 2**62, (digest(TEN),), digest(TEN), ORIGIN, block_size=2**62),
+        "huge.bin": _entry("huge.bin", 2**30, (digest(TEN),), digest(TEN), ORIGIN, block_size=2**30),
         # a bad first block under 39 good ones: the writers of later blocks wait for the hash of the
         # first, and must be released when it fails (no hang)
         "firstshort.bin": _entry("firstshort.bin", 40 * BLOCK, (digest(SHORT),) + (digest(O1),) * 39,
@@ -86,7 +86,7 @@ def test_mount_reads_of_bad_lengths_are_eio(file_store_url: str, tmp_path: Path,
     vid = hostile_version(file_store_url, tmp_path / "src", "mounted", list(cases.values()))
     with cli_mount(vid, tmp_path / "mnt", file_store_url, tmp_path / "cache") as mnt:
         assert (mnt / "ok.txt").read_bytes() == b"fine\n"
-        assert (mnt / "huge.bin").stat().st_size == 2**62
+        assert (mnt / "huge.bin").stat().st_size == 2**30
         for name in ("shifted.bin", "short.bin", "huge.bin"):
             with open(mnt / name, "rb", buffering=0) as f, pytest.raises(OSError) as e:
                 f.read(1 << 20)

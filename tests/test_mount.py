@@ -232,7 +232,7 @@ def test_bad_input_is_one_line_and_mounts_nothing(file_store_url: str, tmp_path:
     store = ["--store", file_store_url, "--cache-dir", str(tmp_path / "cache")]
     cases = [
         (["mount", "0" * 32, str(empty), *store], "no dataset version"),
-        (["mount", "nosuchref", str(empty), *store], "no dataset version matches"),
+        (["mount", "nosuchref", str(empty), *store], "invalid dataset reference"),
         (["mount", draft.id, str(empty), *store], "not final"),
         (["mount", ids[-1], str(tmp_path / "missing"), *store], "does not exist"),
         (["mount", ids[-1], str(afile), *store], "not a directory"),

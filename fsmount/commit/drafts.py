@@ -16,6 +16,7 @@ from fsmount.commit import registry
 from fsmount.commit.locks import STALE_AFTER, writer_drafts
 from fsmount.commit.staging import StagingJournal
 from fsmount.errors import ConflictError, FsmountError, NotFoundError, PreconditionFailed, UsageError
+from fsmount.format import names
 from fsmount.format.hashing import new_version_id
 from fsmount.format.objects import VersionState
 from fsmount.store.base import ObjectStore
@@ -36,7 +37,7 @@ def next_version(prev: VersionState | None) -> str:
 def bump(version: str) -> str:
     """The version after `version`: its last numeric part plus one, else `version` + '.1'."""
     parts = version.split(".")
-    if parts and parts[-1].isdigit():
+    if parts and names.is_ascii_digits(parts[-1]):
         parts[-1] = str(int(parts[-1]) + 1)
         return ".".join(parts)
     return version + ".1"
@@ -161,12 +162,9 @@ def author() -> str:
 
 
 def check_names(project: str, name: str) -> None:
-    """Refuse a project or name that a REF could not name again."""
-    for label, value in (("project", project), ("name", name)):
-        if not value or "@" in value or value.startswith("tag:") or value != value.strip():
-            raise UsageError(f"invalid dataset {label} {value!r}")
-    if "/" in name:
-        raise UsageError(f"invalid dataset name {name!r}: it may not contain '/'")
+    """Refuse a project or name outside FORMAT.md §7 (one a REF could not name again)."""
+    names.check_project(project)
+    names.check_name(name)
 
 
 def check_block_size(block_size: int) -> None:

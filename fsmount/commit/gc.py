@@ -28,7 +28,7 @@ def gc(
     """
     check_grace(grace)
     with gc_lock(store) as lock:
-        states = registry.list_states(store)
+        states = registry.list_states(store, strict=True)  # never skip a state: its blocks would go
         stale = stale_drafts(store, states)
         drafts = [s.created for s in states if s.state == "draft" and s.id not in stale]
         keep = reachable(reader, [s.id for s in states if s.state in READABLE_STATES])

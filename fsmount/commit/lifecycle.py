@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from fsmount.commit import registry
 from fsmount.commit.drafts import release_version
 from fsmount.errors import StateError
+from fsmount.format import names
 from fsmount.format.hashing import record_key, state_key
 from fsmount.format.objects import VersionState
 from fsmount.store.base import ObjectStore
@@ -39,12 +40,12 @@ def abort(store: ObjectStore, version_id: str) -> VersionState:
 
 
 def add_tags(store: ObjectStore, version_id: str, tags: Iterable[str]) -> VersionState:
-    new = set(tags)
+    new = {names.check_tag(t) for t in tags}
     return registry.update_state(store, version_id, lambda st: setattr(st, "tags", tuple(set(st.tags) | new)))
 
 
 def remove_tags(store: ObjectStore, version_id: str, tags: Iterable[str]) -> VersionState:
-    gone = set(tags)
+    gone = set(tags)  # not checked: a tag an older fsmount let in must stay removable
     return registry.update_state(
         store, version_id, lambda st: setattr(st, "tags", tuple(set(st.tags) - gone))
     )

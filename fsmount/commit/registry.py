@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,13 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from fsmount.errors import (
     AmbiguousRefError,
     ConflictError,
+    FormatError,
     NotFoundError,
     ObjectNotFound,
     PreconditionFailed,
     StateError,
-    UsageError,
 )
-from fsmount.format.hashing import is_version_id, state_key
+from fsmount.format import names
+from fsmount.format.hashing import state_key
+from fsmount.format.names import RefKind, is_ascii_digits, is_version_id
 from fsmount.format.objects import READABLE_STATES, VersionState
 from fsmount.store.base import ObjectStore
 
@@ -31,13 +34,18 @@ def read_state(store: ObjectStore, version_id: str) -> VersionState:
         data, etag = store.get_versioned(state_key(version_id))
     except ObjectNotFound:
         raise NotFoundError(f"no dataset version {version_id} in {store.url}") from None
-    st = VersionState.decode(data, etag)
+    try:
+        st = VersionState.decode(data, etag)
+    except FormatError as e:
+        raise FormatError(f"{state_key(version_id)}: {e}") from None
     if st.id != version_id:
-        raise NotFoundError(f"state object {version_id} names another version ({st.id})")
+        raise FormatError(f"{state_key(version_id)}: the state names another version ({st.id})")
     return st
 
 
 def create_state(store: ObjectStore, st: VersionState) -> VersionState:
+    """Write a new version's state; its project, name, version and tags must follow FORMAT.md §7."""
+    names.check_identity(st.project, st.name, st.version, st.tags)
     st.etag = store.put_conditional(state_key(st.id), st.encode(), if_match=None)
     return st
 
@@ -64,9 +72,28 @@ def update_state(store: ObjectStore, version_id: str, change: Callable[[VersionS
     raise ConflictError(f"version {version_id} is being changed by others; try again")
 
 
-def list_states(store: ObjectStore, workers: int = 32) -> list[VersionState]:
-    """Every version's state in the store, drafts included, oldest first."""
-    ids = [info.key.rsplit("/", 1)[-1] for info in store.list("state/")]
+_warned: set[tuple[str, str]] = set()  # (store, key) of unreadable states this process has logged
+_warned_lock = threading.Lock()
+
+
+def _warn_once(store: ObjectStore, key: str, error: FormatError) -> None:
+    """One warning per unreadable state and process (a command may list the states more than once)."""
+    with _warned_lock:
+        if (store.url, key) in _warned:
+            return
+        _warned.add((store.url, key))
+    log.warning("skipping an unreadable version state: %s", error)  # the error names the key
+
+
+def list_states(store: ObjectStore, workers: int = 32, *, strict: bool = False) -> list[VersionState]:
+    """Every version's state in the store, drafts included, oldest first.
+
+    Versions are the keys `state/<id>` exactly (FORMAT.md §2). A state that cannot be decoded
+    (damaged, hostile, or from a newer format) is skipped with one warning naming its key, so one
+    bad object does not take every other dataset down; `fsmount check` reports it. `strict`
+    raises its FormatError instead: for callers that must see every version (gc).
+    """
+    ids = [k.removeprefix("state/") for k in (info.key for info in store.list("state/"))]
     ids = [i for i in ids if is_version_id(i)]
 
     def one(i: str) -> VersionState | None:
@@ -74,6 +101,11 @@ def list_states(store: ObjectStore, workers: int = 32) -> list[VersionState]:
             return read_state(store, i)
         except NotFoundError:
             return None  # deleted while we listed
+        except FormatError as e:
+            if strict:
+                raise
+            _warn_once(store, state_key(i), e)
+            return None
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(ids)))) as pool:
         states = [s for s in pool.map(one, ids) if s is not None]
@@ -85,7 +117,7 @@ def _version_key(v: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key for version strings: numeric parts numerically, '1.10.0' > '1.9.0'."""
     out: list[tuple[int, int | str]] = []
     for part in v.replace("-", ".").split("."):
-        out.append((0, int(part)) if part.isdigit() else (1, part))
+        out.append((0, int(part)) if is_ascii_digits(part) else (1, part))
     return tuple(out)
 
 
@@ -131,19 +163,20 @@ def resolve(
     REF is a full id, a unique id prefix, PROJECT/NAME (newest final version),
     PROJECT/NAME@VERSION, or tag:T (newest final version with tag T, within
     `project` when given). `states`, when given, saves listing the store again.
+    A REF that fits none of the forms of FORMAT.md §7 is a UsageError, before the store is asked.
     """
-    ref = ref.strip()
-    if not ref:
-        raise UsageError("empty dataset reference")
-    if is_version_id(ref):
-        return _check_final(read_state(store, ref), ref, require_final)
+    parsed = names.parse_ref(ref)
+    if project is not None:
+        names.check_project(project)
+    if parsed.kind is RefKind.ID:
+        return _check_final(read_state(store, parsed.text), ref, require_final)
     if states is None:
         states = list_states(store)
-    if ref.startswith("tag:"):
-        return newest_tagged(states, [ref[4:]], project)
-    if "/" in ref:
-        return _by_name(states, ref, require_final)
-    return _by_prefix(states, ref, require_final)
+    if parsed.kind is RefKind.TAG:
+        return newest_tagged(states, [parsed.text], project)
+    if parsed.kind is RefKind.PREFIX:
+        return _by_prefix(states, parsed.text, require_final)
+    return _by_name(states, parsed, require_final)
 
 
 def newest_tagged(
@@ -160,40 +193,39 @@ def newest_tagged(
     return found
 
 
-def _by_name(states: list[VersionState], ref: str, require_final: bool) -> VersionState:
+def _by_name(states: list[VersionState], ref: names.Ref, require_final: bool) -> VersionState:
     """PROJECT/NAME (the newest final version, else the newest draft) or PROJECT/NAME@VERSION."""
-    path, _, version = ref.partition("@")
-    proj, _, name = path.rpartition("/")
-    same = [s for s in states if s.project == proj and s.name == name]
+    path = f"{ref.project}/{ref.name}"
+    same = [s for s in states if s.project == ref.project and s.name == ref.name]
     if not same:
         raise NotFoundError(f"no dataset named {path!r}")
-    if version:
-        same = [s for s in same if s.version == version]
+    if ref.kind is RefKind.VERSION:
+        same = [s for s in same if s.version == ref.version]
         if not same:
-            raise NotFoundError(f"dataset {path!r} has no version {version!r}")
+            raise NotFoundError(f"dataset {path!r} has no version {ref.version!r}")
         live = [s for s in same if s.state != "aborted"]
         if len(live) > 1:  # a store from before version strings were reserved (version-names/)
             ids = ", ".join(s.id for s in live)
-            raise AmbiguousRefError(f"{ref!r} names {len(live)} versions ({ids}); give an id instead")
+            raise AmbiguousRefError(
+                f"{path}@{ref.version} names {len(live)} versions ({ids}); give an id instead")
     final = [s for s in same if s.state in READABLE_STATES]
-    if version:
+    if ref.kind is RefKind.VERSION:
         pick = newest(final) if require_final else newest(same)
-        return pick if pick is not None else _check_final(same[-1], ref, require_final)
+        return pick if pick is not None else _check_final(same[-1], f"{path}@{ref.version}", require_final)
     pick = newest(final) if require_final or final else newest(same)
     if pick is None:
         raise StateError(f"dataset {path!r} has no final version yet")
     return pick
 
 
-def _by_prefix(states: list[VersionState], ref: str, require_final: bool) -> VersionState:
-    """A unique prefix (at least 4 hex digits) of a version id."""
-    if all(c in "0123456789abcdef" for c in ref.lower()) and len(ref) >= 4:
-        hits = [s for s in states if s.id.startswith(ref.lower())]
-        if len(hits) > 1:
-            raise AmbiguousRefError(f"id prefix {ref!r} is ambiguous: it matches {len(hits)} versions")
-        if hits:
-            return _check_final(hits[0], ref, require_final)
-    raise NotFoundError(f"no dataset version matches {ref!r}")
+def _by_prefix(states: list[VersionState], prefix: str, require_final: bool) -> VersionState:
+    """A unique prefix (4 ... 31 lowercase hex digits) of a version id."""
+    hits = [s for s in states if s.id.startswith(prefix)]
+    if len(hits) > 1:
+        raise AmbiguousRefError(f"id prefix {prefix!r} is ambiguous: it matches {len(hits)} versions")
+    if hits:
+        return _check_final(hits[0], prefix, require_final)
+    raise NotFoundError(f"no dataset version matches {prefix!r}")
 
 
 def _check_final(st: VersionState, ref: str, require_final: bool) -> VersionState:

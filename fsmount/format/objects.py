@@ -5,6 +5,7 @@ docs/FORMAT.md describes every field; a change here is a change there.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from typing import Any
 import msgpack
 
 from fsmount.errors import FormatError
-from fsmount.format.hashing import HASH_LEN, digest, is_version_id
+from fsmount.format.hashing import HASH_LEN, digest
+from fsmount.format.names import is_version_id
 
 FORMAT = 1  # the format number written on every metadata object
 
@@ -25,6 +27,10 @@ KIND_SYMLINK = 2
 
 STATES = ("draft", "final", "published", "aborted", "failed")
 READABLE_STATES = ("final", "published")
+
+MAX_BLOCK_SIZE = 2**30  # readers accept block sizes 1 ... 2**30 (writers use 4 KiB ... 1 GiB)
+MIN_MTIME, MAX_MTIME = -(2**63), 2**63 - 1  # nanoseconds: int64
+MAX_TARGET_BYTES = 4095  # a symlink target, as Linux allows
 
 BlockRef = bytes | tuple[bytes, int, int]  # whole object, or (object, offset, length)
 
@@ -44,8 +50,15 @@ def validate_name(name: object) -> str:
 
 
 def _utf8_len_ok(name: str) -> bool:
+    return _fits(name, 255)
+
+
+def _fits(text: str, max_bytes: int) -> bool:
+    """`text` is valid UTF-8 of at most `max_bytes` bytes."""
+    if len(text) > max_bytes:  # every character is at least one byte: no need to encode a huge str
+        return False
     try:
-        return len(name.encode("utf-8")) <= 255
+        return len(text.encode("utf-8")) <= max_bytes
     except UnicodeEncodeError:  # a lone surrogate: the on-disk name was not UTF-8
         return False
 
@@ -180,16 +193,44 @@ def _check_hash(h: object) -> bytes:
     return h
 
 
-def _check_int(v: object, lo: int = 0) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+def _check_int(v: object, lo: int = 0, hi: int | None = None) -> int:
+    if type(v) is not int or v < lo or (hi is not None and v > hi):
         raise FormatError("malformed number in tree")
     return v
+
+
+def _check_time(v: object, what: str) -> float:
+    """`created`, `finalized`, `updated`: a finite int or float, never a bool, str or nil."""
+    if type(v) not in (int, float) or not math.isfinite(v):  # type: ignore[arg-type]
+        raise FormatError(f"malformed time {what!r}: {v!r}")
+    return float(v)  # type: ignore[arg-type]
+
+
+def _check_text(v: object, what: str) -> str:
+    if type(v) is not str:
+        raise FormatError(f"malformed text field {what!r}")
+    return v
+
+
+def _check_ids(v: object, own_id: str) -> tuple[str, ...]:
+    """`parents`: an array of version ids, without duplicates and without the version's own id."""
+    if not isinstance(v, tuple | list) or not all(is_version_id(p) for p in v):
+        raise FormatError("malformed parents: not an array of version ids")
+    if len(set(v)) != len(v) or own_id in v:
+        raise FormatError("malformed parents: a parent repeats or is the version itself")
+    return tuple(v)
+
+
+def _check_tags(v: object) -> tuple[str, ...]:
+    if not isinstance(v, tuple | list) or not all(type(t) is str for t in v):
+        raise FormatError("malformed tags: not an array of str")
+    return tuple(v)
 
 
 def _decode_block(b: object) -> BlockRef:
     if isinstance(b, bytes):
         return _check_hash(b)
-    if isinstance(b, Sequence) and len(b) == 3:
+    if isinstance(b, tuple | list) and len(b) == 3:
         return (_check_hash(b[0]), _check_int(b[1]), _check_int(b[2]))
     raise FormatError("malformed block locator in tree")
 
@@ -215,14 +256,18 @@ def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
         raise FormatError("malformed tree entry")
     name = validate_name(raw[0])
     kind, mode, mtime = raw[1], raw[2], raw[3]
-    if type(mode) is not int or mode < 0 or type(mtime) is not int:
+    if type(kind) is not int:  # True == 1 and 1.0 == 1: only a real int is a kind
+        raise FormatError(f"malformed entry kind {kind!r} for {name!r}")
+    if type(mode) is not int or mode < 0 or type(mtime) is not int or not MIN_MTIME <= mtime <= MAX_MTIME:
         raise FormatError(f"malformed mode or mtime for {name!r}")
     mode &= 0o7777
     if kind == KIND_FILE and len(raw) == 9:
         size, sha, bs, raw_blocks = raw[4], raw[5], raw[6], raw[7]
-        if type(size) is not int or size < 0 or type(bs) is not int or bs < 1:
-            raise FormatError(f"malformed size for {name!r}")
+        if type(size) is not int or size < 0 or type(bs) is not int or not 1 <= bs <= MAX_BLOCK_SIZE:
+            raise FormatError(f"malformed size or block size for {name!r}")
         _check_hash(sha)
+        if not isinstance(raw_blocks, tuple | list):
+            raise FormatError(f"malformed block list for {name!r}")
         bs = shared.setdefault(bs, bs)
         blocks: tuple[BlockRef, ...]
         if len(raw_blocks) == 1 and raw_blocks[0] == sha:  # single-block file: hash == block hash
@@ -236,17 +281,18 @@ def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
     if kind == KIND_DIR and len(raw) == 7:
         return DirEntry(name, mode, mtime, _check_hash(raw[4]), _check_int(raw[5]), _check_int(raw[6]))
     if kind == KIND_SYMLINK and len(raw) == 6:
-        if not isinstance(raw[4], str) or "\0" in raw[4] or not raw[4]:
+        target = raw[4]
+        if not isinstance(target, str) or "\0" in target or not target or not _fits(target, MAX_TARGET_BYTES):
             raise FormatError(f"malformed symlink target for {name!r}")
         return SymlinkEntry(name, mode, mtime, raw[4], _origin(raw[5], shared))
     raise FormatError(f"unknown entry kind {kind!r} for {name!r}")
 
 
 def _origin(raw: object, shared: dict[object, Any]) -> str:
+    if type(raw) is not bytes or len(raw) != 16:
+        raise FormatError("malformed origin version id in tree")
     origin = shared.get(raw)
     if origin is None:
-        if type(raw) is not bytes or len(raw) != 16:
-            raise FormatError("malformed origin version id in tree")
         origin = shared[raw] = raw.hex()
     return origin
 
@@ -267,9 +313,29 @@ def _check_format(obj: object, expected_type: str) -> dict[str, Any]:
     return obj
 
 
+def _str_keyed_map(pairs: Sequence[tuple[object, object]]) -> dict[str, Any]:
+    """Every map, at any depth: keys must be str (FORMAT.md §3); a repeated key, the last counts."""
+    for k, _ in pairs:
+        if type(k) is not str:
+            raise ValueError(f"map key {k!r} is not a str")
+    return dict(pairs)  # type: ignore[arg-type]
+
+
+def _no_ext(code: int, data: bytes) -> object:
+    raise ValueError(f"msgpack ext type {code} is never valid")
+
+
+def _unpackb(data: bytes) -> object:
+    """One msgpack object, strictly: str keys only, valid UTF-8, no ext types, no trailing bytes."""
+    return msgpack.unpackb(
+        data, raw=False, use_list=False, strict_map_key=True, object_pairs_hook=_str_keyed_map,
+        ext_hook=_no_ext, timestamp=0,
+    )
+
+
 def unpack(data: bytes, expected_type: str) -> dict[str, Any]:
     try:
-        obj = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+        obj = _unpackb(data)
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise FormatError(f"undecodable {expected_type} object: {e}") from None
     return _check_format(obj, expected_type)
@@ -309,7 +375,7 @@ def decode_file_entry(data: bytes) -> FileEntry:
     """Inverse of encode_file_entry, validated. Also reads the older 8-element form that overlays
     wrote before (no kind; origin as 32 hex digits): `[name, mode, mtime, size, sha, bs, blocks, origin]`."""
     try:
-        raw = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+        raw = _unpackb(data)
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise FormatError(f"undecodable file entry: {e}") from None
     if isinstance(raw, tuple) and len(raw) == 8:
@@ -410,32 +476,29 @@ class VersionRecord:
     def decode(cls, data: bytes) -> VersionRecord:
         d = unpack(data, "version")
         try:
-            rec = cls(
-                id=d["id"],
-                project=d["project"],
-                name=d["name"],
-                version=d["version"],
-                parents=tuple(d["parents"]),
+            vid = d["id"]
+            if not is_version_id(vid):
+                raise FormatError("malformed id in version record")
+            return cls(
+                id=vid,
+                project=_check_text(d["project"], "project"),
+                name=_check_text(d["name"], "name"),
+                version=_check_text(d["version"], "version"),
+                parents=_check_ids(d["parents"], vid),
                 root=_check_hash(d["root"]),
                 base=_check_hash(d["base"]),
-                created=float(d["created"]),
-                finalized=float(d["finalized"]),
-                author=d["author"],
-                message=d["message"],
+                created=_check_time(d["created"], "created"),
+                finalized=_check_time(d["finalized"], "finalized"),
+                author=_check_text(d["author"], "author"),
+                message=_check_text(d["message"], "message"),
                 files=_check_int(d["files"]),
                 nbytes=_check_int(d["bytes"]),
-                block_size=_check_int(d["block_size"], lo=1),
+                block_size=_check_int(d["block_size"], lo=1, hi=MAX_BLOCK_SIZE),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise FormatError(f"malformed version record: no field {e}") from None
+        except FormatError as e:
             raise FormatError(f"malformed version record: {e}") from None
-        if not all(
-            isinstance(v, str)
-            for v in (rec.id, rec.project, rec.name, rec.version, rec.author, rec.message, *rec.parents)
-        ):
-            raise FormatError("malformed text field in version record")
-        if not is_version_id(rec.id) or not all(is_version_id(p) for p in rec.parents):
-            raise FormatError("malformed id in version record")
-        return rec
 
 
 @dataclass(slots=True)
@@ -481,27 +544,27 @@ class VersionState:
     def decode(cls, data: bytes, etag: str | None = None) -> VersionState:
         d = unpack(data, "state")
         try:
+            vid = d["id"]
+            if not is_version_id(vid):
+                raise FormatError(f"malformed id {vid!r}")
             st = cls(
-                id=d["id"],
-                project=d["project"],
-                name=d["name"],
-                version=d["version"],
-                parents=tuple(d["parents"]),
-                state=d["state"],
-                tags=tuple(d["tags"]),
-                description=d["description"],
-                created=float(d["created"]),
-                updated=float(d["updated"]),
-                author=d["author"],
+                id=vid,
+                project=_check_text(d["project"], "project"),
+                name=_check_text(d["name"], "name"),
+                version=_check_text(d["version"], "version"),
+                parents=_check_ids(d["parents"], vid),
+                state=_check_text(d["state"], "state"),
+                tags=_check_tags(d["tags"]),
+                description=_check_text(d["description"], "description"),
+                created=_check_time(d["created"], "created"),
+                updated=_check_time(d["updated"], "updated"),
+                author=_check_text(d["author"], "author"),
                 etag=etag,
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except KeyError as e:
+            raise FormatError(f"malformed state object: no field {e}") from None
+        except FormatError as e:
             raise FormatError(f"malformed state object: {e}") from None
-        texts = (st.id, st.project, st.name, st.version, st.state, st.description, st.author, *st.parents,
-                 *st.tags)
-        if not all(isinstance(v, str) for v in texts):
-            raise FormatError(f"malformed text field in state of {d.get('id')!r}")
-        if st.state not in STATES or not is_version_id(st.id):
-            raise FormatError(f"malformed state object for {d.get('id')!r}")
+        if st.state not in STATES:
+            raise FormatError(f"malformed state object for {vid!r}: unknown state {st.state!r}")
         return st
-
