@@ -17,7 +17,8 @@ from fsmount import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FormatError, FsError, UsageError
 from fsmount.overlay.commit import commit_upper, pending
-from fsmount.overlay.merged import RENAME_EXCHANGE, RENAME_NOREPLACE, MergedView
+from fsmount.overlay.merged import MergedView
+from fsmount.overlay.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE
 from fsmount.overlay.upper import DIR, Row, UpperLayer
 from tests.helpers import count_objects, hash_tree, write_tree
 

@@ -34,7 +34,8 @@ from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, Attr, OpErrors
 from fsmount.fs.inodes import ROOT_INO
 from fsmount.fs.options import FsOptions
 from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
-from fsmount.overlay.merged import MergedView, NeedsIO, Node
+from fsmount.overlay.merged import MergedView
+from fsmount.overlay.nodes import NeedsIO, Node
 from fsmount.overlay.upper import UpperLayer, default_overlay_dir
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,7 @@
 """The merged view of a writable mount by path: lower version tree + upper layer, every POSIX mutation.
 
-Resolution of a path: an upper row wins (a whiteout hides the path); otherwise the entry
-comes from the lower tree of its parent directory. The lower tree of a directory is its
-row's `redirect` (a renamed lower directory), nothing if the row is opaque, else the
-entry of that name in the parent's lower tree, up to the version's root.
+How a path resolves (upper row, else lower tree entry) and the reading operations are in
+resolve.py (PathResolver, the base class); Node, Handle and the rename rules in nodes.py.
 
 Concurrency: every public method takes one lock, so it may be called from any thread.
 WritableFS calls metadata operations on the trio thread through `inline`: there, one that
@@ -19,280 +17,39 @@ import errno
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import replace
 
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.errors import FormatError, FsError
-from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, validate_name
-from fsmount.format.tree_edit import DEFAULT_DIR_MODE, lookup
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer, parent_of
+from fsmount.errors import FsError
+from fsmount.format.objects import FileEntry
+from fsmount.format.tree_edit import lookup
+from fsmount.overlay.nodes import (
+    Handle,
+    NeedsIO,
+    Node,
+    check_rename,
+    check_rename_flags,
+    split,
+)
+from fsmount.overlay.resolve import PathResolver
+from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer
 
 log = logging.getLogger(__name__)
 
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-RENAME_WHITEOUT = 4
 COPY_CHUNK = 8 * 2**20
-T = TypeVar("T")
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
 
-@dataclass(slots=True, frozen=True)
-class Node:
-    """What a path is in the merged view."""
-
-    path: str
-    kind: int  # FILE, DIR or SYMLINK
-    mode: int  # permission bits
-    mtime_ns: int
-    size: int
-    target: str | None = None
-    data: str | None = None  # upper data file
-    lower: FileEntry | None = None  # lower file (untouched, or a metadata-only copy)
-    row: Row | None = None
-
-    @property
-    def st_mode(self) -> int:
-        return {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK}[self.kind] | self.mode
-
-
-class NeedsIO(Exception):
-    """Raised in inline mode when an operation would fetch from the store or copy bytes."""
-
-
-class Handle:
-    """One open() of a file. `fd` is its data file once copied up; until then reads go to `lower`."""
-
-    __slots__ = ("append", "fd", "lower", "path", "writable")
-
-    def __init__(self, path: str | None, fd: int | None, lower: FileEntry | None, writable: bool,
-                 append: bool) -> None:
-        self.path = path  # None once unlinked
-        self.fd = fd
-        self.lower = lower
-        self.writable = writable
-        self.append = append
-
-
-def split(path: str) -> str:
-    """Normalise '/a//b/' to 'a/b'; reject '..' and bad names with EINVAL."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    for p in parts:
-        if p == "..":
-            raise FsError(errno.EINVAL, f"{path!r}: '..' is not allowed")
-        if len(p.encode("utf-8", "surrogateescape")) > 255:
-            raise FsError(errno.ENAMETOOLONG)
-    return "/".join(parts)
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-class MergedView:
-    """Lookup, attributes, listing and every mutation of the merged tree, all by path."""
+class MergedView(PathResolver):
+    """Every mutation of the merged tree, and open files, by path (reading: PathResolver)."""
 
     def __init__(self, upper: UpperLayer, reader: ObjectReader, root: bytes, root_mtime_ns: int = 0,
                  clock: Callable[[], int] = time.time_ns) -> None:
-        self.upper = upper
-        self.reader = reader
-        self.root = root
-        self.root_mtime_ns = root_mtime_ns
-        self.clock = clock
-        self.lock = threading.RLock()
+        super().__init__(upper, reader, root, root_mtime_ns, clock)
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
-        self._lower_memo: dict[str, bytes | None] = {}
-        self._inline = threading.local()
-
-    def inline(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` here (an event-loop thread) unless it needs I/O: then it raises NeedsIO, changing nothing.
-
-        Every operation looks up all it needs before it changes anything, so NeedsIO (from a
-        tree not in memory, or a copy-up) always comes before the first change.
-        """
-        self._inline.on = True
-        try:
-            return fn(*args)
-        finally:
-            self._inline.on = False
-
-    # -- resolution ------------------------------------------------------------------------
-
-    def _tree(self, h: bytes) -> Tree:
-        """A lower tree from the reader's decoded-tree memory, else (not inline) fetched through it."""
-        t = self.reader.cached_tree(h)
-        if t is not None:
-            return t
-        if getattr(self._inline, "on", False):
-            raise NeedsIO
-        return self.reader.tree(h)
-
-    def _lower_dir(self, path: str) -> bytes | None:
-        """The lower tree whose entries show through directory `path`, or None.
-
-        Iterative: climbs to the nearest known ancestor (memo, upper row or root), then walks
-        down, so a path thousands of levels deep does not hit the recursion limit.
-        """
-        pending: list[str] = []
-        p = path
-        result: bytes | None
-        while True:
-            if p in self._lower_memo:
-                result = self._lower_memo[p]
-                break
-            row = self.upper.rows.get(p)
-            if row is not None and (row.kind != DIR or row.opaque or row.redirect):
-                result = row.redirect if row.kind == DIR else None
-                self._lower_memo[p] = result
-                break
-            if not p:
-                result = self._lower_memo[p] = self.root
-                break
-            pending.append(p)
-            p = parent_of(p)
-        for p in reversed(pending):
-            e = self._tree(result).get(p.rsplit("/", 1)[-1]) if result is not None else None
-            result = e.tree if isinstance(e, DirEntry) else None
-            self._lower_memo[p] = result
-        return result
-
-    def _lower_entry(self, path: str) -> Entry | None:
-        if not path:
-            return None
-        pt = self._lower_dir(parent_of(path))
-        return self._tree(pt).get(path.rsplit("/", 1)[-1]) if pt is not None else None
-
-    def _node_of_row(self, row: Row) -> Node:
-        if row.kind == DIR:
-            return Node(row.path, DIR, row.mode, row.mtime_ns, 4096, row=row)
-        if row.kind == SYMLINK:
-            assert row.target is not None
-            return Node(row.path, SYMLINK, 0o777, row.mtime_ns, len(os.fsencode(row.target)),
-                        target=row.target, row=row)
-        if row.data is not None:
-            st = os.stat(self.upper.data_path(row.data))
-            return Node(row.path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=row.data, row=row)
-        assert row.lower is not None
-        return Node(row.path, FILE, row.mode, row.mtime_ns, row.lower.size, lower=row.lower, row=row)
-
-    @staticmethod
-    def _node_of_entry(path: str, e: Entry) -> Node:
-        if isinstance(e, DirEntry):
-            return Node(path, DIR, e.mode, e.mtime_ns, 4096)
-        if isinstance(e, SymlinkEntry):
-            return Node(path, SYMLINK, 0o777, e.mtime_ns, len(os.fsencode(e.target)), target=e.target)
-        return Node(path, FILE, e.mode, e.mtime_ns, e.size, lower=e)
-
-    def _root_node(self) -> Node:
-        row = self.upper.rows.get("")
-        if row is not None:
-            return Node("", DIR, row.mode, row.mtime_ns, 4096, row=row)
-        return Node("", DIR, DEFAULT_DIR_MODE, self.root_mtime_ns, 4096)
-
-    def _child(self, parent: str, name: str) -> Node | None:
-        """`name` in directory `parent` (known to be a directory of the merged view)."""
-        path = _join(parent, name)
-        row = self.upper.rows.get(path)
-        if row is not None:
-            return None if row.kind == WHITEOUT else self._node_of_row(row)
-        pt = self._lower_dir(parent)
-        e = self._tree(pt).get(name) if pt is not None else None
-        return None if e is None else self._node_of_entry(path, e)
-
-    def _resolve(self, path: str) -> Node | None:
-        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory (iterative)."""
-        if not path:
-            return self._root_node()
-        parent = ""
-        n: Node | None = None
-        for name in path.split("/"):
-            if n is not None and n.kind != DIR:
-                raise FsError(errno.ENOTDIR)
-            n = self._child(parent, name)
-            if n is None:
-                return None
-            parent = _join(parent, name)
-        return n
-
-    def _get(self, path: str) -> Node:
-        n = self._resolve(path)
-        if n is None:
-            raise FsError(errno.ENOENT)
-        return n
-
-    def _parent_dir(self, path: str) -> str:
-        """Check that the parent of `path` is an existing directory; return it."""
-        if not path:
-            raise FsError(errno.EBUSY, "the root cannot be replaced or removed")
-        validate = path.rsplit("/", 1)[-1]
-        try:
-            validate_name(validate)
-        except FormatError:
-            raise FsError(errno.EINVAL, f"invalid name {validate!r}") from None
-        parent = parent_of(path)
-        pn = self._get(parent)
-        if pn.kind != DIR:
-            raise FsError(errno.ENOTDIR)
-        return parent
-
-    def _names(self, path: str) -> dict[str, Node]:
-        out: dict[str, Node] = {}
-        pt = self._lower_dir(path)
-        if pt is not None:
-            for e in self._tree(pt).entries:
-                out[e.name] = self._node_of_entry(_join(path, e.name), e)
-        for name in self.upper.children.get(path, ()):
-            row = self.upper.rows.get(_join(path, name))
-            if row is None:
-                continue
-            if row.kind == WHITEOUT:
-                out.pop(name, None)
-            else:
-                out[name] = self._node_of_row(row)
-        return out
-
-    def _changed(self) -> None:
-        self._lower_memo.clear()
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def lookup(self, path: str) -> Node:
-        with self.lock:
-            return self._get(split(path))
-
-    getattr = lookup
-
-    def exists(self, path: str) -> bool:
-        with self.lock:
-            try:
-                return self._resolve(split(path)) is not None
-            except FsError:
-                return False
-
-    def readdir(self, path: str) -> list[tuple[str, Node]]:
-        """Entries of a directory, sorted by name."""
-        with self.lock:
-            n = self._get(split(path))
-            if n.kind != DIR:
-                raise FsError(errno.ENOTDIR)
-            return sorted(self._names(n.path).items())
-
-    def readlink(self, path: str) -> str:
-        with self.lock:
-            n = self._get(split(path))
-            if n.kind != SYMLINK:
-                raise FsError(errno.EINVAL)
-            assert n.target is not None
-            return n.target
-
-    def statfs(self) -> os.statvfs_result:
-        """Space of the overlay's own disk: what writers can still use."""
-        return os.statvfs(self.upper.folder)
 
     # -- lower bytes -----------------------------------------------------------------------
 
@@ -549,29 +306,15 @@ class MergedView:
         """rename(2)/renameat2: files and directories, replacing a target where POSIX allows."""
         with self.lock:
             old, new = split(old), split(new)
-            if flags & (RENAME_EXCHANGE | RENAME_WHITEOUT) or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE
-                                                                         | RENAME_WHITEOUT):
-                raise FsError(errno.EINVAL, "only RENAME_NOREPLACE is supported")
+            check_rename_flags(flags)
             self._parent_dir(old)
             new_parent = self._parent_dir(new)
             src = self._get(old)
             if old == new:
                 return
             dst = self._child(new_parent, new.rsplit("/", 1)[-1])
-            # The order of checks follows Linux's renameat2, so callers see the same errno.
-            if dst is not None and flags & RENAME_NOREPLACE:
-                raise FsError(errno.EEXIST)
-            if new.startswith(old + "/"):
-                raise FsError(errno.EINVAL, "cannot move a directory into itself")
-            if dst is not None:
-                if old.startswith(new + "/"):
-                    raise FsError(errno.ENOTEMPTY)
-                if src.kind == DIR and dst.kind != DIR:
-                    raise FsError(errno.ENOTDIR)
-                if src.kind != DIR and dst.kind == DIR:
-                    raise FsError(errno.EISDIR)
-                if dst.kind == DIR and self._names(new):
-                    raise FsError(errno.ENOTEMPTY)
+            full = dst is not None and dst.kind == DIR and bool(self._names(new))
+            check_rename(old, new, src, dst, full, flags)
             row = self._row_for(src, new)
             with self.upper.batch() as b:
                 if dst is not None and dst.kind == DIR:
@@ -583,13 +326,17 @@ class MergedView:
             self._changed()
             if dst is not None and dst.data is not None and dst.data != src.data:
                 self.upper.drop_data(dst.data)
-            for h in self._handles.values():
-                if h.path is None:
-                    continue
-                if dst is not None and h.path == new:
-                    h.path = None
-                elif h.path == old or h.path.startswith(old + "/"):
-                    h.path = new + h.path[len(old):]
+            self._retarget_handles(old, new, replaced=dst is not None)
+
+    def _retarget_handles(self, old: str, new: str, replaced: bool) -> None:
+        """Open handles follow a rename; a handle of the replaced target keeps its file, nameless."""
+        for h in self._handles.values():
+            if h.path is None:
+                continue
+            if replaced and h.path == new:
+                h.path = None
+            elif h.path == old or h.path.startswith(old + "/"):
+                h.path = new + h.path[len(old):]
 
     # -- attributes ----------------------------------------------------------------------------
 
