@@ -16,7 +16,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.check.store_check import check_store
 from fsmount.commit import registry
 from fsmount.format.hashing import record_key, state_key
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from fsmount.store.faults import FaultyStore, SimulatedCrash
 from tests.helpers import FSMOUNT, count_objects, hash_tree, run_cli, run_json
 

@@ -27,7 +27,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.cache.local_cache import ContentCache
 from fsmount.check.store_check import check_store
 from fsmount.commit import registry
-from fsmount.format.objects import READABLE_STATES
+from fsmount.format.records import READABLE_STATES
 from fsmount.overlay.commit import commit_upper
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.upper import UpperLayer

@@ -15,7 +15,8 @@ import pytest
 
 from fsmount.api.workspace import Workspace
 from fsmount.format.hashing import object_key, record_key
-from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, SymlinkEntry, VersionRecord, tree_object
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, SymlinkEntry, tree_object
+from fsmount.format.records import VersionRecord
 from fsmount.format.tree_edit import TreeEditor, diff_trees, lookup, walk_tree
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.upper import UpperLayer

@@ -14,7 +14,6 @@ from fsmount.format.objects import (
     FileEntry,
     SymlinkEntry,
     Tree,
-    VersionRecord,
     decode_file_entry,
     decode_tree,
     encode_file_entry,
@@ -23,6 +22,7 @@ from fsmount.format.objects import (
     file_entry_to_json,
     tree_object,
 )
+from fsmount.format.records import VersionRecord
 from fsmount.format.tree_edit import TreeEditor, diff_trees, lookup, walk_tree
 
 ORIGIN = "0" * 32

@@ -18,13 +18,8 @@ from fsmount.api.workspace import Workspace
 from fsmount.commit.registry import create_state, update_state
 from fsmount.errors import FormatError
 from fsmount.format.hashing import hash_from_key, object_key, state_key
-from fsmount.format.objects import (
-    EMPTY_TREE_BYTES,
-    EMPTY_TREE_HASH,
-    VersionRecord,
-    VersionState,
-    decode_tree,
-)
+from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, decode_tree
+from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store import open_store
 from fsmount.store.local import LocalStore
 

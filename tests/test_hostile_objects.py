@@ -12,7 +12,8 @@ from hypothesis import strategies as hs
 
 from fsmount.errors import FormatError, UsageError
 from fsmount.format.names import parse_ref
-from fsmount.format.objects import VersionRecord, VersionState, decode_tree
+from fsmount.format.objects import decode_tree
+from fsmount.format.records import VersionRecord, VersionState
 
 ID = "0123456789abcdef0123456789abcdef"
 OTHER = "fedcba9876543210fedcba9876543210"

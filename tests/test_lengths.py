@@ -19,7 +19,8 @@ import pytest
 from fsmount.api.dataset import Dataset
 from fsmount.cache.local_cache import ContentCache
 from fsmount.format.hashing import digest, object_key, record_key
-from fsmount.format.objects import FileEntry, VersionRecord, encode_tree
+from fsmount.format.objects import FileEntry, encode_tree
+from fsmount.format.records import VersionRecord
 from fsmount.store import open_store
 from tests.fs_helpers import BLOCK, _blob, cli_mount
 from tests.helpers import run_cli, write_tree

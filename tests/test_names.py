@@ -12,7 +12,7 @@ from fsmount.commit.drafts import Drafts
 from fsmount.errors import FormatError, NotFoundError, UsageError
 from fsmount.format import names
 from fsmount.format.names import Ref, RefKind, parse_ref
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from fsmount.store import open_store
 from fsmount.store.base import ObjectStore
 

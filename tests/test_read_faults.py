@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from fsmount.format.hashing import digest, object_key, record_key
-from fsmount.format.objects import DirEntry, VersionRecord, decode_tree
+from fsmount.format.objects import DirEntry, decode_tree
+from fsmount.format.records import VersionRecord
 from tests.conftest import MotoServer
 from tests.fs_helpers import cli_mount, wait_until
 from tests.helpers import run_cli, run_json, write_tree

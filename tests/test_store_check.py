@@ -14,7 +14,7 @@ from fsmount.api.dataset import sync
 from fsmount.api.workspace import Workspace
 from fsmount.check.store_check import CheckReport, check_store
 from fsmount.format.hashing import object_key, record_key, state_key
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from fsmount.store.base import ObjectStore
 from tests.helpers import run_cli, run_json, write_tree
 

@@ -15,7 +15,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.commit.drafts import name_key
 from fsmount.format.hashing import new_version_id
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from tests.helpers import run_cli, run_json
 
 

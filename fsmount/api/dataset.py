@@ -27,7 +27,8 @@ from fsmount.commit.finalize import merged_base
 from fsmount.commit.staging import StagingJournal, matches
 from fsmount.commit.uploader import DEFAULT_BLOCK_SIZE, UploadStats
 from fsmount.errors import StateError, UsageError
-from fsmount.format.objects import READABLE_STATES, DirEntry, Entry, VersionRecord, VersionState
+from fsmount.format.objects import DirEntry, Entry
+from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import Change, TreeEditor, split_path
 
 __all__ = ["Dataset", "SyncResult", "gc", "sync"]

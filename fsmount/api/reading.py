@@ -8,7 +8,8 @@ from typing import Any
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsmountError, NotFoundError
-from fsmount.format.objects import DirEntry, Entry, VersionRecord
+from fsmount.format.objects import DirEntry, Entry
+from fsmount.format.records import VersionRecord
 from fsmount.format.tree_edit import Change, diff_trees, lookup, split_path, walk_tree
 
 CHANGE_KINDS = ("added", "modified", "removed")

@@ -11,13 +11,8 @@ from dataclasses import asdict, dataclass
 from fsmount.cache.local_cache import ContentCache, CorruptEntry
 from fsmount.errors import FormatError, IntegrityError
 from fsmount.format.hashing import digest, object_key, record_key
-from fsmount.format.objects import (
-    EMPTY_TREE_BYTES,
-    EMPTY_TREE_HASH,
-    Tree,
-    VersionRecord,
-    decode_tree,
-)
+from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, Tree, decode_tree
+from fsmount.format.records import VersionRecord
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,8 @@ from typing import Any, TypeVar
 from fsmount.commit.locks import STALE_AFTER
 from fsmount.errors import FormatError, ObjectNotFound
 from fsmount.format.hashing import digest, hash_from_key, is_version_id, object_key, record_key
-from fsmount.format.objects import (
-    READABLE_STATES,
-    DirEntry,
-    FileEntry,
-    Tree,
-    VersionRecord,
-    VersionState,
-    decode_tree,
-)
+from fsmount.format.objects import DirEntry, FileEntry, Tree, decode_tree
+from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.store.base import ObjectInfo, ObjectStore
 
 T = TypeVar("T")

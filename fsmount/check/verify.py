@@ -13,7 +13,8 @@ from pathlib import Path
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsmountError, ObjectNotFound
 from fsmount.format.hashing import digest, object_key
-from fsmount.format.objects import DirEntry, Entry, FileEntry, VersionRecord
+from fsmount.format.objects import DirEntry, Entry, FileEntry
+from fsmount.format.records import VersionRecord
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from fsmount.commit.staging import Staged, StagingJournal, entry_to_json, source
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, source_file
 from fsmount.errors import UsageError
 from fsmount.format.hashing import object_key
-from fsmount.format.objects import SymlinkEntry, VersionRecord, VersionState
+from fsmount.format.objects import SymlinkEntry
+from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)

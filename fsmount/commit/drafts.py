@@ -18,7 +18,7 @@ from fsmount.commit.staging import StagingJournal
 from fsmount.errors import ConflictError, FsmountError, NotFoundError, PreconditionFailed, UsageError
 from fsmount.format import names
 from fsmount.format.hashing import new_version_id
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)

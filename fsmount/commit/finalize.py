@@ -19,16 +19,8 @@ from fsmount.commit.locks import Lock
 from fsmount.commit.registry import read_state, update_state
 from fsmount.errors import FormatError, ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
-from fsmount.format.objects import (
-    EMPTY_TREE_BYTES,
-    EMPTY_TREE_HASH,
-    READABLE_STATES,
-    DirEntry,
-    FileEntry,
-    SymlinkEntry,
-    VersionRecord,
-    VersionState,
-)
+from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import DirNode, TreeEditor, TreeWriter, split_path
 from fsmount.store.base import ObjectStore
 

@@ -11,7 +11,8 @@ from fsmount.commit.drafts import stale_drafts
 from fsmount.commit.locks import STALE_AFTER, Lock, gc_lock
 from fsmount.errors import UsageError
 from fsmount.format.hashing import hash_from_key
-from fsmount.format.objects import READABLE_STATES, DirEntry, FileEntry
+from fsmount.format.objects import DirEntry, FileEntry
+from fsmount.format.records import READABLE_STATES
 from fsmount.store.base import ObjectInfo, ObjectStore
 
 DELETE_BATCH = 256  # objects deleted between two checks that the gc lock is still held

@@ -9,7 +9,7 @@ from fsmount.commit.drafts import release_version
 from fsmount.errors import StateError
 from fsmount.format import names
 from fsmount.format.hashing import record_key, state_key
-from fsmount.format.objects import VersionState
+from fsmount.format.records import VersionState
 from fsmount.store.base import ObjectStore
 
 

@@ -21,7 +21,7 @@ from fsmount.errors import (
 from fsmount.format import names
 from fsmount.format.hashing import state_key
 from fsmount.format.names import RefKind, is_ascii_digits, is_version_id
-from fsmount.format.objects import READABLE_STATES, VersionState
+from fsmount.format.records import READABLE_STATES, VersionState
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)

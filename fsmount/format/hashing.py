@@ -39,7 +39,8 @@ def new_version_id() -> str:
 
 
 def is_version_id(text: str) -> bool:
-    return bool(_ID_RE.match(text))
+    """32 lowercase hex digits and nothing else (`$` would let a trailing newline through)."""
+    return _ID_RE.fullmatch(text) is not None
 
 
 def record_key(version_id: str) -> str:

@@ -21,7 +21,8 @@ import trio
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError
-from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree, VersionRecord
+from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree
+from fsmount.format.records import VersionRecord
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
 from fsmount.fs.options import FsOptions

@@ -28,7 +28,8 @@ import trio
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.errors import FsError
-from fsmount.format.objects import FileEntry, VersionRecord, VersionState
+from fsmount.format.objects import FileEntry
+from fsmount.format.records import VersionRecord, VersionState
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, Attr, OpErrors
 from fsmount.fs.inodes import ROOT_INO

@@ -20,14 +20,8 @@ from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import Lock, writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
 from fsmount.errors import FsmountError, NotFoundError, UsageError
-from fsmount.format.objects import (
-    EMPTY_TREE_HASH,
-    READABLE_STATES,
-    DirEntry,
-    SymlinkEntry,
-    VersionRecord,
-    VersionState,
-)
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, SymlinkEntry
+from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import lookup, split_path, walk_tree
 from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, UpperLayer
 

@@ -1,0 +1,165 @@
+"""Version records and state objects: what a version is (immutable) and where it stands (mutable).
+
+docs/FORMAT.md §5 and §6 describe every field; a change here is a change there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from fsmount.errors import FormatError
+from fsmount.format.names import is_version_id
+from fsmount.format.objects import (
+    FORMAT,
+    MAX_BLOCK_SIZE,
+    _check_hash,
+    _check_ids,
+    _check_int,
+    _check_tags,
+    _check_text,
+    _check_time,
+    unpack,
+)
+
+STATES = ("draft", "final", "published", "aborted", "failed")
+READABLE_STATES = ("final", "published")
+
+
+@dataclass(slots=True)
+class VersionRecord:
+    """The immutable description of a finalized version."""
+
+    id: str
+    project: str
+    name: str
+    version: str
+    parents: tuple[str, ...]
+    root: bytes  # hash of the root tree: already the merged view of parents + changes
+    base: bytes  # hash of the merged parents' tree (EMPTY_TREE_HASH for a root version)
+    created: float
+    finalized: float
+    author: str
+    message: str
+    files: int
+    nbytes: int  # stored under the key "bytes"
+    block_size: int
+
+    def encode(self) -> bytes:
+        d = {
+            "format": FORMAT,
+            "type": "version",
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "parents": list(self.parents),
+            "root": self.root,
+            "base": self.base,
+            "created": self.created,
+            "finalized": self.finalized,
+            "author": self.author,
+            "message": self.message,
+            "files": self.files,
+            "bytes": self.nbytes,
+            "block_size": self.block_size,
+        }
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> VersionRecord:
+        d = unpack(data, "version")
+        try:
+            vid = d["id"]
+            if not is_version_id(vid):
+                raise FormatError("malformed id in version record")
+            return cls(
+                id=vid,
+                project=_check_text(d["project"], "project"),
+                name=_check_text(d["name"], "name"),
+                version=_check_text(d["version"], "version"),
+                parents=_check_ids(d["parents"], vid),
+                root=_check_hash(d["root"]),
+                base=_check_hash(d["base"]),
+                created=_check_time(d["created"], "created"),
+                finalized=_check_time(d["finalized"], "finalized"),
+                author=_check_text(d["author"], "author"),
+                message=_check_text(d["message"], "message"),
+                files=_check_int(d["files"]),
+                nbytes=_check_int(d["bytes"]),
+                block_size=_check_int(d["block_size"], lo=1, hi=MAX_BLOCK_SIZE),
+            )
+        except KeyError as e:
+            raise FormatError(f"malformed version record: no field {e}") from None
+        except FormatError as e:
+            raise FormatError(f"malformed version record: {e}") from None
+
+
+@dataclass(slots=True)
+class VersionState:
+    """The mutable side of a version: lifecycle state, tags, description.
+
+    It also repeats the identity fields so that drafts (which have no record yet) can
+    be listed and resolved.
+    """
+
+    id: str
+    project: str
+    name: str
+    version: str
+    parents: tuple[str, ...]
+    state: str
+    tags: tuple[str, ...]
+    description: str
+    created: float
+    updated: float
+    author: str
+    etag: str | None = None  # the store's etag when read; not serialised
+
+    def encode(self) -> bytes:
+        d = {
+            "format": FORMAT,
+            "type": "state",
+            "id": self.id,
+            "project": self.project,
+            "name": self.name,
+            "version": self.version,
+            "parents": list(self.parents),
+            "state": self.state,
+            "tags": sorted(set(self.tags)),
+            "description": self.description,
+            "created": self.created,
+            "updated": self.updated,
+            "author": self.author,
+        }
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes, etag: str | None = None) -> VersionState:
+        d = unpack(data, "state")
+        try:
+            vid = d["id"]
+            if not is_version_id(vid):
+                raise FormatError(f"malformed id {vid!r}")
+            st = cls(
+                id=vid,
+                project=_check_text(d["project"], "project"),
+                name=_check_text(d["name"], "name"),
+                version=_check_text(d["version"], "version"),
+                parents=_check_ids(d["parents"], vid),
+                state=_check_text(d["state"], "state"),
+                tags=_check_tags(d["tags"]),
+                description=_check_text(d["description"], "description"),
+                created=_check_time(d["created"], "created"),
+                updated=_check_time(d["updated"], "updated"),
+                author=_check_text(d["author"], "author"),
+                etag=etag,
+            )
+        except KeyError as e:
+            raise FormatError(f"malformed state object: no field {e}") from None
+        except FormatError as e:
+            raise FormatError(f"malformed state object: {e}") from None
+        if st.state not in STATES:
+            raise FormatError(f"malformed state object for {vid!r}: unknown state {st.state!r}")
+        return st
