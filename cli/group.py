@@ -107,3 +107,7 @@ def with_workspace(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(ws, **kw)
 
     return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
