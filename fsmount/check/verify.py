@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsmountError, ObjectNotFound
 from fsmount.format.hashing import digest, object_key
-from fsmount.format.objects import DirEntry, Entry, FileEntry
+from fsmount.format.objects import DirEntry, FileEntry
 from fsmount.format.records import VersionRecord
+from fsmount.format.tree_edit import walk_tree
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def find_problems(
     """
     problems = [p for p in (_check_tree(store, record.root, "root"),) if p]
     files: list[tuple[str, FileEntry]] = []
-    for path, e in _walk(reader, record.root):
+    for path, e in walk_tree(reader.tree, record.root):
         if isinstance(e, DirEntry):
             problem = _check_tree(store, e.tree, path)
             if problem:
@@ -87,7 +87,7 @@ def repair_version(
     if not report.problems:
         return report
     why: dict[str, str] = {}
-    entries = {p: e for p, e in _walk(reader, record.root) if isinstance(e, FileEntry)}
+    entries = {p: e for p, e in walk_tree(reader.tree, record.root) if isinstance(e, FileEntry)}
     for path in dict.fromkeys(p.path for p in report.problems if p.kind != "tree"):
         why[path] = _repair_file(store, path, entries[path], folder / path, report)
     for p in report.problems:
@@ -152,21 +152,6 @@ def _file_sha256(path: Path) -> bytes:
         while data := f.read(8 * 2**20):
             h.update(data)
     return h.digest()
-
-
-def _walk(reader: ObjectReader, root: bytes) -> Iterator[tuple[str, Entry]]:
-    """(path, entry) depth first, a directory before its contents; an explicit stack, not recursion."""
-    stack = [("", iter(reader.tree(root).entries))]
-    while stack:
-        prefix, entries = stack[-1]
-        e = next(entries, None)
-        if e is None:
-            stack.pop()
-            continue
-        path = prefix + e.name
-        yield path, e
-        if isinstance(e, DirEntry):
-            stack.append((path + "/", iter(reader.tree(e.tree).entries)))
 
 
 def _fetch(store: ObjectStore, h: bytes) -> bytes | None:
