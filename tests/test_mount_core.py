@@ -217,20 +217,25 @@ def test_sequential_prefetch_grows_and_respects_budget(lineage: Any, tmp_path: P
         f = fs._files[fh]
         windows = []
         out = bytearray()
+        st = fs.blocks.stats
+        fetched_before = fs.reader.stats.objects_fetched
         for off in range(0, len(data), 1024):  # type: ignore[arg-type]
             out += await fs.read(fh, off, 1024)
             windows.append(f.window)
-            await trio.sleep(0)
+            # A consumer slower than the store: the prefetches issued so far land before the next
+            # read. Waiting on the counter (not on time) keeps this independent of machine load.
+            with trio.fail_after(30):
+                while st.prefetch_inflight_bytes:
+                    await trio.sleep(0.001)
         assert bytes(out) == data
         assert windows[0] == 0 and windows[1] == BLOCK and windows[2] == 2 * BLOCK
         assert max(windows) == 8 * BLOCK
-        st = fs.blocks.stats
-        with trio.fail_after(30):  # the last prefetches finish (or are dropped): wait for that
-            while st.prefetch_inflight_bytes:
-                await trio.sleep(0.005)
-        assert st.prefetch_started > 0
-        # prefetched blocks were served to the reader from memory: few demand fetches
-        assert st.prefetch_fetched > 0 and st.block_misses < len(f.spans) // 4
+        assert st.prefetch_started > 0 and st.prefetch_fetched > 0
+        # Only the blocks read before the window opened were demand fetches; the rest came from
+        # prefetch, and no block went to the store twice.
+        assert st.block_misses <= 2, st
+        assert st.block_hits == 0, st  # served from the memory prefetch put them in, not re-read
+        assert fs.reader.stats.objects_fetched - fetched_before == len(f.spans)
         fs.release(fh)
 
     run(fs, go)
