@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -176,3 +177,33 @@ def test_cli_options_win_over_the_conf_and_the_rest_comes_from_it(tmp_path: Path
         "cv/pets", "/mnt/w", "s3://cli/store", True, "/var/lib/o")
     assert req.fuse_options == ["default_permissions", "max_read=131072"]
     assert "ro" not in req.fuse_option_set()  # a writable conf mounts read-write
+
+
+def test_comments_after_values_and_every_example_line_uncommented(tmp_path: Path) -> None:
+    """systemd/example.conf with every optional line uncommented parses, trailing comments and all."""
+    text = (UNITS / "example.conf").read_text()
+    lines = [line[2:] if re.match(r"# [a-z_]+ = ", line) else line for line in text.splitlines()]
+    conf = tmp_path / "all.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    uncommented = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert len(uncommented) >= 14  # the two required keys and every optional one
+    s = parse_conf(conf)
+    assert s.credentials_file == "/etc/fsmount/NAME.credentials"
+    assert s.metrics_port == 9711 and s.timeout == 30.0
+    assert s.fuse_options == ["max_read=1048576"]
+    # A quoted value keeps a ' #' of its own; an unterminated quote is refused by line.
+    conf.write_text("dataset = cv/pets\nmountpoint = '/mnt/a #1'   # the first\n")
+    assert parse_conf(conf).mountpoint == "/mnt/a #1"
+    conf.write_text("dataset = cv/pets\nmountpoint = '/mnt/a\n")
+    with pytest.raises(ConfigError, match=r"all.conf:2: unterminated quote"):
+        parse_conf(conf)
+
+
+def test_readme_service_example_parses(tmp_path: Path) -> None:
+    readme = (UNITS.parent / "README.md").read_text()
+    start = readme.index("cat > /etc/fsmount/pets.conf <<EOF\n") + len("cat > /etc/fsmount/pets.conf <<EOF\n")
+    body = readme[start:readme.index("    EOF", start)]
+    conf = tmp_path / "pets.conf"
+    conf.write_text("\n".join(line.strip() for line in body.splitlines()) + "\n")
+    s = parse_conf(conf)
+    assert s.credentials_file == "/etc/fsmount/pets.credentials" and s.mountpoint == "/mnt/pets"

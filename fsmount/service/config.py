@@ -58,8 +58,28 @@ def _assign(s: MountSettings, key: str, value: str, where: str) -> None:
     setattr(s, opt.name, parsed)
 
 
+def _conf_value(raw: str, where: str) -> str:
+    """A value: quoted ("..." or '...', taken as is) or bare, where ` #` or ` ;` starts a comment."""
+    v = raw.strip()
+    if v[:1] in ('"', "'"):
+        end = v.find(v[0], 1)
+        if end < 0:
+            raise ConfigError(f"{where}: unterminated quote in {v!r}")
+        rest = v[end + 1:].strip()
+        if rest and not rest.startswith(("#", ";")):
+            raise ConfigError(f"{where}: unexpected {rest!r} after the quoted value")
+        return v[1:end]
+    for i, ch in enumerate(v):
+        if ch in "#;" and (i == 0 or v[i - 1].isspace()):
+            return v[:i].rstrip()
+    return v
+
+
 def parse_conf(path: Path) -> MountSettings:
-    """A conf file: `key = value` lines, '#' comments. `dataset` and `mountpoint` are required."""
+    """A conf file: `key = value` lines, '#' comments (also after a value, following a space).
+
+    `dataset` and `mountpoint` are required. Quote a value that holds ` #` itself.
+    """
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -74,7 +94,7 @@ def parse_conf(path: Path) -> MountSettings:
         if "=" not in line:
             raise ConfigError(f"{path}:{n}: expected 'key = value', got {line!r}")
         k, _, v = line.partition("=")
-        values[k.strip().lower().replace("-", "_")] = v.strip().strip('"').strip("'")
+        values[k.strip().lower().replace("-", "_")] = _conf_value(v, f"{path}:{n}")
     for required in ("dataset", "mountpoint"):
         if not values.get(required):
             raise ConfigError(f"{path}: missing key {required!r}")
