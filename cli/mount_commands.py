@@ -68,13 +68,31 @@ def mount(ctx: click.Context, ref: str | None, mountpoint: str | None, config_fi
 
         ctx.exit(run_foreground(req, ready_fd))
     start(req)
+    if req.write:
+        _say_pending(req.mountpoint, "resuming {n} pending change(s) from {overlay}: "
+                     "'fsmount diff' shows them, 'fsmount discard' drops them")
+
+
+def _say_pending(mountpoint: str, template: str) -> None:
+    """One line on stderr when a writable mount holds pending changes (silent if it cannot tell)."""
+    try:
+        c = control.ask(mountpoint, {"op": "status"}).get("counters", {})
+    except (FsmountError, OSError):
+        return
+    if c.get("pending"):
+        click.echo(template.format(n=c["pending"], overlay=c.get("overlay")), err=True)
 
 
 @click.command()
 @click.argument("mountpoint")
-def umount(mountpoint: str) -> None:
-    """Unmount MOUNTPOINT (also when its daemon has died)."""
-    do_umount(mountpoint)
+@click.option("--lazy", "-l", is_flag=True,
+              help="Detach now even if busy; the mount goes once nothing uses it (umount -l).")
+def umount(mountpoint: str, lazy: bool) -> None:
+    """Unmount MOUNTPOINT (also when its daemon has died); a busy mount is refused unless --lazy."""
+    res = do_umount(mountpoint, lazy=lazy)
+    if res["pending"]:
+        click.echo(f"{res['pending']} pending change(s) kept in {res['overlay']}: "
+                   "'fsmount mount --write' with that overlay picks them up", err=True)
 
 
 def _print_counters(info: dict, status: dict | None) -> None:

@@ -123,12 +123,26 @@ def wait_for_exit(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def umount(mountpoint: str, wait: float = 10.0) -> None:
-    """Unmount (also a mount whose daemon died) and wait for the daemon to exit."""
+def umount(mountpoint: str, wait: float = 10.0, lazy: bool = False) -> dict[str, Any]:
+    """Unmount (also a mount whose daemon died) and wait for the daemon to exit.
+
+    A busy mount is refused with MountBusy naming its users, like umount(8), unless `lazy`
+    (a mount whose daemon died is always let go lazily: nothing can be served from it). Returns
+    {'mountpoint', 'pending', 'overlay'}: a writable mount's pending changes stay in its overlay.
+    """
     info = control.find_mount(mountpoint)
-    unmount(mountpoint)
-    if info and info.get("pid"):
-        wait_for_exit(int(info["pid"]), wait)
+    pid = int(info.get("pid", 0)) if info else 0
+    pending, overlay = 0, None
+    alive = bool(pid) and control.pid_alive(pid)
+    if alive:
+        with contextlib.suppress(FsmountError, OSError):
+            counters = control.ask(mountpoint, {"op": "status"}).get("counters", {})
+            if counters.get("writable"):
+                pending, overlay = int(counters.get("pending", 0)), counters.get("overlay")
+    unmount(mountpoint, lazy=lazy or not alive)
+    if pid:
+        wait_for_exit(pid, wait)
+    return {"mountpoint": os.path.abspath(mountpoint), "pending": pending, "overlay": overlay}
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Mountpoint checks and unmounting: /proc/self/mountinfo, fusermount3 -u then -z."""
+"""Mountpoint checks and unmounting: /proc/self/mountinfo, fusermount3 -u (then -z if asked)."""
 
 from __future__ import annotations
 
+import errno as _errno
 import logging
 import os
 import shutil
@@ -85,20 +86,77 @@ def check_mountpoint(path: str | os.PathLike[str]) -> str:
     return p
 
 
-def unmount(path: str | os.PathLike[str]) -> None:
-    """Unmount `path`: fusermount3 -u, then a lazy -z if it is busy or its daemon is gone."""
+class MountBusy(FsmountError):
+    """The mount is in use (open files, a working directory): umount(8)'s "target is busy"."""
+
+    errno = _errno.EBUSY
+    exit_code = 32  # umount(8)'s "mount failure"
+
+
+def users_of(path: str) -> list[tuple[int, str]]:
+    """(pid, command) of the processes with a working directory, root, open file or map under `path`."""
+    prefix = path.rstrip("/") + "/"
+
+    def inside(link: str) -> bool:
+        return link == path or link.startswith(prefix)
+
+    found = []
+    for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
+        base = f"/proc/{pid}"
+        links = [f"{base}/cwd", f"{base}/root", f"{base}/exe"]
+        try:
+            links += [f"{base}/fd/{fd}" for fd in os.listdir(f"{base}/fd")]
+        except OSError:
+            pass
+        hit = False
+        for link in links:
+            try:
+                if inside(os.readlink(link)):
+                    hit = True
+                    break
+            except OSError:
+                continue
+        if not hit:
+            try:
+                with open(f"{base}/maps", errors="replace") as maps:
+                    hit = any(inside(line.split(None, 5)[-1].strip()) for line in maps if "/" in line)
+            except OSError:
+                pass
+        if hit:
+            try:
+                with open(f"{base}/comm") as comm:
+                    name = comm.read().strip()
+            except OSError:
+                name = "?"
+            found.append((pid, name))
+    return found
+
+
+def unmount(path: str | os.PathLike[str], lazy: bool = True) -> None:
+    """Unmount `path`: fusermount3 -u (umount as root); if that fails, a lazy -z when `lazy`.
+
+    Without `lazy`, a busy mount stays mounted and MountBusy names the processes using it.
+    """
     p = os.path.abspath(path)
     if not is_mounted(p):
         raise UsageError(f"{p} is not mounted")
     tool = shutil.which("fusermount3")
-    attempts = [[tool, "-u", p], [tool, "-u", "-z", p]] if tool else []
+    plain = [[tool, "-u", p]] if tool else []
+    forced = [[tool, "-u", "-z", p]] if tool else []
     if os.getuid() == 0 and shutil.which("umount"):
-        attempts += [["umount", p], ["umount", "-l", p]]
+        plain.append(["umount", p])
+        forced.append(["umount", "-l", p])
     last = "no fusermount3 or umount found"
-    for cmd in attempts:
+    busy = False
+    for cmd in plain + (forced if lazy else []):
         r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
         if r.returncode == 0 and not is_mounted(p):
             return
         last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        busy = busy or "busy" in last.lower()
         log.debug("%s: %s", " ".join(cmd), last)
+    if busy and not lazy:
+        users = [f"{pid} ({name})" for pid, name in users_of(p)]
+        who = f"; in use by {', '.join(users[:10])}{' ...' if len(users) > 10 else ''}" if users else ""
+        raise MountBusy(f"umount: {p}: target is busy{who} (or use --lazy)")
     raise FsmountError(f"cannot unmount {p}: {last}")
