@@ -16,7 +16,7 @@ from fsmount.config import parse_size
 from fsmount.errors import UsageError
 
 from .group import json_option, quiet_option, with_workspace
-from .output import emit, human_bytes, progress_bar
+from .output import SAMPLE, change_report, echo_changes, emit, human_bytes, progress_bar
 
 id_option = click.option(
     "--id", "dataset_id", default=None, help="Dataset version id (default: the current draft)."
@@ -171,6 +171,8 @@ def close(
 @click.option("-m", "--message", default="")
 @click.option("--publish", is_flag=True)
 @click.option("--block-size", default=None)
+@click.option("--list", "full", is_flag=True,
+              help=f"List every changed path (default: counts, and the first {SAMPLE} of each kind).")
 @json_option
 @quiet_option
 @with_workspace
@@ -186,6 +188,7 @@ def sync(
     message: str,
     publish: bool,
     block_size: str | None,
+    full: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -206,25 +209,15 @@ def sync(
             progress=bar,
         )
 
+    report = change_report({"added": res.added, "modified": res.modified, "removed": res.removed}, full)
+
     def text() -> None:
-        for kind, paths in (("added", res.added), ("modified", res.modified), ("removed", res.removed)):
-            for p in paths:
-                click.echo(f"{kind[0].upper()} {p}")
+        echo_changes(report)
         click.echo(
             f"{ds.id}: {len(res.added)} added, {len(res.modified)} modified, {len(res.removed)} removed"
         )
 
-    emit(
-        {
-            "id": ds.id,
-            "state": ds.state,
-            "added": res.added,
-            "modified": res.modified,
-            "removed": res.removed,
-        },
-        as_json,
-        text,
-    )
+    emit({"id": ds.id, "state": ds.state, **report}, as_json, text)
 
 
 @click.command()

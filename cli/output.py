@@ -37,3 +37,26 @@ def progress_bar(total: int | None, label: str, quiet: bool) -> Iterator[Callabl
         return
     with click.progressbar(length=total or 0, label=label, file=sys.stderr, show_pos=False) as bar:
         yield bar.update
+
+
+SAMPLE = 10  # paths of each kind a change report shows unless asked for all
+
+
+def change_report(changes: dict[str, list[str]], full: bool) -> dict[str, Any]:
+    """Counts of each kind of change and their paths: the first SAMPLE of each, or all when `full`.
+
+    A million-file sync would otherwise print tens of megabytes; `truncated` says paths were left out.
+    """
+    paths = {k: v if full else v[:SAMPLE] for k, v in changes.items()}
+    return {"counts": {k: len(v) for k, v in changes.items()}, "paths": paths,
+            "truncated": any(len(paths[k]) < len(v) for k, v in changes.items())}
+
+
+def echo_changes(report: dict[str, Any]) -> None:
+    """`A path` / `M path` / `R path` lines, then how many were left out of each kind."""
+    for kind, paths in report["paths"].items():
+        for p in paths:
+            click.echo(f"{kind[0].upper()} {p}")
+        more = report["counts"][kind] - len(paths)
+        if more:
+            click.echo(f"  ... and {more} more {kind} (--list shows all)")

@@ -88,12 +88,30 @@ def test_full_lifecycle(env_store: str, tmp_path: Path) -> None:
 def test_sync_prints_changes(env_store: str, tmp_path: Path) -> None:
     folder = write_tree(tmp_path / "f", {"a": "1", "b": "2"})
     first = run_json("sync", "--folder", str(folder), "--project", "p", "--name", "s")
-    assert first["added"] == ["a", "b"] and first["state"] == "final"
+    assert first["paths"]["added"] == ["a", "b"] and first["state"] == "final"
+    assert first["counts"] == {"added": 2, "modified": 0, "removed": 0} and not first["truncated"]
     (folder / "a").write_text("changed")
     (folder / "b").unlink()
     (folder / "c").write_text("3")
     out = run_cli("sync", "--folder", str(folder), "--project", "p", "--name", "s").stdout
     assert "M a" in out and "R b" in out and "A c" in out and "1 added, 1 modified, 1 removed" in out
+
+
+def test_sync_reports_counts_and_a_sample_unless_listing(env_store: str, tmp_path: Path) -> None:
+    folder = write_tree(tmp_path / "f", {f"d/{i:03}.txt": str(i) for i in range(25)})
+    res = run_json("sync", "--folder", str(folder), "--project", "p", "--name", "many")
+    assert res["counts"]["added"] == 25 and res["truncated"]
+    assert res["paths"]["added"] == [f"d/{i:03}.txt" for i in range(10)]
+    for i in range(25):
+        (folder / f"d/{i:03}.txt").write_text(f"v2 {i}")
+    out = run_cli("sync", "--folder", str(folder), "--project", "p", "--name", "many").stdout
+    assert sum(line.startswith("M d/") for line in out.splitlines()) == 10
+    assert "... and 15 more modified (--list shows all)" in out
+    (folder / "d/000.txt").write_text("v3")
+    (folder / "new.txt").write_text("n")
+    full = run_json("sync", "--folder", str(folder), "--project", "p", "--name", "many", "--list")
+    assert full["paths"] == {"added": ["new.txt"], "modified": ["d/000.txt"], "removed": []}
+    assert not full["truncated"]
 
 
 @pytest.mark.parametrize(

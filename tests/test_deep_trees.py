@@ -52,7 +52,7 @@ def test_a_real_1100_level_folder(file_store_url: str, tmp_path: Path, require_f
     src = tmp_path / "src"
     leaf = _deep_folder(src, b"deep\n")
     first = run_json("sync", "--folder", str(src), "--project", "p", "--name", "deep")
-    assert sorted(first["added"]) == sorted([leaf, "top.txt"])
+    assert sorted(first["paths"]["added"]) == sorted([leaf, "top.txt"])
     v1 = first["id"]
     listed = run_cli("ls", v1, "-r")
     _clean(listed)
