@@ -275,7 +275,9 @@ def delete(ws: Workspace, ref: str, force: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--grace", default="1h", help="Keep unreferenced objects younger than this (e.g. 1h, 0).")
+@click.option("--grace", default="1h", show_default=True,
+              help="Keep unreferenced objects younger than this (90s, 30m, 1h, 2d, 0): an upload in flight"
+              " may not be referenced yet.")
 @click.option("--dry-run", is_flag=True)
 @json_option
 @with_workspace
@@ -284,12 +286,11 @@ def gc(ws: Workspace, grace: str, dry_run: bool, as_json: bool) -> None:
     seconds = _duration(grace)
     res = api.gc(ws, grace=seconds, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    emit(
-        res,
-        as_json,
-        f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])}),"
-        f" kept {res['kept_recent']} recent unreferenced ones",
-    )
+    text = f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])})"
+    if res["kept_recent"]:
+        text += (f"; kept {res['kept_recent']} unreferenced ones younger than the grace period ({grace}):"
+                 " they go at a later gc, or now with --grace 0 when no upload or commit is running")
+    emit(res | {"grace_seconds": seconds}, as_json, text)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")

@@ -81,6 +81,9 @@ def test_full_lifecycle(env_store: str, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("delete", v1, check=False), "parent of 1")
     run_cli("delete", v2)
     run_cli("delete", v1)
+    young = run_cli("gc").stdout  # everything is minutes old: the default grace keeps it, and says so
+    assert young.startswith("deleted 0 objects") and "younger than the grace period (1h)" in young, young
+    assert "--grace 0" in young and "[default: 1h]" in run_cli("gc", "--help").stdout
     assert run_json("gc", "--grace", "0")["deleted"] > 0
     assert run_json("list")["datasets"] == []
 
