@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd rsync
 BENCH_PACKAGES := rclone s3fs
+# Where `make install` puts things (overridable, e.g. for a staging root).
+BINDIR ?= /usr/local/bin
+CONFDIR ?= /etc/fsmount
+UNITDIR ?= /etc/systemd/system
+SYSTEMD_RUN ?= /run/systemd/system
 
 .PHONY: all demo test lint bench system-deps bench-deps test-servers install clean
 
@@ -57,11 +62,12 @@ bench: bench-deps $(STAMP)
 # Put `fsmount` on the system PATH (systemd units and mount.fuse3 look in /usr/local/bin)
 # and install the unit files. Run as root.
 install: system-deps $(STAMP)
-	ln -sf $(CURDIR)/$(VENV)/bin/fsmount /usr/local/bin/fsmount
-	install -d /etc/fsmount
-	install -m 0644 systemd/fsmount@.service /etc/systemd/system/fsmount@.service
-	install -m 0644 systemd/example.conf /etc/fsmount/example.conf.sample
-	-systemctl daemon-reload 2>/dev/null
+	install -d $(BINDIR) $(CONFDIR) $(UNITDIR)
+	ln -sf $(CURDIR)/$(VENV)/bin/fsmount $(BINDIR)/fsmount
+	install -m 0644 systemd/fsmount@.service $(UNITDIR)/fsmount@.service
+	install -m 0644 systemd/example.conf $(CONFDIR)/example.conf.sample
+	@if [ -d $(SYSTEMD_RUN) ]; then systemctl daemon-reload && echo ">> systemd reloaded: enable a mount with 'systemctl enable --now fsmount@NAME'"; \
+	  else echo ">> installed; systemd is not running here (not PID 1), so nothing was reloaded: the unit is ready for when it is; meanwhile mount with 'fsmount mount' or /etc/fstab"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

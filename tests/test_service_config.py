@@ -207,3 +207,18 @@ def test_readme_service_example_parses(tmp_path: Path) -> None:
     conf.write_text("\n".join(line.strip() for line in body.splitlines()) + "\n")
     s = parse_conf(conf)
     assert s.credentials_file == "/etc/fsmount/pets.credentials" and s.mountpoint == "/mnt/pets"
+
+
+def test_make_install_into_a_staging_root_says_what_it_did(tmp_path: Path) -> None:
+    """`make install` without systemd as PID 1 installs, then says nothing was reloaded (no ignored error)."""
+    if shutil.which("make") is None or not (UNITS.parent / ".venv/.installed").exists():
+        pytest.skip("needs make and the installed checkout (make test installs both)")
+    dirs = {k: tmp_path / k.lower() for k in ("BINDIR", "CONFDIR", "UNITDIR")}
+    args = [f"{k}={v}" for k, v in dirs.items()] + [f"SYSTEMD_RUN={tmp_path / 'no-systemd'}"]
+    proc = subprocess.run(["make", "-s", "install", *args], cwd=UNITS.parent, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Error" not in proc.stdout + proc.stderr and "systemd is not running here" in proc.stdout
+    assert os.readlink(dirs["BINDIR"] / "fsmount") == str(UNITS.parent / ".venv/bin/fsmount")
+    assert (dirs["UNITDIR"] / "fsmount@.service").read_bytes() == (UNITS / "fsmount@.service").read_bytes()
+    assert (dirs["CONFDIR"] / "example.conf.sample").exists()
