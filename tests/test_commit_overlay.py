@@ -9,6 +9,7 @@ from pathlib import Path
 from fsmount import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.overlay.commit import commit_upper
+from fsmount.overlay.commit import pending as pending_changes
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.upper import UpperLayer
 from tests.helpers import count_objects, hash_tree, write_tree
@@ -64,3 +65,29 @@ def test_two_overlays_commit_children_of_one_parent(tmp_path: Path, store_url: s
         files = hash_tree(Path(child.get_local_copy()))
         assert f"d/from{i}.txt" in files and f"d/from{1 - i}.txt" not in files
     assert len({d.id for d in Dataset.list_datasets(workspace=ws) if d.is_final}) == 3
+
+
+def test_diff_says_what_commit_will_do_for_identical_rewrites(tmp_path: Path, store_url: str) -> None:
+    """Files rewritten with the same bytes, a symlink remade with its target: not pending, not committed."""
+    ws = Workspace(store_url)
+    ds = Dataset.create("same", "proj", workspace=ws)
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha", "b.txt": b"beta", "c.txt": b"gamma"})
+    os.symlink("a.txt", src / "link")
+    ds.add_files(src)
+    ds.finalize()
+    v = _view(tmp_path / "ov", ws, ds)
+    for path, data in (("a.txt", b"alpha"), ("b.txt", b"BETA!"), ("c.txt", b"gamm")):
+        fh = v.open(path, os.O_WRONLY | os.O_TRUNC)
+        v.write(fh, 0, data)
+        v.release(fh)
+    v.unlink("link")
+    v.symlink("link", "a.txt")
+    fh = v.create("new.txt")
+    v.release(fh)
+    pending = pending_changes(v.upper, ws, ds.record.root)
+    assert (pending.added, pending.modified, pending.removed) == (["new.txt"], ["b.txt", "c.txt"], [])
+    record = commit_upper(v.upper, ws).record
+    assert record is not None
+    child = Dataset.get(dataset_id=record.id, workspace=ws)
+    assert (child.list_added_files(), child.list_modified_files(), child.list_removed_files()) == (
+        pending.added, pending.modified, pending.removed)

@@ -18,12 +18,12 @@ from fsmount.commit import registry
 from fsmount.commit.drafts import Drafts
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import Lock, writer_lock
-from fsmount.commit.uploader import SourceFile, Uploader, UploadStats
+from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, file_sha256
 from fsmount.errors import FsmountError, NotFoundError, UsageError
-from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, SymlinkEntry
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import lookup, split_path, walk_tree
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, UpperLayer
+from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,32 @@ def commit_upper(
     return CommitResult(record, stats, resumed)
 
 
+def _same_as_lower(upper: UpperLayer, row: Row, old: FileEntry | SymlinkEntry) -> bool:
+    """Whether commit would keep `old` for this row: same bytes and mode, or the same link target.
+
+    A file rewritten with identical bytes is hashed here (only when its size and mode match), so
+    that diff says what commit will do: commit keeps the older entry for identical content.
+    """
+    if row.kind == SYMLINK:
+        return isinstance(old, SymlinkEntry) and old.target == row.target
+    if not isinstance(old, FileEntry) or row.kind != FILE or row.mode != old.mode:
+        return False
+    if row.data is None:
+        return row.lower is not None and row.lower.same_content(old)
+    path = upper.data_path(row.data)
+    try:
+        if os.stat(path).st_size != old.size:
+            return False
+        return file_sha256(path) == old.sha256
+    except OSError:
+        return False
+
+
 def pending(upper: UpperLayer, ws: Workspace, root: bytes) -> Pending:
-    """Files and symlinks the overlay adds, modifies or removes (directories count by content)."""
+    """Files and symlinks the overlay adds, modifies or removes (directories count by content).
+
+    A path whose new content equals what it had (same bytes and mode) is not listed: commit keeps it.
+    """
     reader = ws.reader
     added: list[str] = []
     modified: list[str] = []
@@ -171,6 +195,6 @@ def pending(upper: UpperLayer, ws: Workspace, root: bytes) -> Pending:
             continue
         if isinstance(old, DirEntry) or old is None:
             added.append(path)
-        else:
+        elif not _same_as_lower(upper, row, old):
             modified.append(path)
     return Pending(sorted(set(added)), sorted(set(modified) - set(added)), sorted(set(removed) - set(added)))
