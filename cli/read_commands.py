@@ -1,4 +1,4 @@
-"""Commands that look at versions: list, info, ls, diff (two versions or a writable mount), verify, get."""
+"""Commands that look at versions: list, info, ls, diff/compare, verify (store or folder), get (or a part)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from fsmount.api.dataset import Dataset
 from fsmount.api.workspace import Workspace
+from fsmount.commit.staging import matches
 from fsmount.errors import UsageError
 from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.fs.launcher import Mount
@@ -26,13 +27,25 @@ def _state_text(d: Dataset) -> str:
 
 
 @click.command(name="list")
+@click.argument("ref", required=False)
 @click.option("--project", default=None)
 @click.option("--name", default=None)
 @click.option("--tag", "tags", multiple=True)
+@click.option("--filter", "filters", multiple=True, metavar="GLOB",
+              help="With REF: only files matching this glob (repeatable; a glob without '/' matches names).")
+@click.option("--modified", is_flag=True, help="With REF: only the files this version added or modified.")
 @json_option
 @with_workspace
-def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str, ...], as_json: bool) -> None:
-    """List versions (drafts included), oldest first."""
+def list_(ws: Workspace, ref: str | None, project: str | None, name: str | None, tags: tuple[str, ...],
+          filters: tuple[str, ...], modified: bool, as_json: bool) -> None:
+    """List versions (drafts included), oldest first; or, given REF, the files of that version."""
+    if ref is not None:
+        if project or name or tags:
+            raise UsageError("list REF takes --filter and --modified; --project, --name, --tag list versions")
+        _list_files(ws, ref, filters, modified, as_json)
+        return
+    if filters or modified:
+        raise UsageError("--filter and --modified need a REF: fsmount list REF --filter GLOB")
     items = Dataset.list_datasets(project, name, list(tags), workspace=ws)
     rows: list[dict[str, Any]] = [
         {
@@ -57,6 +70,31 @@ def list_(ws: Workspace, project: str | None, name: str | None, tags: tuple[str,
             )
 
     emit({"datasets": rows}, as_json, text)
+
+
+def _list_files(ws: Workspace, ref: str, filters: tuple[str, ...], modified: bool, as_json: bool) -> None:
+    ds = Dataset.get(ref=ref, workspace=ws)
+    changed = set(ds.list_added_files()) | set(ds.list_modified_files()) if modified else None
+    rows: list[dict[str, Any]] = []
+    for p, e in ds.iter_entries():
+        if isinstance(e, DirEntry) or (changed is not None and p not in changed):
+            continue
+        if filters and not any(matches(p, f) for f in filters):
+            continue
+        row: dict[str, Any] = {"path": p, "size": e.size if isinstance(e, FileEntry) else 0}
+        if isinstance(e, FileEntry):
+            row["sha256"] = e.sha256.hex()
+        else:
+            row["target"] = e.target
+        rows.append(row)
+
+    def text() -> None:
+        for r in rows:
+            click.echo(f"{r['size']:>12}  {r.get('sha256', '-')[:16]:<16}  {r['path']}"
+                       + (f" -> {r['target']}" if "target" in r else ""))
+        click.echo(f"{len(rows)} files, {human_bytes(sum(r['size'] for r in rows))}")
+
+    emit({"id": ds.id, "files": rows}, as_json, text)
 
 
 @click.command()
@@ -159,20 +197,35 @@ def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
 
 
 @click.command()
+@click.argument("source")
+@click.argument("target")
+@json_option
+@click.pass_context
+def compare(ctx: click.Context, source: str, target: str, as_json: bool) -> None:
+    """What TARGET changed from SOURCE (clearml-data's name for diff of two versions)."""
+    ctx.invoke(diff, ref_a=source, ref_b=target, as_json=as_json)
+
+
+@click.command()
 @click.argument("ref")
 @click.option("--repair", is_flag=True, help="Re-upload what is missing or corrupt from --folder.")
-@click.option("--folder", default=None, type=click.Path(file_okay=False),
-              help="With --repair: a local copy of the version (same paths).")
+@click.option("--folder", default=None, type=click.Path(),
+              help="Check this local folder against the version (with --repair: the copy to repair from).")
+@click.option("--filesize", is_flag=True, help="With --folder: compare sizes only, without hashing.")
 @json_option
 @with_workspace
-def verify(ws: Workspace, ref: str, repair: bool, folder: str | None, as_json: bool) -> None:
+def verify(ws: Workspace, ref: str, repair: bool, folder: str | None, filesize: bool, as_json: bool) -> None:
     """Re-hash everything the store holds for a version; exit 1 if anything is missing or corrupt.
 
-    With --repair --folder DIR, each damaged block is written again from the file at the same
-    path under DIR (only if its content hashes right), each damaged tree from the local cache.
+    With --folder DIR, check DIR against the version instead: every file there with the right
+    bytes (--filesize: the right size), and nothing more. With --repair --folder DIR, each damaged
+    block is written again from the file at the same path under DIR (only if its content hashes
+    right), each damaged tree from the local cache.
     """
-    if repair != (folder is not None):
-        raise UsageError("--repair and --folder DIR go together")
+    if repair and folder is None:
+        raise UsageError("--repair needs --folder DIR: a good copy to repair from")
+    if filesize and (folder is None or repair):
+        raise UsageError("--filesize goes with --folder DIR (and not with --repair)")
     ds = Dataset.get(ref=ref, workspace=ws)
     if repair:
         assert folder is not None
@@ -197,6 +250,15 @@ def verify(ws: Workspace, ref: str, repair: bool, folder: str | None, as_json: b
         if report.unrepaired:
             raise SystemExit(1)
         return
+    if folder is not None:
+        lines = ds.verify_dataset_hash(local_copy_path=folder, skip_hash=filesize)
+        how = "by size" if filesize else "by SHA-256"
+        emit({"id": ds.id, "folder": folder, "ok": not lines, "problems": lines}, as_json,
+             "\n".join([*lines, f"{folder}: {len(lines)} differences from {ds.id}"]) if lines
+             else f"{folder}: equal to {ds.id} ({ds.record.files} files, {how})")
+        if lines:
+            raise SystemExit(1)
+        return
     problems = ds.verify_dataset_hash()
     emit(
         {"id": ds.id, "ok": not problems, "problems": problems},
@@ -213,18 +275,26 @@ def verify(ws: Workspace, ref: str, repair: bool, folder: str | None, as_json: b
     "--copy", "copy_to", default=None, type=click.Path(), help="Make a mutable copy in this folder."
 )
 @click.option("--overwrite", is_flag=True, help="With --copy: replace the folder's contents.")
+@click.option("--part", type=int, default=None, help="Only part K (0-based) of --num-parts N.")
+@click.option("--num-parts", type=int, default=None,
+              help="Split the version into N disjoint parts of about equal bytes, the same on every machine.")
+@click.option("--files", "files", multiple=True, metavar="GLOB",
+              help="Only paths matching this glob (repeatable).")
 @json_option
 @quiet_option
 @with_workspace
-def get(ws: Workspace, ref: str, copy_to: str | None, overwrite: bool, as_json: bool, quiet: bool) -> None:
+def get(ws: Workspace, ref: str, copy_to: str | None, overwrite: bool, part: int | None,
+        num_parts: int | None, files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Print the path of a read-only local copy (cached), or make a mutable copy with --copy."""
     ds = Dataset.get(ref=ref, workspace=ws)
-    with progress_bar(ds.record.nbytes, "downloading", quiet or as_json) as bar:
+    with progress_bar(ds.record.nbytes if part is None and not files else None, "downloading",
+                      quiet or as_json) as bar:
         if copy_to:
-            path = ds.get_mutable_local_copy(copy_to, overwrite=overwrite, progress=bar)
+            path = ds.get_mutable_local_copy(copy_to, overwrite=overwrite, progress=bar, part=part,
+                                             num_parts=num_parts, files=files)
         else:
-            path = ds.get_local_copy(progress=bar)
+            path = ds.get_local_copy(progress=bar, part=part, num_parts=num_parts, files=files)
     emit({"id": ds.id, "path": path}, as_json, path)
 
 
-COMMANDS = [list_, info, ls, diff, verify, get]
+COMMANDS = [list_, info, ls, diff, compare, verify, get]

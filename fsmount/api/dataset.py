@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fsmount.api import reading, scan
 from fsmount.api.local_copy import mutable_copy, shared_copy
 from fsmount.api.scan import SyncResult
+from fsmount.api.selection import Selection, select_root
 from fsmount.api.workspace import Workspace
+from fsmount.check.folder import compare_folder
 from fsmount.check.suspects import Suspects
 from fsmount.check.verify import RepairReport, find_problems, repair_version
 from fsmount.commit import gc as gc_mod
@@ -397,28 +399,44 @@ class Dataset:
         """This version and every ancestor, breadth first, each once."""
         return reading.lineage(self.workspace.reader, self.id)
 
-    def get_local_copy(self, progress: Progress | None = None) -> str:
-        """A read-only copy served through the shared cache; made once per version and host."""
+    def get_local_copy(self, progress: Progress | None = None, part: int | None = None,
+                       num_parts: int | None = None, files: Sequence[str] = ()) -> str:
+        """A read-only copy served through the shared cache; made once per version (or part) and host.
+
+        `part`/`num_parts` (clearml's names) take one of N disjoint parts of about equal bytes,
+        the same split on every machine; `files` keeps the paths matching those globs.
+        """
+        sel = Selection(part, num_parts, tuple(files))
         copies = self.workspace.cache.directory / "copies"
-        if (copies / f"{self.id}.complete").exists():
+        if sel.whole and (copies / f"{self.id}.complete").exists():
             return str(copies / self.id)
-        return str(shared_copy(self.workspace.reader, copies, self.id, self.record.root, progress))
+        root = select_root(self.workspace.reader, self.record.root, sel)
+        name = self.id if sel.whole else f"{self.id}-{root.hex()[:16]}"
+        return str(shared_copy(self.workspace.reader, copies, name, root, progress))
 
     def get_mutable_local_copy(
-        self, target_folder: str | os.PathLike[str], overwrite: bool = False, progress: Progress | None = None
+        self, target_folder: str | os.PathLike[str], overwrite: bool = False,
+        progress: Progress | None = None, part: int | None = None, num_parts: int | None = None,
+        files: Sequence[str] = (),
     ) -> str:
-        """A writable copy in `target_folder`; refuses a non-empty folder unless `overwrite`."""
-        mutable_copy(
-            self.workspace.reader, lambda: self.record.root, Path(target_folder), overwrite, progress
-        )
+        """A writable copy in `target_folder` (or a part, as get_local_copy); non-empty needs `overwrite`."""
+        sel = Selection(part, num_parts, tuple(files))
+        mutable_copy(self.workspace.reader, lambda: select_root(self.workspace.reader, self.record.root, sel),
+                     Path(target_folder), overwrite, progress)
         return str(target_folder)
 
-    def verify_dataset_hash(self, workers: int = 16) -> list[str]:
-        """Re-hash every tree and block the store holds for this version; list what is wrong.
+    def verify_dataset_hash(self, local_copy_path: str | os.PathLike[str] | None = None,
+                            skip_hash: bool = False, workers: int = 16) -> list[str]:
+        """Re-hash what the store holds for this version, or (clearml's meaning) compare a local copy.
 
-        Damaged blocks are remembered on this machine (check/suspects.py), so that the next
-        upload of a file holding them writes them again instead of trusting the store's copy.
+        With `local_copy_path`, the folder is checked against the version (by SHA-256, or by size
+        with `skip_hash`): files missing, different or extra. Without it, damaged blocks are
+        remembered on this machine (check/suspects.py), so that the next upload of a file holding
+        them writes them again instead of trusting the store's copy.
         """
+        if local_copy_path is not None:
+            return compare_folder(self.workspace.reader, self.record.root, local_copy_path, skip_hash,
+                                  workers).lines()
         problems = find_problems(self.workspace.store, self.workspace.reader, self.record, workers)
         self._suspects.update(add=(p.obj for p in problems if p.kind == "block" and p.obj is not None))
         return [str(p) for p in problems]
