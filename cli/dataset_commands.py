@@ -18,6 +18,15 @@ from fsmount.errors import UsageError
 from .group import json_option, quiet_option, with_workspace
 from .output import emit, human_bytes, progress_bar
 
+pack_threshold_option = click.option(
+    "--pack-threshold", default=None,
+    help="Pack files smaller than this into pack objects (default $FSMOUNT_PACK_THRESHOLD or 1MiB; 0: off).",
+)
+pack_size_option = click.option(
+    "--pack-size", default=None,
+    help="Fill each pack object up to this size (default $FSMOUNT_PACK_SIZE or 32MiB).",
+)
+
 id_option = click.option(
     "--id", "dataset_id", default=None, help="Dataset version id (default: the current draft)."
 )
@@ -37,6 +46,8 @@ def _draft(ws: Workspace, dataset_id: str | None) -> Dataset:
 @click.option("--tag", "tags", multiple=True, help="Tag; repeat for several.")
 @click.option("--description", default=None)
 @click.option("--block-size", default=None, help="Block size, e.g. 4MiB (default: the parent's, else 4MiB).")
+@pack_threshold_option
+@pack_size_option
 @json_option
 @with_workspace
 def create(
@@ -48,6 +59,8 @@ def create(
     tags: tuple[str, ...],
     description: str | None,
     block_size: str | None,
+    pack_threshold: str | None,
+    pack_size: str | None,
     as_json: bool,
 ) -> None:
     """Create a draft version and make it the current draft."""
@@ -59,6 +72,8 @@ def create(
         list(tags),
         description,
         block_size=parse_size(block_size) if block_size else None,
+        pack_threshold=pack_threshold,
+        pack_size=pack_size,
         workspace=ws,
     )
     emit(
@@ -118,14 +133,17 @@ def remove(ws: Workspace, patterns: tuple[str, ...], dataset_id: str | None, as_
 
 @click.command()
 @id_option
+@pack_threshold_option
+@pack_size_option
 @json_option
 @quiet_option
 @with_workspace
-def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) -> None:
+def upload(ws: Workspace, dataset_id: str | None, pack_threshold: str | None, pack_size: str | None,
+           as_json: bool, quiet: bool) -> None:
     """Upload staged files (resumable: run again after a crash to upload only what is missing)."""
     ds = _draft(ws, dataset_id)
     with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
-        stats = ds.upload(progress=bar)
+        stats = ds.upload(progress=bar, pack_threshold=pack_threshold, pack_size=pack_size)
     emit(
         {"id": ds.id, **stats.__dict__},
         as_json,
@@ -138,16 +156,20 @@ def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) ->
 @id_option
 @click.option("-m", "--message", default="", help="What this version changes.")
 @click.option("--publish", is_flag=True, help="Publish right away.")
+@pack_threshold_option
+@pack_size_option
 @json_option
 @quiet_option
 @with_workspace
 def close(
-    ws: Workspace, dataset_id: str | None, message: str, publish: bool, as_json: bool, quiet: bool
+    ws: Workspace, dataset_id: str | None, message: str, publish: bool, pack_threshold: str | None,
+    pack_size: str | None, as_json: bool, quiet: bool
 ) -> None:
-    """Upload what remains and finalize the draft."""
+    """Upload what remains and finalize the draft (small files packed into pack objects)."""
     ds = _draft(ws, dataset_id)
     with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
-        rec = ds.finalize(message=message, publish=publish, progress=bar)
+        rec = ds.finalize(message=message, publish=publish, progress=bar, pack_threshold=pack_threshold,
+                          pack_size=pack_size)
     emit(
         {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.nbytes},
         as_json,
@@ -171,6 +193,8 @@ def close(
 @click.option("-m", "--message", default="")
 @click.option("--publish", is_flag=True)
 @click.option("--block-size", default=None)
+@pack_threshold_option
+@pack_size_option
 @json_option
 @quiet_option
 @with_workspace
@@ -186,6 +210,8 @@ def sync(
     message: str,
     publish: bool,
     block_size: str | None,
+    pack_threshold: str | None,
+    pack_size: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -204,6 +230,8 @@ def sync(
             block_size=parse_size(block_size) if block_size else None,
             workspace=ws,
             progress=bar,
+            pack_threshold=pack_threshold,
+            pack_size=pack_size,
         )
 
     def text() -> None:
