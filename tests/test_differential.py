@@ -15,7 +15,7 @@ def test_one_small_change_in_1000_files_adds_one_block_and_the_trees_on_its_path
     ws = Workspace(f"file://{store}")
     files = {f"d{i}/f{j:03}.txt": f"file {i} {j}\n" for i in range(10) for j in range(100)}
     src = write_tree(tmp_path / "v1", files)
-    parent = Dataset.create("diff", "proj", workspace=ws, pack_threshold=0)  # unpacked: one block per file
+    parent = Dataset.create("diff", "proj", workspace=ws)
     parent.add_files(src)
     parent.finalize()
     objects_before, _ = count_objects(store)
@@ -24,7 +24,7 @@ def test_one_small_change_in_1000_files_adds_one_block_and_the_trees_on_its_path
 
     (tmp_path / "edit").mkdir()
     edited = write_tree(tmp_path / "edit", {"f050.txt": "changed\n"})
-    child = Dataset.create("diff", "proj", parent_datasets=[parent.id], workspace=ws, pack_threshold=0)
+    child = Dataset.create("diff", "proj", parent_datasets=[parent.id], workspace=ws)
     child.add_files(edited / "f050.txt", dataset_path="d3")
     child.finalize()
     objects_after, _ = count_objects(store)

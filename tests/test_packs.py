@@ -21,6 +21,12 @@ from tests.helpers import hash_tree, run_cli, write_tree
 KIB = 1024
 
 
+@pytest.fixture(autouse=True)
+def packing_on(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configured default (1 MiB threshold, 32 MiB packs): conftest turns packing off for other tests."""
+    monkeypatch.delenv("FSMOUNT_PACK_THRESHOLD", raising=False)
+
+
 def _files(n_dirs: int, per_dir: int, seed: str = "x") -> dict[str, bytes | str]:
     out: dict[str, bytes | str] = {}
     for i in range(n_dirs):
