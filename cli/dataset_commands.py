@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fsmount import config
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
 from fsmount.api.scan import folder_bytes
@@ -312,18 +313,28 @@ def delete(ws: Workspace, ref: str, force: bool, as_json: bool) -> None:
 @click.command()
 @click.option("--grace", default="1h", help="Keep unreferenced objects younger than this (e.g. 1h, 0).")
 @click.option("--dry-run", is_flag=True)
+@click.option("--repack", is_flag=True, help="First rewrite packs that versions use only partly.")
+@click.option("--repack-below", default=0.5, type=float, show_default=True,
+              help="With --repack: rewrite packs of which less than this fraction is used.")
+@pack_size_option
 @json_option
 @with_workspace
-def gc(ws: Workspace, grace: str, dry_run: bool, as_json: bool) -> None:
+def gc(ws: Workspace, grace: str, dry_run: bool, repack: bool, repack_below: float, pack_size: str | None,
+       as_json: bool) -> None:
     """Delete objects no version reaches (never while an upload or commit runs)."""
     seconds = _duration(grace)
-    res = api.gc(ws, grace=seconds, dry_run=dry_run)
+    res = api.gc(ws, grace=seconds, dry_run=dry_run, repack=repack, repack_below=repack_below,
+                 pack_size=config.pack_size(pack_size) if pack_size else None)
     verb = "would delete" if dry_run else "deleted"
+    packs = ""
+    if repack:
+        packs = (f"; {'would repack' if dry_run else 'repacked'} {res['packs_repacked']} packs"
+                 f" into {res['packs_written']}, {res['versions_repointed']} versions repointed")
     emit(
         res,
         as_json,
         f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])}),"
-        f" kept {res['kept_recent']} recent unreferenced ones",
+        f" kept {res['kept_recent']} recent unreferenced ones{packs}",
     )
 
 

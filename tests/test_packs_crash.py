@@ -1,4 +1,4 @@
-"""Crash safety of packed commits: every commit path, packing on, crashed at every write, then checked and rerun.
+"""Crash safety of packed commits: every commit path, packing on, crashed at every write, checked, rerun.
 
 The sweep itself is tests/test_crash_sweep.py's (FaultyStore, store check after the crash, rerun by
 a fresh process, exact content). Here packing is on, with packs small enough that one commit writes
@@ -105,7 +105,9 @@ def test_packed_upload_then_close_survives_a_crash_at_every_write(
     cs.sweep(tmp_path, monkeypatch, cs._file_url, prepare, operation, recover, expected)
 
 
-def test_the_crash_sweeps_commit_paths_with_packing_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_crash_sweeps_commit_paths_with_packing_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The original sweeps' data packs (a sanity check of this module's set-up), and their overlay commit
     and add+close paths survive every crash with packing on."""
     src = write_tree(tmp_path / "probe", cs.V2)

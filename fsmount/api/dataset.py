@@ -118,7 +118,7 @@ class Dataset:
         if self._record is None:
             if not self.is_final:
                 raise StateError(f"dataset version {self.id} is {self.state}: it has no content yet")
-            self._record = self.workspace.reader.record(self.id)
+            self._record = registry.readable_record(self.workspace.reader, self._state)
         return self._record
 
     # -- finding and creating ---------------------------------------------------------
@@ -521,6 +521,11 @@ def sync(
     return ds, result
 
 
-def gc(workspace: Workspace, grace: float = 3600.0, dry_run: bool = False) -> dict[str, int]:
-    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile."""
-    return gc_mod.gc(workspace.store, workspace.reader, grace=grace, dry_run=dry_run)
+def gc(
+    workspace: Workspace, grace: float = 3600.0, dry_run: bool = False, repack: bool = False,
+    repack_below: float = 0.5, pack_size: int | None = None,
+) -> dict[str, int]:
+    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile.
+    With `repack`, packs less than `repack_below` used are rewritten first (docs/FORMAT.md §10)."""
+    return gc_mod.gc(workspace.store, workspace.reader, grace=grace, dry_run=dry_run, repack=repack,
+                     repack_below=repack_below, pack_size=pack_size)

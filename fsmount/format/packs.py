@@ -46,7 +46,9 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def selected_files(load: TreeLoader, root: bytes, paths: Iterable[str] = ()) -> Iterator[tuple[str, FileEntry]]:
+def selected_files(
+    load: TreeLoader, root: bytes, paths: Iterable[str] = ()
+) -> Iterator[tuple[str, FileEntry]]:
     """(path, file entry) under `root`, or under each of `paths` (a file or a directory) in tree order.
 
     A path that is not in the tree is a UsageError. Files reached twice (overlapping paths) are
