@@ -1,4 +1,4 @@
-"""gc and packs: a pack stays while any version uses a range of it; --repack rewrites sparse packs, frees them."""
+"""gc and packs: a pack stays while any version uses a range of it; --repack rewrites sparse packs."""
 
 from __future__ import annotations
 
