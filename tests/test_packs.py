@@ -14,6 +14,9 @@ from fsmount.api.workspace import Workspace
 from fsmount.format.objects import FileEntry
 from fsmount.format.packs import objects_needed, selected_files
 from fsmount.format.tree_edit import walk_tree
+from fsmount.overlay.commit import commit_upper
+from fsmount.overlay.merged import MergedView
+from fsmount.overlay.upper import UpperLayer
 from fsmount.store.base import ObjectStore
 from tests.fs_helpers import cli_mount
 from tests.helpers import hash_tree, run_cli, write_tree
@@ -223,3 +226,26 @@ def test_pack_options_on_the_cli_and_in_the_environment(
     bad = run_cli("sync", "--folder", str(src), "--project", "p", "--name", "cli", "--store", store,
                   "--pack-size", "12", check=False)
     assert bad.returncode != 0 and "pack" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_overlay_commit_of_a_writable_mount_packs_too(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", _files(2, 5))
+    ws = Workspace(f"file://{tmp_path / 'store'}")
+    base, _ = sync(src, project="p", name="ov", workspace=ws)
+    upper = UpperLayer(tmp_path / "overlay")
+    try:
+        upper.bind(base.id, base.record.root)
+        view = MergedView(upper, ws.reader, base.record.root)
+        for i in range(3):
+            fh = view.create(f"new{i}.txt", 0o644)
+            view.write(fh, 0, f"written in the overlay {i}\n".encode() * 50)
+            view.release(fh)
+        result = commit_upper(upper, ws, message="overlay")
+    finally:
+        upper.close()
+    assert result.record is not None and result.stats.files_packed == 3 and result.stats.packs_written == 1
+    child = Dataset.get(ref=result.record.id, workspace=ws)
+    entries = _entries(ws, child)
+    assert len({e.blocks[0][0] for p, e in entries.items() if p.startswith("new")}) == 1  # type: ignore[index]
+    assert all(isinstance(entries[f"new{i}.txt"].blocks[0], tuple) for i in range(3))
+    assert Path(child.get_local_copy(), "new2.txt").read_bytes() == b"written in the overlay 2\n" * 50
