@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fsmount import config
 from fsmount.api import dataset as api
 from fsmount.api.dataset import Dataset
 from fsmount.api.scan import folder_bytes
@@ -17,6 +18,15 @@ from fsmount.errors import UsageError
 
 from .group import json_option, quiet_option, with_workspace
 from .output import SAMPLE, change_report, echo_changes, emit, human_bytes, progress_bar
+
+pack_threshold_option = click.option(
+    "--pack-threshold", default=None,
+    help="Pack files smaller than this into pack objects (default $FSMOUNT_PACK_THRESHOLD or 1MiB; 0: off).",
+)
+pack_size_option = click.option(
+    "--pack-size", default=None,
+    help="Fill each pack object up to this size (default $FSMOUNT_PACK_SIZE or 32MiB).",
+)
 
 id_option = click.option(
     "--id", "dataset_id", default=None, help="Dataset version id (default: the current draft)."
@@ -37,6 +47,8 @@ def _draft(ws: Workspace, dataset_id: str | None) -> Dataset:
 @click.option("--tag", "tags", multiple=True, help="Tag; repeat for several.")
 @click.option("--description", default=None)
 @click.option("--block-size", default=None, help="Block size, e.g. 4MiB (default: the parent's, else 4MiB).")
+@pack_threshold_option
+@pack_size_option
 @json_option
 @with_workspace
 def create(
@@ -48,6 +60,8 @@ def create(
     tags: tuple[str, ...],
     description: str | None,
     block_size: str | None,
+    pack_threshold: str | None,
+    pack_size: str | None,
     as_json: bool,
 ) -> None:
     """Create a draft version and make it the current draft."""
@@ -59,6 +73,8 @@ def create(
         list(tags),
         description,
         block_size=parse_size(block_size) if block_size else None,
+        pack_threshold=pack_threshold,
+        pack_size=pack_size,
         workspace=ws,
     )
     emit(
@@ -118,14 +134,17 @@ def remove(ws: Workspace, patterns: tuple[str, ...], dataset_id: str | None, as_
 
 @click.command()
 @id_option
+@pack_threshold_option
+@pack_size_option
 @json_option
 @quiet_option
 @with_workspace
-def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) -> None:
+def upload(ws: Workspace, dataset_id: str | None, pack_threshold: str | None, pack_size: str | None,
+           as_json: bool, quiet: bool) -> None:
     """Upload staged files (resumable: run again after a crash to upload only what is missing)."""
     ds = _draft(ws, dataset_id)
     with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
-        stats = ds.upload(progress=bar)
+        stats = ds.upload(progress=bar, pack_threshold=pack_threshold, pack_size=pack_size)
     emit(
         {"id": ds.id, **stats.__dict__},
         as_json,
@@ -138,16 +157,20 @@ def upload(ws: Workspace, dataset_id: str | None, as_json: bool, quiet: bool) ->
 @id_option
 @click.option("-m", "--message", default="", help="What this version changes.")
 @click.option("--publish", is_flag=True, help="Publish right away.")
+@pack_threshold_option
+@pack_size_option
 @json_option
 @quiet_option
 @with_workspace
 def close(
-    ws: Workspace, dataset_id: str | None, message: str, publish: bool, as_json: bool, quiet: bool
+    ws: Workspace, dataset_id: str | None, message: str, publish: bool, pack_threshold: str | None,
+    pack_size: str | None, as_json: bool, quiet: bool
 ) -> None:
-    """Upload what remains and finalize the draft."""
+    """Upload what remains and finalize the draft (small files packed into pack objects)."""
     ds = _draft(ws, dataset_id)
     with progress_bar(ds.staged_bytes(), "uploading", quiet or as_json) as bar:
-        rec = ds.finalize(message=message, publish=publish, progress=bar)
+        rec = ds.finalize(message=message, publish=publish, progress=bar, pack_threshold=pack_threshold,
+                          pack_size=pack_size)
     emit(
         {"id": ds.id, "state": ds.state, "files": rec.files, "bytes": rec.nbytes},
         as_json,
@@ -171,6 +194,8 @@ def close(
 @click.option("-m", "--message", default="")
 @click.option("--publish", is_flag=True)
 @click.option("--block-size", default=None)
+@pack_threshold_option
+@pack_size_option
 @click.option("--list", "full", is_flag=True,
               help=f"List every changed path (default: counts, and the first {SAMPLE} of each kind).")
 @json_option
@@ -188,6 +213,8 @@ def sync(
     message: str,
     publish: bool,
     block_size: str | None,
+    pack_threshold: str | None,
+    pack_size: str | None,
     full: bool,
     as_json: bool,
     quiet: bool,
@@ -207,6 +234,8 @@ def sync(
             block_size=parse_size(block_size) if block_size else None,
             workspace=ws,
             progress=bar,
+            pack_threshold=pack_threshold,
+            pack_size=pack_size,
         )
 
     report = change_report({"added": res.added, "modified": res.modified, "removed": res.removed}, full)
@@ -279,17 +308,26 @@ def delete(ws: Workspace, ref: str, force: bool, as_json: bool) -> None:
               help="Keep unreferenced objects younger than this (90s, 30m, 1h, 2d, 0): an upload in flight"
               " may not be referenced yet.")
 @click.option("--dry-run", is_flag=True)
+@click.option("--repack", is_flag=True, help="First rewrite packs that versions use only partly.")
+@click.option("--repack-below", default=0.5, type=float, show_default=True,
+              help="With --repack: rewrite packs of which less than this fraction is used.")
+@pack_size_option
 @json_option
 @with_workspace
-def gc(ws: Workspace, grace: str, dry_run: bool, as_json: bool) -> None:
+def gc(ws: Workspace, grace: str, dry_run: bool, repack: bool, repack_below: float, pack_size: str | None,
+       as_json: bool) -> None:
     """Delete objects no version reaches (never while an upload or commit runs)."""
     seconds = _duration(grace)
-    res = api.gc(ws, grace=seconds, dry_run=dry_run)
+    res = api.gc(ws, grace=seconds, dry_run=dry_run, repack=repack, repack_below=repack_below,
+                 pack_size=config.pack_size(pack_size) if pack_size else None)
     verb = "would delete" if dry_run else "deleted"
     text = f"{verb} {res['deleted']} objects ({human_bytes(res['bytes_freed'])})"
     if res["kept_recent"]:
         text += (f"; kept {res['kept_recent']} unreferenced ones younger than the grace period ({grace}):"
                  " they go at a later gc, or now with --grace 0 when no upload or commit is running")
+    if repack:
+        text += (f"; {'would repack' if dry_run else 'repacked'} {res['packs_repacked']} packs"
+                 f" into {res['packs_written']}, {res['versions_repointed']} versions repointed")
     emit(res | {"grace_seconds": seconds}, as_json, text)
 
 

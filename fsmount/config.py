@@ -11,6 +11,9 @@ from urllib.parse import urlparse
 from fsmount.errors import UsageError
 
 DEFAULT_CACHE_SIZE = 20 * 2**30
+DEFAULT_PACK_THRESHOLD = 2**20  # files smaller than this are packed (0: no packing)
+DEFAULT_PACK_SIZE = 32 * 2**20  # the size a commit fills each pack object up to
+MAX_PACK_SIZE = 2**30
 MAX_SIZE = 2**63 - 1  # sizes end up in SQLite integers and file offsets: nothing larger means anything
 _SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([KMGTPE]?)(i?)B?\s*$", re.IGNORECASE)
 
@@ -91,6 +94,29 @@ def cache_size(given: str | int | None = None) -> int:
         return parse_size(given, what="cache size")
     env = os.environ.get("FSMOUNT_CACHE_SIZE")
     return parse_size(env, what="FSMOUNT_CACHE_SIZE") if env else DEFAULT_CACHE_SIZE
+
+
+def pack_threshold(given: str | int | None = None) -> int:
+    """Files smaller than this are packed at commit: `given`, else $FSMOUNT_PACK_THRESHOLD, else 1 MiB.
+    0 turns packing off (every file gets its own blocks, as before packs existed)."""
+    if given is not None and given != "":
+        return parse_size(given, what="pack threshold", maximum=MAX_PACK_SIZE)
+    env = os.environ.get("FSMOUNT_PACK_THRESHOLD")
+    if not env:
+        return DEFAULT_PACK_THRESHOLD
+    return parse_size(env, what="FSMOUNT_PACK_THRESHOLD", maximum=MAX_PACK_SIZE)
+
+
+def pack_size(given: str | int | None = None) -> int:
+    """Target size of a pack object: `given`, else $FSMOUNT_PACK_SIZE, else 32 MiB (4 KiB ... 1 GiB)."""
+    text, what = (given, "pack size") if given is not None and given != "" else \
+        (os.environ.get("FSMOUNT_PACK_SIZE"), "FSMOUNT_PACK_SIZE")
+    if not text:
+        return DEFAULT_PACK_SIZE
+    value = parse_size(text, what=what, maximum=MAX_PACK_SIZE)
+    if value < 4096:
+        raise UsageError(f"invalid {what} {text!r}: a pack is at least 4 KiB")
+    return value
 
 
 def parse_size(text: str | int, *, what: str = "size", maximum: int = MAX_SIZE) -> int:

@@ -78,8 +78,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
     monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(home / "run"))  # mount registrations, per test
-    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE"):
+    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE", "FSMOUNT_PACK_SIZE"):
         monkeypatch.delenv(var, raising=False)
+    # Tests written for one object per small file keep that layout; tests/test_packs*.py turn packing on.
+    monkeypatch.setenv("FSMOUNT_PACK_THRESHOLD", "0")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -200,7 +200,7 @@ def _put_state(store_url: str, vid: str, data: bytes) -> None:
 def test_a_bad_state_is_skipped_with_one_warning(version: str, env_store: str) -> None:
     garbage, newer = "a" * 32, "b" * 32
     _put_state(env_store, garbage, b"\xc1garbage")
-    _put_state(env_store, newer, msgpack.packb({"format": 2, "type": "state", "id": newer}))
+    _put_state(env_store, newer, msgpack.packb({"format": 3, "type": "state", "id": newer}))
     _put_state(env_store, "sub/" + "c" * 32, b"ignored: not state/<id>")
 
     listed = run_cli("list", "--json")

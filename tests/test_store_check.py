@@ -100,7 +100,7 @@ def test_bad_and_future_state_objects_are_reported_by_key(ws: Workspace, tmp_pat
     _two_versions(ws, tmp_path)
     garbage, future = "0" * 32, "1" * 32
     ws.store.put_conditional(state_key(garbage), b"\x93garbage", if_match=None)
-    ws.store.put_conditional(state_key(future), msgpack.packb({"format": 2, "type": "state", "id": future}),
+    ws.store.put_conditional(state_key(future), msgpack.packb({"format": 3, "type": "state", "id": future}),
                              if_match=None)
     report = check_store(ws.store)
     found = _messages(report)

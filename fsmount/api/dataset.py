@@ -23,9 +23,18 @@ from fsmount.check.suspects import Suspects
 from fsmount.check.verify import RepairReport, find_problems, repair_version
 from fsmount.commit import gc as gc_mod
 from fsmount.commit import lifecycle, registry
-from fsmount.commit.close import close_draft, staged_bytes, staged_summary, upload_staged, writing
+from fsmount.commit.close import (
+    close_draft,
+    packing_of,
+    parents_content,
+    staged_bytes,
+    staged_summary,
+    upload_staged,
+    writing,
+)
 from fsmount.commit.drafts import Drafts, check_names, stale_drafts
 from fsmount.commit.finalize import merged_base
+from fsmount.commit.packer import packing
 from fsmount.commit.staging import StagingJournal, matches
 from fsmount.commit.uploader import DEFAULT_BLOCK_SIZE, UploadStats
 from fsmount.errors import StateError, UsageError
@@ -111,7 +120,7 @@ class Dataset:
         if self._record is None:
             if not self.is_final:
                 raise StateError(f"dataset version {self.id} is {self.state}: it has no content yet")
-            self._record = self.workspace.reader.record(self.id)
+            self._record = registry.readable_record(self.workspace.reader, self._state)
         return self._record
 
     # -- finding and creating ---------------------------------------------------------
@@ -143,6 +152,8 @@ class Dataset:
         description: str | None = None,
         *,
         block_size: int | None = None,
+        pack_threshold: str | int | None = None,
+        pack_size: str | int | None = None,
         workspace: Workspace | None = None,
         store: str | None = None,
     ) -> Dataset:
@@ -150,6 +161,7 @@ class Dataset:
 
         The block size defaults to the first parent's, so that unchanged blocks of
         modified files are shared with it (and never uploaded or downloaded again).
+        `pack_threshold` and `pack_size`, when given, are the draft's packing (else fsmount.config's).
         """
         ws = cls._ws(workspace, store)
         check_names(dataset_project, dataset_name)
@@ -167,6 +179,8 @@ class Dataset:
             description=description or "",
             block_size=block_size,
             states=states,
+            meta=packing(pack_threshold, pack_size).to_meta()
+            if pack_threshold is not None or pack_size is not None else None,
         )
         return cls(ws, st)
 
@@ -289,22 +303,31 @@ class Dataset:
         """Bytes of the staged files still on disk (what `upload` and `close` will read)."""
         return staged_bytes(self._journal().replay())
 
-    def upload(self, progress: Progress | None = None) -> UploadStats:
-        """Upload staged files; resumable: files already uploaded and unchanged are skipped."""
+    def upload(
+        self, progress: Progress | None = None, pack_threshold: str | int | None = None,
+        pack_size: str | int | None = None,
+    ) -> UploadStats:
+        """Upload staged files; resumable: files already uploaded and unchanged are skipped.
+        Small files are packed (the draft's packing unless `pack_threshold`/`pack_size` are given)."""
         journal = self._require_draft()
         suspect = self._suspects.load()
         before = set(suspect)
+        pack = packing_of(journal, pack_threshold, pack_size)
+        reuse = parents_content(self.workspace.reader, self.parents, pack.threshold, suspect)
         with writing(self.workspace.store, self.id) as lock:
             stats = upload_staged(
-                self.workspace.store, journal, self.id, self.block_size, progress, lock=lock, suspect=suspect
+                self.workspace.store, journal, self.id, self.block_size, progress, lock=lock, suspect=suspect,
+                pack=pack, reuse=reuse,
             )
         self._suspects.update(remove=before - suspect)
         return stats
 
     def finalize(
-        self, message: str = "", publish: bool = False, progress: Progress | None = None
+        self, message: str = "", publish: bool = False, progress: Progress | None = None,
+        pack_threshold: str | int | None = None, pack_size: str | int | None = None,
     ) -> VersionRecord:
-        """Upload what remains and make this draft a final version (clearml's close)."""
+        """Upload what remains and make this draft a final version (clearml's close). Small files
+        are packed (the draft's packing unless `pack_threshold`/`pack_size` are given)."""
         journal = self._require_draft()
         ws = self.workspace
         suspect = self._suspects.load()
@@ -319,6 +342,7 @@ class Dataset:
             publish=publish,
             progress=progress,
             suspect=suspect,
+            pack=packing_of(journal, pack_threshold, pack_size),
         )
         self._suspects.update(remove=before - suspect)
         self._drafts.closed(self.id)
@@ -481,8 +505,11 @@ def sync(
     block_size: int | None = None,
     workspace: Workspace | None = None,
     progress: Progress | None = None,
+    pack_threshold: str | int | None = None,
+    pack_size: str | int | None = None,
 ) -> tuple[Dataset, SyncResult]:
-    """create + compare + upload + finalize in one go (clearml-data sync).
+    """create + compare + upload + finalize in one go (clearml-data sync). Small files are packed
+    (`pack_threshold`, `pack_size`, else the configuration's).
 
     With project and name but no parents, the newest final version of that dataset (if
     any) becomes the parent, so repeated syncs of a folder build a lineage.
@@ -500,16 +527,23 @@ def sync(
                 registry.select(registry.list_states(ws.store), project, name, final_only=True)
             )
             parents = [newest.id] if newest else []
-        ds = Dataset.create(name, project, version, parents, tags, workspace=ws, block_size=block_size)
+        ds = Dataset.create(name, project, version, parents, tags, workspace=ws, block_size=block_size,
+                            pack_threshold=pack_threshold, pack_size=pack_size)
     try:
         result = ds.sync_folder(folder, progress=None)
-        ds.finalize(message=message, publish=publish, progress=progress)
+        ds.finalize(message=message, publish=publish, progress=progress, pack_threshold=pack_threshold,
+                    pack_size=pack_size)
     except BaseException:
         log.info("sync of %s interrupted; 'fsmount close --id %s' finishes it", folder, ds.id)
         raise
     return ds, result
 
 
-def gc(workspace: Workspace, grace: float = 3600.0, dry_run: bool = False) -> dict[str, int]:
-    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile."""
-    return gc_mod.gc(workspace.store, workspace.reader, grace=grace, dry_run=dry_run)
+def gc(
+    workspace: Workspace, grace: float = 3600.0, dry_run: bool = False, repack: bool = False,
+    repack_below: float = 0.5, pack_size: int | None = None,
+) -> dict[str, int]:
+    """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile.
+    With `repack`, packs less than `repack_below` used are rewritten first (docs/FORMAT.md §10)."""
+    return gc_mod.gc(workspace.store, workspace.reader, grace=grace, dry_run=dry_run, repack=repack,
+                     repack_below=repack_below, pack_size=pack_size)

@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.commit import staging
+from fsmount.commit import packer, staging
 from fsmount.commit.drafts import touch
-from fsmount.commit.finalize import ChangeSet, finalize
+from fsmount.commit.finalize import ChangeSet, finalize, merged_base
 from fsmount.commit.locks import Lock, writer_lock
+from fsmount.commit.packer import Packing, Reuse, content_index
 from fsmount.commit.staging import Staged, StagingJournal, entry_to_json, source_stamp
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, source_file
 from fsmount.errors import UsageError
@@ -49,11 +50,16 @@ def upload_staged(
     *,
     lock: Lock | None = None,
     suspect: set[bytes] | None = None,
+    pack: Packing | None = None,
+    reuse: Callable[[], Reuse] | None = None,
 ) -> UploadStats:
     """Upload the staged files not yet uploaded (or changed since); the caller holds the writer `lock`.
 
-    Each file's entry is journalled once its blocks are stored, so a killed upload resumes.
+    Each file's entry is journalled once its blocks (or the pack holding it) are stored, so a killed
+    upload resumes; a file journalled as uploaded is never packed again, one not journalled is.
     Blocks in `suspect` (found damaged by a verify) are written again even if the store has them.
+    `pack` says which files are packed; `reuse`, called only if there is a file to pack, gives the
+    contents the parents already store (their locators are reused: no pack holds them twice).
     """
     staged = journal.replay()
     todo: list[SourceFile] = []
@@ -68,7 +74,11 @@ def upload_staged(
         if done and done[0] == stamp:
             continue
         todo.append(source_file(dest, src))
-    uploader = Uploader(store, origin, block_size=block_size, progress=progress, lock=lock, suspect=suspect)
+    if pack is None:
+        pack = packing_of(journal)
+    known = reuse() if reuse is not None and any(pack.packs(f.size) for f in todo) else None
+    uploader = Uploader(store, origin, block_size=block_size, progress=progress, lock=lock, suspect=suspect,
+                        pack=pack, reuse=known)
     batch: list[dict[str, Any]] = []
     last = time.monotonic()
     for f, entry in uploader.upload(todo):
@@ -86,6 +96,25 @@ def upload_staged(
             batch, last = [], time.monotonic()
     journal.append(batch)
     return uploader.stats
+
+
+def packing_of(journal: StagingJournal, threshold: str | int | None = None,
+               size: str | int | None = None) -> Packing:
+    """A draft's packing: what is given, else what its draft.json says, else the configuration."""
+    return packer.packing(threshold, size, journal.meta())
+
+
+def parents_content(reader: ObjectReader, parents: tuple[str, ...] | list[str], threshold: int,
+                    suspect: set[bytes] | None = None) -> Callable[[], Reuse]:
+    """The small-file contents of the merged parents, as `upload_staged`'s `reuse` (built when called)."""
+    built: list[Reuse] = []
+
+    def build() -> Reuse:
+        if not built:
+            base = merged_base(reader, parents, reader.cache.put)  # a merged tree goes to the cache only
+            built.append(content_index(reader.tree, [base], threshold, frozenset(suspect or ())))
+        return built[0]
+    return build
 
 
 def staged_bytes(staged: Staged) -> int:
@@ -169,16 +198,25 @@ def close_draft(
     publish: bool = False,
     progress: Progress | None = None,
     suspect: set[bytes] | None = None,
+    pack: Packing | None = None,
 ) -> VersionRecord:
-    """Upload what remains (again, for files whose blocks gc took meanwhile) and finalize the draft."""
+    """Upload what remains (again, for files whose blocks gc took meanwhile) and finalize the draft.
+
+    Small files are packed (`pack`, default the draft's packing); contents the parents store are
+    reused, not packed again."""
+    if pack is None:
+        pack = packing_of(journal)
+    reuse = parents_content(reader, state.parents, pack.threshold, suspect)
     with writing(store, state.id) as lock:
-        upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect)
+        upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect, pack=pack,
+                      reuse=reuse)
         staged = journal.replay()
         lost = lost_uploads(store, staged)
         if lost:
             log.warning("%d files uploaded earlier lost blocks (gc?); uploading them again", len(lost))
             journal.append([{"op": "forget_upload", "path": d} for d in lost])
-            upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect)
+            upload_staged(store, journal, state.id, block_size, progress, lock=lock, suspect=suspect,
+                          pack=pack, reuse=reuse)
             staged = journal.replay()
         return finalize(
             store,

@@ -197,13 +197,14 @@ class Drafts:
         description: str = "",
         block_size: int | None = None,
         states: list[VersionState] | None = None,
+        meta: dict[str, int] | None = None,
     ) -> VersionState:
         """Create a draft's state in `store`; with a block size, also its staging journal.
 
         `parents` are version ids. Without `version`, the next after the dataset's newest
         (`states`, when given, saves listing the store again). The staging journal and the
         current-draft pointer are for drafts filled by add/sync; an overlay commit stages in
-        its upper layer and passes no block size.
+        its upper layer and passes no block size. `meta`: more settings for draft.json (packing).
         """
         check_names(project, name)
         parents = tuple(parents)
@@ -235,7 +236,8 @@ class Drafts:
             release_version(store, st)
             raise
         if block_size is not None:
-            self.journal(st.id).create({"id": st.id, "store": self.store_url, "block_size": block_size})
+            self.journal(st.id).create(
+                {"id": st.id, "store": self.store_url, "block_size": block_size, **(meta or {})})
             self.set_current(st.id)
         return st
 

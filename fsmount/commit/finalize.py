@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.drafts import author
 from fsmount.commit.locks import Lock
-from fsmount.commit.registry import read_state, update_state
+from fsmount.commit.registry import content_root, read_state, update_state
 from fsmount.errors import FormatError, ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
 from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
@@ -72,7 +72,7 @@ class TreeUploader:
 
 def merged_base(reader: ObjectReader, parents: Iterable[str], trees: TreeWriter) -> bytes:
     """The root tree of the parents merged in order, later winning; new trees go to `trees`."""
-    roots = [reader.record(p).root for p in parents]
+    roots = [content_root(reader, p) for p in parents]
     if not roots:
         return EMPTY_TREE_HASH
     if len(roots) == 1:

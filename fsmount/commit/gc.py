@@ -5,34 +5,47 @@ from __future__ import annotations
 import math
 import time
 
+from fsmount import config
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit import registry
 from fsmount.commit.drafts import stale_drafts
 from fsmount.commit.locks import STALE_AFTER, Lock, gc_lock
+from fsmount.commit.repack import repack as repack_packs
 from fsmount.errors import UsageError
 from fsmount.format.hashing import hash_from_key
 from fsmount.format.objects import DirEntry, FileEntry
-from fsmount.format.records import READABLE_STATES
+from fsmount.format.records import READABLE_STATES, VersionState
 from fsmount.store.base import ObjectInfo, ObjectStore
 
 DELETE_BATCH = 256  # objects deleted between two checks that the gc lock is still held
 
 
 def gc(
-    store: ObjectStore, reader: ObjectReader, grace: float = 3600.0, dry_run: bool = False
+    store: ObjectStore, reader: ObjectReader, grace: float = 3600.0, dry_run: bool = False,
+    repack: bool = False, repack_below: float = 0.5, pack_size: int | None = None,
 ) -> dict[str, int]:
     """Delete objects no version reaches. Holds the gc lock, so no upload or commit runs meanwhile.
 
     Unreferenced objects younger than `grace` seconds, or than the oldest live draft minus
     `grace`, are kept. A stale draft (no writer for STALE_AFTER, see drafts.stale_drafts) does
-    not hold the cutoff back: `close` uploads again whatever of it gc took.
+    not hold the cutoff back: `close` uploads again whatever of it gc took. A pack stays while any
+    version uses any range of it; with `repack`, packs of which less than `repack_below` of the
+    bytes are used are first rewritten (commit/repack.py), so that they can go.
     """
     check_grace(grace)
+    if not 0 < repack_below <= 1:
+        raise UsageError(f"invalid repack threshold {repack_below!r}: a fraction above 0 and at most 1")
     with gc_lock(store) as lock:
         states = registry.list_states(store, strict=True)  # never skip a state: its blocks would go
+        repacked = None
+        if repack:
+            repacked = repack_packs(store, reader, lock, states, below=repack_below,
+                                    target=pack_size or config.pack_size(), dry_run=dry_run)
+            if repacked.versions_repointed:
+                states = registry.list_states(store, strict=True)
         stale = stale_drafts(store, states)
         drafts = [s.created for s in states if s.state == "draft" and s.id not in stale]
-        keep = reachable(reader, [s.id for s in states if s.state in READABLE_STATES])
+        keep = reachable(reader, [s for s in states if s.state in READABLE_STATES], grace)
         _drop_stale_locks(store)
         cutoff = time.time() - grace
         if drafts:
@@ -49,13 +62,17 @@ def gc(
             doomed.append(info)
         if not dry_run:
             _delete(store, lock, doomed)
-    return {
+    result = {
         "deleted": len(doomed),
         "bytes_freed": sum(i.size for i in doomed),
         "kept_recent": kept_young,
         "reachable": len(keep),
         "stale_drafts": len(stale),
     }
+    if repacked is not None:
+        result.update(packs_repacked=repacked.packs_sparse, packs_written=repacked.packs_written,
+                      bytes_copied=repacked.bytes_copied, versions_repointed=repacked.versions_repointed)
+    return result
 
 
 def check_grace(grace: float) -> None:
@@ -72,17 +89,23 @@ def _delete(store: ObjectStore, lock: Lock, doomed: list[ObjectInfo]) -> None:
             store.delete(info.key)
 
 
-def reachable(reader: ObjectReader, version_ids: list[str]) -> set[bytes]:
-    """Every object the given final versions need.
+def reachable(reader: ObjectReader, states: list[VersionState], grace: float = 0.0) -> set[bytes]:
+    """Every object the given final versions need (a pack: while any range of it is used).
 
     Roots keep trees and blocks; bases (kept for listing changes) keep trees only, so a
-    deleted parent's data can go while its children still show their diffs.
+    deleted parent's data can go while its children still show their diffs. After a repack, a
+    version is read from its state's root; the root it replaced keeps its trees and blocks for
+    `grace` seconds (mounts opened before the repack still read them), then goes.
     """
-    records = [reader.record(v) for v in version_ids]
+    records = [registry.readable_record(reader, s) for s in states]
     keep: set[bytes] = set()
     full: set[bytes] = set()
+    now = time.time()
     for rec in records:
         _reach(reader, rec.root, full, keep, with_blocks=True)
+    for s in states:
+        if s.replaced is not None and s.repacked is not None and now - s.repacked < grace:
+            _reach(reader, s.replaced, full, keep, with_blocks=True)
     trees_only: set[bytes] = set(full)
     for rec in records:
         _reach(reader, rec.base, trees_only, keep, with_blocks=False)

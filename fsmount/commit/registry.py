@@ -8,7 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
+from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import (
     AmbiguousRefError,
     ConflictError,
@@ -21,7 +23,7 @@ from fsmount.errors import (
 from fsmount.format import names
 from fsmount.format.hashing import state_key
 from fsmount.format.names import RefKind, is_ascii_digits, is_version_id
-from fsmount.format.records import READABLE_STATES, VersionState
+from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,18 @@ def read_state(store: ObjectStore, version_id: str) -> VersionState:
     if st.id != version_id:
         raise FormatError(f"{state_key(version_id)}: the state names another version ({st.id})")
     return st
+
+
+def readable_record(reader: ObjectReader, state: VersionState) -> VersionRecord:
+    """A final version's record as readers use it: after `gc --repack` its root is the state's
+    (the same files, their bytes moved to new packs; docs/FORMAT.md §10, "Repacking")."""
+    rec = reader.record(state.id)
+    return rec if state.root is None else replace(rec, root=state.root)
+
+
+def content_root(reader: ObjectReader, version_id: str) -> bytes:
+    """The root tree a final version's files are read from (the state's after a repack)."""
+    return readable_record(reader, read_state(reader.store, version_id)).root
 
 
 def create_state(store: ObjectStore, st: VersionState) -> VersionState:

@@ -295,15 +295,16 @@ def _origin(raw: object, shared: dict[object, Any]) -> str:
     return origin
 
 
-def _check_format(obj: object, expected_type: str) -> dict[str, Any]:
+def _check_format(obj: object, expected_type: str, newest: int = FORMAT) -> dict[str, Any]:
+    """The format number rule; `newest` is the highest format this reader knows for the type."""
     if not isinstance(obj, dict):
         raise FormatError(f"malformed {expected_type} object")
     fmt = obj.get("format")
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
         raise FormatError(f"malformed {expected_type} object: no valid format number")
-    if fmt > FORMAT:
+    if fmt > newest:
         raise FormatError(
-            f"{expected_type} written by a newer fsmount (format {fmt}, this one reads {FORMAT}):"
+            f"{expected_type} written by a newer fsmount (format {fmt}, this one reads {newest}):"
             " upgrade fsmount"
         )
     if obj.get("type") != expected_type:
@@ -331,12 +332,12 @@ def _unpackb(data: bytes) -> object:
     )
 
 
-def unpack(data: bytes, expected_type: str) -> dict[str, Any]:
+def unpack(data: bytes, expected_type: str, newest: int = FORMAT) -> dict[str, Any]:
     try:
         obj = _unpackb(data)
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise FormatError(f"undecodable {expected_type} object: {e}") from None
-    return _check_format(obj, expected_type)
+    return _check_format(obj, expected_type, newest)
 
 
 def decode_tree(data: bytes) -> Tree:

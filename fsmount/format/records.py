@@ -23,6 +23,8 @@ from fsmount.format.objects import (
     unpack,
 )
 
+REPACKED_STATE_FORMAT = 2  # a state naming a repacked root (docs/FORMAT.md §10, "Repacking")
+
 STATES = ("draft", "final", "published", "aborted", "failed")
 READABLE_STATES = ("final", "published")
 
@@ -116,10 +118,14 @@ class VersionState:
     updated: float
     author: str
     etag: str | None = None  # the store's etag when read; not serialised
+    # Set by `gc --repack` only (then the state is written as format 2, which older readers refuse):
+    root: bytes | None = None  # the version's root tree now; the record's root holds the same files
+    replaced: bytes | None = None  # the root this one replaced, kept reachable for a grace period
+    repacked: float | None = None  # when
 
     def encode(self) -> bytes:
-        d = {
-            "format": FORMAT,
+        d: dict[str, object] = {
+            "format": FORMAT if self.root is None else REPACKED_STATE_FORMAT,
             "type": "state",
             "id": self.id,
             "project": self.project,
@@ -133,11 +139,16 @@ class VersionState:
             "updated": self.updated,
             "author": self.author,
         }
+        if self.root is not None:
+            d["root"] = self.root
+            if self.replaced is not None and self.repacked is not None:
+                d["replaced"] = self.replaced
+                d["repacked"] = self.repacked
         return msgpack.packb(d, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes, etag: str | None = None) -> VersionState:
-        d = unpack(data, "state")
+        d = unpack(data, "state", REPACKED_STATE_FORMAT)
         try:
             vid = d["id"]
             if not is_version_id(vid):
@@ -156,6 +167,11 @@ class VersionState:
                 author=_check_text(d["author"], "author"),
                 etag=etag,
             )
+            if d["format"] >= REPACKED_STATE_FORMAT:
+                st.root = _check_hash(d["root"])
+                if "replaced" in d:
+                    st.replaced = _check_hash(d["replaced"])
+                    st.repacked = _check_time(d["repacked"], "repacked")
         except KeyError as e:
             raise FormatError(f"malformed state object: no field {e}") from None
         except FormatError as e:

@@ -63,7 +63,7 @@ class Mounter:
             self.fs, state = writable_fs(self.ws, state, self.mountpoint, req.overlay, t)
             self.state = state
             return
-        record = self.ws.reader.record(state.id)
+        record = registry.readable_record(self.ws.reader, state)  # after a repack: the state's root
         self.ws.reader.tree(record.root)  # the root only: everything else loads on first use
         self.fs = ReadOnlyFS(self.ws.reader, record, FsOptions(fetch_timeout=t))
         self.state = state

@@ -430,7 +430,7 @@ def writable_fs(ws: Workspace, state: VersionState, mountpoint: str, overlay: st
         if done is not None and state.id in done.parents:
             log.info("an interrupted commit made %s from %s: mounting it", done.id, state.id)
             state = registry.read_state(ws.store, done.id)
-        record = ws.reader.record(state.id)
+        record = registry.readable_record(ws.reader, state)  # after a repack: the state's root
         ws.reader.tree(record.root)
         upper.bind(state.id, record.root)
     except BaseException:
