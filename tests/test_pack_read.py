@@ -1,4 +1,4 @@
-"""Packed small files through a real mount: right bytes, ranged GETs alone, whole packs in an epoch, damage is EIO."""
+"""Packed small files via real mounts: right bytes, a ranged GET alone, whole packs in an epoch, damage is EIO."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _check_all(pv: PackedVersion, got: dict[str, bytes | int]) -> None:
     assert not bad, f"{len(bad)} files read wrong, e.g. {bad[:3]}"
 
 
-def test_a_shuffled_epoch_reads_right_and_fetches_each_pack_about_once(s3_store_url: str, tmp_path: Path) -> None:
+def test_a_shuffled_epoch_reads_right_and_fetches_each_pack_about_once(s3_store_url: str,
+                                                                      tmp_path: Path) -> None:
     """GETs of pack bytes over a shuffled 16-thread epoch stay within 1.2x the packs (issue 10)."""
     files = small_files(600, 20, lo=4 * 1024, hi=24 * 1024)
     files["big/large.bin"] = random.Random(3).randbytes(5 * MiB)  # not packed: 4 MiB bare blocks
