@@ -1,4 +1,4 @@
-"""Packed small files via real mounts: right bytes, a ranged GET alone, whole packs in an epoch, damage is EIO."""
+"""Packed small files via real mounts: right bytes, whole packs per epoch, damage is EIO."""
 
 from __future__ import annotations
 
