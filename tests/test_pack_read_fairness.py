@@ -1,4 +1,4 @@
-"""Pack fetches under a slow store: readers never queue behind one pack, and packs stay in the memory budget."""
+"""Pack fetches under a slow store: no reader queues behind one pack; packs stay in the memory budget."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from fsmount.api.workspace import Workspace
