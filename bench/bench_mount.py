@@ -403,10 +403,11 @@ def phase_mount(ctx: Ctx) -> None:
     src.mkdir(parents=True, exist_ok=True)
     (src / "a.txt").write_bytes(b"a\n")
     py = str(VENV_BIN / "python")
-    bare = statistics.median(timed(lambda: subprocess.run([py, "-c", "pass"], check=True))[0] for _ in range(5))
-    imports = statistics.median(
-        timed(lambda: subprocess.run([py, "-P", "-c", "import fsmount.fs.daemon"], check=True, env=ctx.env))[0]
-        for _ in range(5))
+    def run(*argv: str) -> float:
+        return timed(lambda: subprocess.run([py, *argv], check=True, env=ctx.env))[0]
+
+    bare = statistics.median(run("-c", "pass") for _ in range(5))
+    imports = statistics.median(run("-P", "-c", "import fsmount.fs.daemon") for _ in range(5))
     ctx.res.add("mount.python_bare", bare, "s", "python -c pass")
     ctx.res.add("mount.daemon_imports", imports, "s", "python -c 'import fsmount.fs.daemon' (incl. start-up)")
     for kind, store in (("s3", STORE), ("file", f"file://{ctx.work / 'tiny-store'}")):
@@ -420,7 +421,8 @@ def phase_mount(ctx: Ctx) -> None:
             times.append(timed(lambda: subprocess.run(cmd, check=True, env=ctx.env))[0])  # noqa: B023
             umount(mnt)
         ctx.res.add(f"mount.{kind}", statistics.median(times), "s",
-                    f"fsmount mount returns (fresh cache; min {min(times):.2f}, max {max(times):.2f}); target < 1")
+                    f"fsmount mount returns (fresh cache; min {min(times):.2f}, max {max(times):.2f}); "
+                    "target < 1")
     rmtree_force(src)
 
 
