@@ -147,7 +147,7 @@ class ContentCache:
         """
         with self._files_lock:
             pf = self._files.get(h)
-            if pf is not None and (nowait or time.monotonic() - pf.checked < _FD_RECHECK):
+            if pf is not None and time.monotonic() - pf.checked < _FD_RECHECK:
                 self._files.move_to_end(h)
                 pf.users += 1
             else:
