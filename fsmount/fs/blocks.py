@@ -430,7 +430,7 @@ class BlockReader:
             f.window = 0
             f.prefetched_to = 0
         f.last_end = end
-        if not f.window or self._nursery is None:
+        if not f.window or self._nursery is None or f.pack is not None:  # a packed file is one held span
             return
         target = min(f.entry.size, end + f.window)
         start = max(end, f.prefetched_to)
