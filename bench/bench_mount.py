@@ -16,6 +16,8 @@ Phases (``--phases``, default all):
              plain objects).
 - ``small``: cold read of ``--small-files`` files of 16 KiB by ``--threads`` threads: fsmount,
              16-thread boto3 GETs, rclone mount ``--vfs-cache-mode full``, s3fs.
+- ``mount``: how long ``fsmount mount`` takes to return (median of 5, s3:// and file:// stores),
+             next to a bare ``python -c pass`` and the daemon's import of its modules.
 - ``mem``:   daemon VmHWM after walk + stat of a synthetic version of ``--mem-files`` files
              (file:// store, shared content), and per file.
 
@@ -395,6 +397,35 @@ def make_big_version(ctx: Ctx, nfiles: int, per_dir: int) -> tuple[str, str]:
     return big.id, store
 
 
+def phase_mount(ctx: Ctx) -> None:
+    """`fsmount mount` until it returns, for a tiny version in the s3:// and a file:// store."""
+    src = ctx.work / "src-tiny"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "a.txt").write_bytes(b"a\n")
+    py = str(VENV_BIN / "python")
+    def run(*argv: str) -> float:
+        return timed(lambda: subprocess.run([py, *argv], check=True, env=ctx.env))[0]
+
+    bare = statistics.median(run("-c", "pass") for _ in range(5))
+    imports = statistics.median(run("-P", "-c", "import fsmount.fs.daemon") for _ in range(5))
+    ctx.res.add("mount.python_bare", bare, "s", "python -c pass")
+    ctx.res.add("mount.daemon_imports", imports, "s", "python -c 'import fsmount.fs.daemon' (incl. start-up)")
+    for kind, store in (("s3", STORE), ("file", f"file://{ctx.work / 'tiny-store'}")):
+        ref = make_dataset(ctx, f"tiny-{kind}", src, store)
+        mnt = ctx.work / f"mnt-tiny-{kind}"
+        mnt.mkdir(parents=True, exist_ok=True)
+        times = []
+        for i in range(5):
+            cmd = [str(FSMOUNT), "mount", ref, str(mnt), "--store", store, "--cache-dir",
+                   str(ctx.work / f"cache-tiny-{kind}-{i}")]
+            times.append(timed(lambda: subprocess.run(cmd, check=True, env=ctx.env))[0])  # noqa: B023
+            umount(mnt)
+        ctx.res.add(f"mount.{kind}", statistics.median(times), "s",
+                    f"fsmount mount returns (fresh cache; min {min(times):.2f}, max {max(times):.2f}); "
+                    "target < 1")
+    rmtree_force(src)
+
+
 def phase_mem(ctx: Ctx) -> None:
     res, nfiles = ctx.res, ctx.args.mem_files
     t, (ref, store) = timed(lambda: make_big_version(ctx, nfiles, 1000))
@@ -415,7 +446,7 @@ def phase_mem(ctx: Ctx) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phases", default="seq,ttfb,find,small,mem")
+    ap.add_argument("--phases", default="mount,seq,ttfb,find,small,mem")
     ap.add_argument("--quick", action="store_true",
                     help="256 MiB, 5,000-file tree, 2,000 small files, 100k-file version")
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -443,6 +474,8 @@ def main() -> None:
         ctx = Ctx(args, work, moto, res, env)
         ctx.s3.create_bucket(Bucket=BUCKET)
         try:
+            if "mount" in phases:
+                phase_mount(ctx)
             if phases & {"seq", "ttfb"}:
                 src = work / "src-big"
                 write_random_file(src / "big.bin", args.size_mib * MiB)

@@ -78,6 +78,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
     monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(home / "run"))  # mount registrations, per test
+    # The suite's file:// stores go through the cache as S3 stores do (the cache's own tests use them);
+    # reading a local-disk store in place, the default, is tested where this is unset (test_pack_read*).
+    monkeypatch.setenv("FSMOUNT_CACHE_LOCAL_STORE", "1")
     for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE", "FSMOUNT_PACK_SIZE"):
         monkeypatch.delenv(var, raising=False)
     # Tests written for one object per small file keep that layout; tests/test_packs*.py turn packing on.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
-from fsmount.cache.local_cache import ContentCache, CorruptEntry
-from fsmount.errors import FormatError, IntegrityError
+from fsmount.cache.local_cache import ContentCache, CorruptEntry, WouldBlock
+from fsmount.errors import FormatError, IntegrityError, ObjectNotFound
 from fsmount.format.hashing import digest, object_key, record_key
 from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, Tree, decode_tree
 from fsmount.format.records import VersionRecord
@@ -31,9 +32,18 @@ class FetchStats:
     integrity_errors: int = 0  # objects from the store that failed their hash, or spans past their object
     cache_integrity_errors: int = 0  # cached objects that failed their checksum (dropped, fetched again)
     store_errors: int = 0
+    ranged_fetched: int = 0  # ranged GETs of one packed file's bytes (verified by the file's SHA-256)
+    ranged_bytes: int = 0
+    packed_cache_hits: int = 0  # packed files read as a slice of a cached or in-memory pack
+    in_place_reads: int = 0  # objects or ranges read straight from a local-disk store (not cached)
+
+    @property
+    def gets(self) -> int:
+        """Store GETs of object bytes: whole objects plus ranges."""
+        return self.objects_fetched + self.ranged_fetched
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {**asdict(self), "gets": self.gets}
 
 
 class ObjectReader:
@@ -58,6 +68,9 @@ class ObjectReader:
         self._trees_lock = threading.Lock()  # only around _trees operations
         self._tree_memory = tree_memory
         self._write_behind = False
+        # A store on a local disk is read in place: no copy in the cache (store.local_path, SEMANTICS.md).
+        self.in_place = store.local_path(object_key(EMPTY_TREE_HASH)) is not None
+        self._verified: dict[str, tuple[int, int, int, int]] = {}  # in place: path -> identity when verified
 
     def enable_write_behind(self, max_bytes: int) -> None:
         """Insert fetched objects in the disk cache behind the caller (at most `max_bytes` waiting).
@@ -71,6 +84,8 @@ class ObjectReader:
 
     def _get_verified(self, h: bytes) -> bytes:
         """GET from the store and verify. Called by one thread per hash."""
+        if self.in_place:
+            return self._read_in_place(h)
         try:
             data = self.store.get(object_key(h))
         except Exception:
@@ -85,6 +100,43 @@ class ObjectReader:
         with self._lock:
             self.stats.objects_fetched += 1
             self.stats.bytes_fetched += len(data)
+        return data
+
+    def _read_in_place(self, h: bytes) -> bytes:
+        """An object of a local-disk store, read from its file; its hash is checked on the first read
+        of that file in this process, and again whenever the file's identity (device, inode, size,
+        mtime) changed since. Nothing goes into the cache."""
+        path = self.store.local_path(object_key(h))
+        assert path is not None
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            # Not in the store (yet): a commit in progress keeps the trees it wrote in the cache
+            # until they are uploaded, and tests may take an object away; the cache is checked.
+            try:
+                cached = self.cache.get(h)
+            except CorruptEntry:
+                cached = None
+            if cached is not None:
+                return cached
+            with self._lock:
+                self.stats.store_errors += 1
+            raise ObjectNotFound(f"object {object_key(h)} not found in {self.store.url}") from None
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._verified.get(path) == ident and len(data) == st.st_size
+            self.stats.in_place_reads += 1
+        if not known:
+            if digest(data) != h:
+                with self._lock:
+                    self.stats.integrity_errors += 1
+                    self._verified.pop(path, None)
+                log.error("object %s in %s does not match its hash: refusing it", h.hex(), self.store.url)
+                raise IntegrityError(f"object {h.hex()} in {self.store.url} is corrupt (hash mismatch)")
+            with self._lock:
+                self._verified[path] = ident
         return data
 
     def _fetch_once(self, h: bytes) -> bytes:
@@ -103,6 +155,9 @@ class ObjectReader:
             self._done(h)
             raise
         fut.set_result(data)  # waiting readers go on with the verified bytes now
+        if self.in_place:  # read in place: nothing to cache
+            self._done(h)
+            return data
         if self._write_behind:
             # The future stays in _inflight (resolved) until the cache has the object.
             self.cache.put_later(h, data, lambda: self._done(h))
@@ -129,6 +184,8 @@ class ObjectReader:
 
     def _cached(self, h: bytes) -> bytes | None:
         """The checked bytes of `h` from the disk cache; a damaged entry counts as a miss (dropped)."""
+        if self.in_place:
+            return None
         try:
             data = self.cache.get(h)
         except CorruptEntry as e:
@@ -179,6 +236,84 @@ class ObjectReader:
         data = self.read(h)
         self.check_span(h, len(data), offset, length, whole)
         return memoryview(data)[offset:offset + length]
+
+    # -- packed files: ranges of pack objects, verified by the file's own SHA-256 ------------------
+
+    def packed_slice(self, h: bytes, offset: int, length: int, sha256: bytes,
+                     nowait: bool = False) -> bytes | None:
+        """The bytes of a packed file (range [offset, offset+length) of pack `h`, whose SHA-256 is
+        `sha256`) if the pack is at hand: in memory (fetched or being handed to the cache: verified
+        by the pack's hash) or in the disk cache (the slice alone is read and checked against
+        `sha256`, so a cached pack is never re-hashed whole for one file). None if not at hand.
+
+        With `nowait` (the event loop's fast path) nothing may block: WouldBlock is raised when
+        the answer needs a cache lookup or a disk read (RWF_NOWAIT: only page-cache hits pass).
+        A cached slice that fails its check drops the pack from the cache and counts as not at hand.
+        """
+        with self._lock:
+            fut = self._inflight.get(h)
+        if fut is not None and fut.done() and fut.exception() is None:
+            data = fut.result()
+            if offset + length > len(data):
+                self.check_span(h, len(data), offset, length, False)
+            with self._lock:
+                self.stats.packed_cache_hits += 1
+            return data[offset:offset + length]
+        if self.in_place:
+            if nowait:
+                raise WouldBlock()
+            return self.fetch_range(h, offset, length, sha256)
+        piece = self.cache.read_range(h, offset, length, nowait)
+        if piece is None:
+            if not nowait:
+                with self._lock:
+                    self.stats.cache_misses += 1
+            return None
+        if len(piece) != length or digest(piece) != sha256:
+            self.cache.discard(h)
+            with self._lock:
+                self.stats.cache_integrity_errors += 1
+            log.warning("cached pack %s: bytes %d..%d do not match their file's SHA-256; dropped the pack",
+                        h.hex(), offset, offset + length)
+            return None
+        with self._lock:
+            self.stats.packed_cache_hits += 1
+            self.stats.cache_hits += 1
+        return piece
+
+    def fetch_range(self, h: bytes, offset: int, length: int, sha256: bytes) -> bytes:
+        """One ranged GET of a packed file's bytes, verified against its SHA-256 (IntegrityError if not).
+        Nothing is cached: the whole pack is what the cache keeps (BlockReader decides when)."""
+        key = object_key(h)
+        try:
+            data = self.store.get_range(key, offset, length)
+        except Exception:
+            with self._lock:
+                self.stats.store_errors += 1
+            raise
+        ok = len(data) == length and digest(data) == sha256
+        with self._lock:
+            if self.in_place:
+                self.stats.in_place_reads += 1
+            else:
+                self.stats.ranged_fetched += 1
+                self.stats.ranged_bytes += len(data)
+            if not ok:
+                self.stats.integrity_errors += 1
+        if not ok:
+            log.error("bytes %d..%d of pack %s in %s do not match their file's SHA-256: refusing them",
+                      offset, offset + length, h.hex(), self.store.url)
+            raise IntegrityError(f"bytes {offset}..{offset + length} of object {h.hex()} in {self.store.url} "
+                                 "are corrupt (the file's SHA-256 does not match)")
+        return data
+
+    def has_cached(self, h: bytes) -> bool:
+        """Whether object `h` is in memory or in the disk cache (a cheap index lookup, no read)."""
+        with self._lock:
+            fut = self._inflight.get(h)
+        if fut is not None and fut.done() and fut.exception() is None:
+            return True
+        return not self.in_place and h in self.cache
 
     def cached_tree(self, h: bytes) -> Tree | None:
         """The decoded tree `h` if it is in memory (then it counts as used), else None. Never blocks

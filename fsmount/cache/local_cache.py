@@ -7,6 +7,8 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +44,27 @@ class CorruptEntry(Exception):
     def __init__(self, h: bytes, directory: Path) -> None:
         super().__init__(f"cached object {h.hex()} in {directory} is damaged (checksum mismatch)")
         self.hash = h
+
+
+class WouldBlock(Exception):
+    """A non-blocking read (nowait) would have to wait for a lookup or the disk."""
+
+
+_FD_MAX = 64  # open cached pack files kept (each may pin an evicted file's space until closed)
+_FD_RECHECK = 5.0  # seconds after which a kept pack file is looked up again (LRU touch, eviction check)
+
+
+class _PackFile:
+    """An open cached object file shared by ranged readers; closed when dropped and unused."""
+
+    __slots__ = ("checked", "dead", "fd", "size", "users")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.users = 0
+        self.dead = False
+        self.checked = time.monotonic()
 
 
 def _meta_key(kind: str, name: str) -> str:
@@ -107,6 +130,79 @@ class ContentCache:
         self._behind_bytes = 0
         self._behind_cv = threading.Condition()
         self._behind_pool: ThreadPoolExecutor | None = None
+        self._files: OrderedDict[bytes, _PackFile] = OrderedDict()  # read_range's open pack files
+        self._files_lock = threading.Lock()
+
+    # -- ranges of cached packs ------------------------------------------------------
+
+    def read_range(self, h: bytes, offset: int, length: int, nowait: bool = False) -> bytes | None:
+        """Bytes [offset, offset+length) of cached object `h` (possibly short), None if not cached.
+
+        NOT checked here: the caller checks the slice against what it must hash to (a packed
+        file's SHA-256), so reading one file of a 32 MiB pack costs that file's bytes, not the
+        pack's CRC. The pack's file stays open (at most _FD_MAX of them, LRU) and is looked up in
+        the cache again every _FD_RECHECK seconds, which keeps it recently used for the cache's LRU
+        and lets go of it once evicted. With `nowait`, raises WouldBlock instead of a lookup or a
+        read that is not in the page cache (preadv RWF_NOWAIT): for the event loop's fast path.
+        """
+        with self._files_lock:
+            pf = self._files.get(h)
+            if pf is not None and time.monotonic() - pf.checked < _FD_RECHECK:
+                self._files.move_to_end(h)
+                pf.users += 1
+            else:
+                pf = None
+        if pf is None:
+            if nowait:
+                raise WouldBlock()
+            value = self._cache.get(h, default=None, read=True, retry=True)
+            if value is None:
+                self._forget_file(h)
+                return None
+            if isinstance(value, bytes):  # small objects live in SQLite
+                return value[offset:offset + length]
+            with value:
+                pf = _PackFile(os.dup(value.fileno()), os.fstat(value.fileno()).st_size)
+            pf.users = 1
+            with self._files_lock:
+                old = self._files.pop(h, None)
+                self._files[h] = pf
+                gone = [old] if old is not None else []
+                while len(self._files) > _FD_MAX:
+                    gone.append(self._files.popitem(last=False)[1])
+                for g in gone:
+                    g.dead = True
+                    if not g.users:
+                        os.close(g.fd)
+        try:
+            if not nowait:
+                return os.pread(pf.fd, length, offset)
+            buf = bytearray(length)
+            try:
+                n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                raise WouldBlock() from None
+            if n < length and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
+                raise WouldBlock()
+            return bytes(buf[:n])
+        finally:
+            with self._files_lock:
+                pf.users -= 1
+                if pf.dead and not pf.users:
+                    os.close(pf.fd)
+
+    def _forget_file(self, h: bytes) -> None:
+        with self._files_lock:
+            pf = self._files.pop(h, None)
+            if pf is not None:
+                pf.dead = True
+                if not pf.users:
+                    os.close(pf.fd)
+
+    def discard(self, h: bytes) -> None:
+        """Drop object `h` from the cache (a slice of it failed its check)."""
+        self._forget_file(h)
+        self._cache.delete(h, retry=True)
 
     # -- content-addressed objects (blocks, trees) ---------------------------------
 
@@ -214,6 +310,12 @@ class ContentCache:
         return self._cache.clear(retry=True)
 
     def close(self) -> None:
+        with self._files_lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for pf in files:
+            pf.dead = True
+            if not pf.users:
+                os.close(pf.fd)
         self.flush()
         pool, self._behind_pool = self._behind_pool, None
         if pool is not None:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import trio
 
 from fsmount.cache.fetcher import FROM_CACHE, FROM_STORE, ObjectReader
+from fsmount.cache.local_cache import WouldBlock
 from fsmount.errors import IntegrityError, StoreUnreachable
 from fsmount.format.objects import FileEntry
 from fsmount.fs.options import FsOptions
@@ -59,6 +60,16 @@ class ReadStats:
     prefetch_inflight_bytes: int = 0
     held_bytes: int = 0  # verified blocks kept in memory by open files
     timeouts: int = 0
+    packed_reads: int = 0  # packed small files loaded by open files (any source)
+    packed_fast: int = 0  # ... of them served on the event loop from memory or the page cache (no thread)
+    pack_fetches: int = 0  # whole packs fetched from the store (one GET each)
+    pack_bytes: int = 0
+    pack_waits: int = 0  # reads that waited for a pack being fetched
+    pack_wait_timeouts: int = 0  # ... and gave up after pack_wait, reading their range instead
+    pack_budget_waits: int = 0  # whole-pack fetches that waited for memory budget
+    pack_errors: int = 0  # whole-pack fetches that failed (a damaged pack is then read range by range)
+    pack_inflight_bytes: int = 0
+    ranged_reads: int = 0  # packed files read by a ranged GET of their bytes
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -67,13 +78,21 @@ class ReadStats:
 class OpenFile:
     """One open() of a file: its spans, the blocks it keeps at hand, its prefetch window."""
 
-    __slots__ = ("closed", "entry", "handles", "held", "ino", "last_end", "owner", "prefetched_to", "spans",
-                 "starts", "window")
+    __slots__ = ("closed", "entry", "handles", "held", "ino", "last_end", "owner", "pack", "prefetched_to",
+                 "spans", "starts", "window")
 
     def __init__(self, ino: int, entry: FileEntry) -> None:
         self.ino = ino
         self.entry = entry
         self.spans = list(entry.spans())  # (object hash, offset in object, length, offset in file)
+        # A packed file: one ranged locator covering the whole file, checkable by the file's SHA-256.
+        # Its one span is held as the file's own bytes (offset 0); `pack` keeps (pack hash, offset).
+        self.pack: tuple[bytes, int] | None = None
+        if len(entry.blocks) == 1 and not isinstance(entry.blocks[0], bytes) and entry.size > 0 \
+                and self.spans[0][2] == entry.size:
+            h, off, length, _ = self.spans[0]
+            self.pack = (h, off)
+            self.spans = [(h, 0, length, 0)]
         self.starts = [s[3] for s in self.spans]
         self.handles: OrderedDict[int, Source] = OrderedDict()  # span index -> bytes or open cache file
         self.held = 0  # bytes of `handles` that are in memory
@@ -113,6 +132,13 @@ class BlockReader:
         self._nursery: trio.Nursery | None = None
         self._prefetching: set[bytes] = set()
         self._timed_out: dict[bytes, tuple[float, float]] = {}  # hash -> (fail at once until, timeout)
+        self.pack_limiter = trio.CapacityLimiter(options.pack_threads)
+        self._pack_fetching: dict[bytes, trio.Event] = {}  # packs being fetched whole -> set when done
+        self._pack_misses: OrderedDict[bytes, int] = OrderedDict()  # recent packs -> misses seen
+        self._bad_packs: OrderedDict[bytes, None] = OrderedDict()  # whole fetch failed: read by ranges
+        self._last_miss = -1e9
+        self._pack_size = options.pack_size_hint
+        self._budget_freed = trio.Event()
         if options.write_behind:
             reader.enable_write_behind(options.write_behind)
 
@@ -210,6 +236,12 @@ class BlockReader:
         if held is not None:
             f.handles.move_to_end(i)
             return held
+        if f.pack is not None:
+            src = await self._packed(f)
+            if f.closed:
+                raise IntegrityError(f"inode {f.ino} was closed during a read")
+            self._keep(f, 0, src)
+            return src
         h = f.spans[i][0]
         src, origin = await self.offload(self.reader.load, h, key=h)
         if origin == FROM_STORE:
@@ -229,6 +261,118 @@ class BlockReader:
                 break
             self._drop(f, f.handles.pop(j))
         return src
+
+    # -- packed small files ------------------------------------------------------------
+
+    def _budget_room(self, n: int) -> bool:
+        st = self.stats
+        used = st.pack_inflight_bytes + st.prefetch_inflight_bytes + st.held_bytes
+        return used + n <= self.options.prefetch_budget
+
+    async def _packed(self, f: OpenFile) -> bytes:
+        """The verified bytes of packed file `f`: from memory or the cache (a slice of its pack), else
+        from the whole pack fetched once for every reader of it, else by a ranged GET (the policy is
+        in _packed_miss; docs/SEMANTICS.md "Packed files")."""
+        assert f.pack is not None
+        h, off = f.pack
+        n, sha = f.entry.size, f.entry.sha256
+        st = self.stats
+        st.packed_reads += 1
+        try:  # the warm fast path: no thread hop when the slice is in memory or the page cache
+            data = self.reader.packed_slice(h, off, n, sha, nowait=True)
+            if data is not None:
+                st.packed_fast += 1
+                return data
+        except WouldBlock:
+            pass
+        ev = self._pack_fetching.get(h)
+        if ev is not None:
+            await self._wait_pack(ev)
+        data = await self.offload(self.reader.packed_slice, h, off, n, sha)
+        if data is None:
+            data = await self._packed_miss(h, off, n, sha)
+        return data
+
+    async def _wait_pack(self, ev: trio.Event) -> None:
+        self.stats.pack_waits += 1
+        with trio.move_on_after(self.options.pack_wait):
+            await ev.wait()
+            return
+        self.stats.pack_wait_timeouts += 1
+
+    async def _packed_miss(self, h: bytes, off: int, n: int, sha: bytes) -> bytes:
+        """A packed file not at hand. Fetch its whole pack (and wait for it) when the pack had a miss
+        before or another miss came within pack_stream_window seconds (an epoch), memory allowing;
+        otherwise, or when the pack cannot be had whole in time, one ranged GET of the file."""
+        opts, st = self.options, self.stats
+        now = trio.current_time()
+        seen = self._pack_misses.pop(h, 0)
+        self._pack_misses[h] = seen + 1
+        if len(self._pack_misses) > _TIMEOUT_MEMORY:
+            self._pack_misses.popitem(last=False)
+        streaming = now - self._last_miss < opts.pack_stream_window
+        self._last_miss = now
+        whole = (seen or streaming) and h not in self._bad_packs and not self.reader.in_place
+        if whole:
+            ev = self._pack_fetching.get(h)
+            if ev is None and await self._room_for_pack():
+                ev = self._pack_fetching.get(h)  # someone may have started it while we waited
+                if ev is None:
+                    await self._fetch_pack(h)
+                    ev = None
+            if ev is not None:
+                await self._wait_pack(ev)
+            data = await self.offload(self.reader.packed_slice, h, off, n, sha)
+            if data is not None:
+                return data
+        st.ranged_reads += 1
+        return await self.offload(self.reader.fetch_range, h, off, n, sha)
+
+    async def _room_for_pack(self) -> bool:
+        """Wait (at most pack_wait s) until the memory budget has room for one more pack fetch."""
+        est = self._pack_size
+        if est > self.options.prefetch_budget:
+            return False
+        if self._budget_room(est):
+            return True
+        self.stats.pack_budget_waits += 1
+        with trio.move_on_after(self.options.pack_wait):
+            while not self._budget_room(est):
+                await self._budget_freed.wait()
+            return True
+        return False
+
+    async def _fetch_pack(self, h: bytes) -> None:
+        """Fetch pack `h` whole (single flight, verified by its hash, into the cache), counted in the
+        budget while it is in flight; every reader waiting for it is woken when it ends."""
+        st = self.stats
+        ev = self._pack_fetching[h] = trio.Event()
+        est = self._pack_size
+        st.pack_inflight_bytes += est
+        try:
+            data, origin = await self.offload(self.reader.load, h, limiter=self.pack_limiter, key=h)
+            if origin == FROM_STORE:
+                st.pack_fetches += 1
+                st.pack_bytes += len(data)
+            self._pack_size = max(self.options.pack_size_hint // 4, len(data))
+        except IntegrityError as e:  # a damaged pack: its files are read by ranges, each checked alone
+            st.pack_errors += 1
+            self._bad_packs[h] = None
+            if len(self._bad_packs) > _TIMEOUT_MEMORY:
+                self._bad_packs.popitem(last=False)
+            log.warning("pack %s: %s; reading its files one range at a time", h.hex()[:16], e)
+        except StoreUnreachable:  # a stalled store: the read fails after one timeout, not two
+            st.pack_errors += 1
+            raise
+        except Exception as e:
+            st.pack_errors += 1
+            log.debug("whole fetch of pack %s failed: %s", h.hex()[:16], e)
+        finally:
+            st.pack_inflight_bytes -= est
+            del self._pack_fetching[h]
+            ev.set()
+            self._budget_freed.set()
+            self._budget_freed = trio.Event()
 
     def _piece(self, f: OpenFile, i: int, src: Source, start: int, n: int) -> Buffer:
         """`n` bytes at `start` of span `i`'s block: a slice of memory, once the span fits the block."""
@@ -286,7 +430,7 @@ class BlockReader:
             f.window = 0
             f.prefetched_to = 0
         f.last_end = end
-        if not f.window or self._nursery is None:
+        if not f.window or self._nursery is None or f.pack is not None:  # a packed file is one held span
             return
         target = min(f.entry.size, end + f.window)
         start = max(end, f.prefetched_to)
@@ -300,7 +444,7 @@ class BlockReader:
             if i - 1 in f.handles or h in self._prefetching:
                 f.prefetched_to = file_off + length
                 continue
-            if st.prefetch_inflight_bytes + st.held_bytes + length > opts.prefetch_budget:
+            if not self._budget_room(length):
                 st.prefetch_skipped += 1
                 break  # try again on the next read, when the budget may have room
             f.prefetched_to = file_off + length

@@ -35,6 +35,11 @@ from fsmount.store import open_store
 
 log = logging.getLogger(__name__)
 
+# pyfuse3 request tasks: kept alive between bursts (its default of 1 idle task ends and restarts tasks
+# under concurrent readers, each start allocating a fresh request buffer; 32 live ones cost nothing).
+FUSE_MIN_TASKS = 32
+FUSE_MAX_TASKS = 128
+
 class Mounter:
     """One mount's life: prepare (every check that can fail), mount, serve, clean up."""
 
@@ -119,7 +124,7 @@ class Mounter:
             if self.req.metrics_file:
                 nursery.start_soon(metrics.write_periodically, self.req.metrics_file, self.snapshot)
             nursery.start_soon(self._signals)
-            await pyfuse3.main()
+            await pyfuse3.main(min_tasks=FUSE_MIN_TASKS, max_tasks=FUSE_MAX_TASKS)
             nursery.cancel_scope.cancel()
 
     async def _tune_kernel(self, ready: Callable[[], None] | None) -> None:

@@ -10,10 +10,13 @@ import contextlib
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 # -P: the current folder is not put on sys.path, so a ./fsmount folder (a checkout of this
 # repository, say) cannot shadow the installed package in the daemon.
 CLI = [sys.executable, "-P", "-m", "fsmount.cli"]
+EXEC_DAEMON_ENV = "FSMOUNT_EXEC_DAEMON"  # "1": start the daemon as a new process even from the CLI
 
 
 def daemon_argv(req: MountRequest) -> list[str]:
@@ -41,8 +45,72 @@ def mount_argv(ref: str, mountpoint: str, **opts: Any) -> list[str]:
 
 
 def start(req: MountRequest, wait: float = 60.0) -> int:
-    """Mount `req` (validated) with a background daemon; its pid once the mount is live."""
-    return start_background(daemon_argv(req), req.mountpoint, wait)
+    """Mount `req` (validated) with a background daemon; its pid once the mount is live.
+
+    From a single-threaded process (the CLI) the daemon is a fork of this process: it already has
+    Python started and most modules imported, which was most of what `fsmount mount` waited for
+    (docs/BENCHMARKS.md). With other threads running (forking them is unsafe) it is a new process.
+    """
+    if threading.active_count() > 1 or os.environ.get(EXEC_DAEMON_ENV):
+        return start_background(daemon_argv(req), req.mountpoint, wait)
+    mountpoint = os.path.abspath(req.mountpoint)
+    check_fuse()
+    check_mountpoint(mountpoint)  # fail fast; the daemon checks again
+    logfile = str(control.log_path(mountpoint))
+    r, w = os.pipe()
+    logfd = _open_log(logfile)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid == 0:  # the daemon: never returns into the caller
+        code = 70
+        try:
+            os.close(r)
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(logfd, 1)
+            os.dup2(logfd, 2)
+            os.close(null)
+            os.close(logfd)
+            # Imported here, in the daemon only: pyfuse3 and the FUSE core are not the CLI's business.
+            from fsmount.fs.daemon import run_foreground
+
+            code = run_foreground(req, w)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(logfd)
+
+    def gone() -> bool:
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            return done != 0
+        return True
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def reap(timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return os.waitstatus_to_exitcode(status)
+                time.sleep(0.02)
+                continue
+            return None
+        return None
+
+    return _await_ready(r, pid, mountpoint, logfile, wait, gone, kill, reap)
 
 
 def _last_log_line(path: str) -> str:
@@ -55,6 +123,14 @@ def _last_log_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _open_log(logfile: str) -> int:
+    # 0600, never through a symlink: the log holds paths and errors, and the daemon may be root.
+    logfd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if os.fstat(logfd).st_uid == os.geteuid():
+        os.fchmod(logfd, 0o600)  # a log made by an older fsmount was 0644
+    return logfd
+
+
 def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> int:
     """Run the daemon detached; return its pid once the mount is live, or raise with its one-line error."""
     mountpoint = os.path.abspath(mountpoint)
@@ -62,14 +138,26 @@ def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> in
     check_mountpoint(mountpoint)  # fail fast; the daemon checks again
     logfile = str(control.log_path(mountpoint))
     r, w = os.pipe()
-    # 0600, never through a symlink: the log holds paths and errors, and the daemon may be root.
-    logfd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with open(logfd, "ab") as logf:
-        if os.fstat(logfd).st_uid == os.geteuid():
-            os.fchmod(logfd, 0o600)  # a log made by an older fsmount was 0644
+    with open(_open_log(logfile), "ab") as logf:
         proc = subprocess.Popen([*CLI, *argv, "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
                                 stdout=logf, stderr=logf, start_new_session=True)
     os.close(w)
+
+    def kill() -> None:
+        proc.kill()
+        proc.wait()
+
+    def reap(timeout: float) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout)
+        return None
+
+    return _await_ready(r, proc.pid, mountpoint, logfile, wait, lambda: proc.poll() is not None, kill, reap)
+
+
+def _await_ready(r: int, pid: int, mountpoint: str, logfile: str, wait: float, gone: Callable[[], bool],
+                 kill: Callable[[], None], reap: Callable[[float], int | None]) -> int:
+    """Read the daemon's one line from pipe `r`: its pid once live, else raise with its error."""
     buf = b""
     deadline = time.monotonic() + wait
     try:
@@ -83,7 +171,7 @@ def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> in
                 if not chunk:
                     break
                 buf += chunk
-            elif proc.poll() is not None:
+            elif gone():
                 break
     finally:
         os.close(r)
@@ -91,22 +179,21 @@ def start_background(argv: list[str], mountpoint: str, wait: float = 60.0) -> in
     if line == "OK":
         while not is_mounted(mountpoint) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return proc.pid
+        return pid
     if line.startswith("ERR "):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+        reap(10)
         code, _, why = line[4:].partition(" ")  # 'ERR <exit code> <message>'
         err = FsmountError(why if code.isdigit() else line[4:])
         err.exit_code = int(code) if code.isdigit() else 1
         raise err
     # No answer: the daemon died or hangs. Leave nothing behind.
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    status = reap(0)
+    if status is None:
+        kill()
     if is_mounted(mountpoint):
         with contextlib.suppress(FsmountError):
             unmount(mountpoint)
-    why = _last_log_line(logfile) or f"exit status {proc.returncode}"
+    why = _last_log_line(logfile) or f"exit status {status}"
     raise FsmountError(f"the mount daemon did not start: {why} (log: {logfile})")
 
 

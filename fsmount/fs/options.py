@@ -22,6 +22,12 @@ class FsOptions:
     attr_timeout: float = 86400.0
     read_ahead_kb: int = 1024  # kernel readahead of the mount (bdi), set after INIT when allowed (root)
     max_background: int = 64  # kernel: async FUSE requests in flight, set after INIT when allowed
+    # Packed small files (docs/SEMANTICS.md "Packed files"): a miss fetches the whole pack when its
+    # pack had a miss before or another miss came within pack_stream_window s; else one ranged GET.
+    pack_stream_window: float = 1.0
+    pack_size_hint: int = 32 * 2**20  # budget reserved for a pack fetch before its size is known
+    pack_wait: float = 2.0  # a read waits this long for a pack in flight (or budget), then GETs its range
+    pack_threads: int = 8  # worker threads for whole-pack fetches
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -141,5 +141,10 @@ class ObjectStore(ABC):
             return False
         return True
 
+    def local_path(self, key: str) -> str | None:
+        """The path of a file on a local disk holding object `key` (readers may read it in place,
+        without copying it into the cache), or None: every store but an unnetworked file:// one."""
+        return None
+
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""

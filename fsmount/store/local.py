@@ -19,6 +19,22 @@ log = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp-"
 _libc = ctypes.CDLL(None, use_errno=True)
+# statfs(2) f_type of file systems whose files live on another machine (or behind FUSE): a store
+# there is copied into the local cache; anywhere else it is read in place (docs/SEMANTICS.md).
+NETWORK_FS_TYPES = {
+    0x6969: "nfs", 0xFF534D42: "cifs", 0xFE534D42: "smb2", 0x517B: "smb", 0x65735546: "fuse",
+    0x00C36400: "ceph", 0x01021997: "9p", 0x5346414F: "afs", 0x0BD00BD0: "lustre", 0x01161970: "gfs2",
+    0x47504653: "gpfs", 0x013111A8: "ibrix", 0x6B414653: "kafs",
+}
+CACHE_LOCAL_STORE_ENV = "FSMOUNT_CACHE_LOCAL_STORE"  # "1": copy even a local-disk store into the cache
+
+
+def fs_type(path: str | os.PathLike[str]) -> int | None:
+    """statfs(2) f_type of the file system holding `path`, or None if it cannot be asked."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86-64; f_type comes first
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
 def _etag(data: bytes) -> str:
@@ -37,6 +53,9 @@ class LocalStore(ObjectStore):
             raise StoreError(f"cannot create store folder {self.root}: {e.strerror}") from e
         if not os.access(self.root, os.W_OK | os.X_OK):
             log.debug("store folder %s is not writable; read-only use only", self.root)
+        kind = fs_type(self.root)
+        self.network_fs = "unknown" if kind is None else NETWORK_FS_TYPES.get(kind)
+        self.in_place = self.network_fs is None and os.environ.get(CACHE_LOCAL_STORE_ENV, "") in ("", "0")
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -47,6 +66,10 @@ class LocalStore(ObjectStore):
                 return f.read()
         except FileNotFoundError:
             raise ObjectNotFound(f"object {key} not found in {self.url}") from None
+
+    def local_path(self, key: str) -> str | None:
+        """Objects of a store on a local disk are read in place (unless FSMOUNT_CACHE_LOCAL_STORE=1)."""
+        return str(self._path(key)) if self.in_place else None
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         try:
