@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd rsync
 BENCH_PACKAGES := rclone s3fs
+BENCH_VENV := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_PIP := torch==2.14.1 torchvision==0.29.1 pillow
 
 .PHONY: all demo test lint bench system-deps bench-deps test-servers install clean
 
@@ -28,10 +31,17 @@ test-servers:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; fi
 	@test -f $(S3RVER) || { echo ">> installing s3rver 3.7.1"; npm install --silent --prefix .servers s3rver@3.7.1; }
 
-bench-deps: system-deps
+bench-deps: system-deps $(BENCH_STAMP)
 	@for p in $(BENCH_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+# The benchmark's own venv (bench/bench_epoch.py's DataLoader epoch): torch and torchvision live
+# here only, never in the package's dependencies. Pillow writes the benchmark's JPEGs.
+$(BENCH_STAMP):
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q $(BENCH_PIP)
+	@touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,4 +74,4 @@ install: system-deps $(STAMP)
 	-systemctl daemon-reload 2>/dev/null
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache
