@@ -415,6 +415,7 @@ def run(args: argparse.Namespace) -> None:
                 f"dropped; {after} object GETs; " + ctx.note("block_hits"),
             )
             res.add("epoch.warm.local", local, "files/s", "the local folder, page cache dropped")
+            res.add("epoch.warm.gets", after, "GETs", "object GETs during the warm epoch, target 0")
             res.add("epoch.warm.ratio_local", warm / local, "x", "fsmount warm / local, target >= 0.7")
 
             ttfbs, one_gets = [], []

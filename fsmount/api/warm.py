@@ -298,6 +298,9 @@ def warm(
         return result_of(version_id, plan, len(plan.missing), plan.missing_bytes, time.perf_counter() - t0)
     if on_total is not None:
         on_total(plan.missing_bytes)
+    # Cache inserts on background threads, as a mount does: the fetch threads go on fetching
+    # (run_warm waits for the cache to hold everything before it returns).
+    reader.enable_write_behind(IN_FLIGHT_BYTES // 2)
     fetched, nbytes = run_warm(reader, plan, workers=workers, advance=advance)
     return result_of(version_id, plan, fetched, nbytes, time.perf_counter() - t0)
 
