@@ -12,6 +12,9 @@ BINDIR ?= /usr/local/bin
 CONFDIR ?= /etc/fsmount
 UNITDIR ?= /etc/systemd/system
 SYSTEMD_RUN ?= /run/systemd/system
+BENCH_VENV := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_PIP := torch==2.14.1 torchvision==0.29.1 pillow
 
 .PHONY: all demo test lint bench system-deps bench-deps test-servers install clean
 
@@ -33,10 +36,17 @@ test-servers:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; fi
 	@test -f $(S3RVER) || { echo ">> installing s3rver 3.7.1"; npm install --silent --prefix .servers s3rver@3.7.1; }
 
-bench-deps: system-deps
+bench-deps: system-deps $(BENCH_STAMP)
 	@for p in $(BENCH_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
+
+# The benchmark's own venv (bench/bench_epoch.py's DataLoader epoch): torch and torchvision live
+# here only, never in the package's dependencies. Pillow writes the benchmark's JPEGs.
+$(BENCH_STAMP):
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q $(BENCH_PIP)
+	@touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,4 +80,4 @@ install: system-deps $(STAMP)
 	  else echo ">> installed; systemd is not running here (not PID 1), so nothing was reloaded: the unit is ready for when it is; meanwhile mount with 'fsmount mount' or /etc/fstab"; fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache

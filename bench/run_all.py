@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "bench_cache.py": ["--objects", "20000"],
     "bench_dataset.py": ["--size-gib", "0.25", "--small-files", "1000"],
+    "bench_epoch.py": ["--quick"],
     "bench_mount.py": ["--quick"],
     "bench_overlay.py": ["--size-gib", "0.25", "--small-files", "1000", "--tar-files", "2000"],
 }

@@ -122,6 +122,13 @@ def _print_counters(info: dict, status: dict | None) -> None:
         f"  errors: {c['errors']} (store {s['store_errors']}, integrity {s['integrity_errors']}, "
         f"timeouts {c['timeouts']}){'  last: ' + c['last_error'] if c.get('last_error') else ''}"
     )
+    w = status.get("warm")
+    if w:
+        click.echo(f"  warm {', '.join(w['paths'])}: {w['state']}, "
+                   f"{w['objects_done']:,}/{w['objects_total']:,} objects, "
+                   f"{human_bytes(w['bytes_done'])}/{human_bytes(w['bytes_total'])} "
+                   f"({w['objects_fetched']:,} fetched, {w['already_cached']:,} already cached), "
+                   f"{w['seconds']:.1f} s{'  error: ' + w['error'] if w.get('error') else ''}")
 
 
 @click.command()

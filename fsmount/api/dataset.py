@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fsmount.api import reading, scan
+from fsmount.api import warm as warm_mod
 from fsmount.api.local_copy import mutable_copy, shared_copy
 from fsmount.api.scan import SyncResult
 from fsmount.api.selection import Selection, select_root
@@ -448,6 +449,14 @@ class Dataset:
         mutable_copy(self.workspace.reader, lambda: select_root(self.workspace.reader, self.record.root, sel),
                      Path(target_folder), overwrite, progress)
         return str(target_folder)
+
+    def warm(
+        self, paths: Iterable[str] = (), progress: Progress | None = None, workers: int = 16,
+        on_total: Progress | None = None, dry_run: bool = False,
+    ) -> warm_mod.WarmResult:
+        """Fill the local cache with every object `paths` (files or folders; none: all) read; resumable."""
+        return warm_mod.warm(self.workspace.reader, self.id, self.record.root, paths, workers=workers,
+                             advance=progress, on_total=on_total, dry_run=dry_run)
 
     def verify_dataset_hash(self, local_copy_path: str | os.PathLike[str] | None = None,
                             skip_hash: bool = False, workers: int = 16) -> list[str]:

@@ -1,4 +1,4 @@
-"""Materialise a version's tree as a local folder, block by block through the shared cache."""
+"""Materialise a version's tree as a local folder through the shared cache, each object fetched once."""
 
 from __future__ import annotations
 
@@ -43,50 +43,6 @@ def copy_mode(mode: int, *, is_dir: bool, read_only: bool, preserve_special_bits
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
-class _FileHash:
-    """The whole-file SHA-256 of a file whose blocks are written in any order by many threads.
-
-    Blocks are hashed in file order as they arrive; a block that arrives more than `ahead`
-    places early waits (its writer thread blocks), so memory stays within `ahead` blocks. Blocks
-    are submitted in file order, so the one the hash waits for is already being written: no
-    deadlock.
-    """
-
-    def __init__(self, expected: bytes, count: int, ahead: int) -> None:
-        self.expected = expected
-        self.count = count
-        self.ahead = max(1, ahead)
-        self.next = 0
-        self.pending: dict[int, memoryview] = {}
-        self.sha = hashlib.sha256()
-        self.cv = threading.Condition()
-        self.abandoned = False
-
-    def feed(self, i: int, view: memoryview) -> bool:
-        """Add block `i`; False from the call that completes the hash if it does not match."""
-        with self.cv:
-            while i - self.next > self.ahead and not self.abandoned:
-                self.cv.wait()
-            if self.abandoned:
-                return True  # another block of this file failed; that failure is reported
-            self.pending[i] = view
-            before = self.next
-            while self.next in self.pending:
-                self.sha.update(self.pending.pop(self.next))
-                self.next += 1
-            self.cv.notify_all()
-            if before < self.count == self.next:
-                return self.sha.digest() == self.expected
-            return True
-
-    def abandon(self) -> None:
-        """A block of the file failed: release every writer waiting here."""
-        with self.cv:
-            self.abandoned = True
-            self.pending.clear()
-            self.cv.notify_all()
-
-
 def materialise(
     reader: ObjectReader,
     root: bytes,
@@ -122,64 +78,7 @@ def materialise(
         else:
             files.append((dest, e))
 
-    def write_block(dest: Path, e: FileEntry, i: int, file_hash: _FileHash | None, create: bool) -> None:
-        try:
-            _write_block(dest, e, i, file_hash, create)
-        except BaseException:
-            if file_hash is not None:
-                file_hash.abandon()
-            raise
-
-    def _write_block(dest: Path, e: FileEntry, i: int, file_hash: _FileHash | None, create: bool) -> None:
-        h, off, length, file_off = spans[dest][i]
-        rel = dest.relative_to(target)
-        try:  # the object's length must fit the locator: never a short or shifted file
-            view = reader.span(h, off, length, isinstance(e.blocks[i], bytes))
-        except IntegrityError as err:
-            raise IntegrityError(f"{rel}: {err}") from None
-        # One open per block keeps the number of open files bounded by the worker count.
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
-        fd = os.open(dest, flags, 0o600)
-        try:
-            rest, pos = view, file_off
-            while rest:
-                n = os.pwrite(fd, rest, pos)
-                rest, pos = rest[n:], pos + n
-        finally:
-            os.close(fd)
-        if file_hash is not None and not file_hash.feed(i, view):
-            raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
-        if progress:
-            progress(length)
-
-    total = 0
-    spans = {dest: list(e.spans()) for dest, e in files}
-    with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
-        futures = []
-        for dest, e in files:
-            total += e.size
-            n = len(spans[dest])
-            if n == 0 and e.sha256 != _EMPTY_SHA256:
-                raise IntegrityError(f"{dest.relative_to(target)}: empty, but its SHA-256 is not empty's")
-            if n == 1 and e.blocks[0] == e.sha256:
-                # The file is exactly its one object (reader.span checks the length), and that object
-                # is named by the file's SHA-256 and was verified against it: no second hash needed.
-                futures.append(pool.submit(write_block, dest, e, 0, None, True))
-                continue
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:  # empty files, and multi-block files sized up front
-                os.ftruncate(fd, e.size)
-            finally:
-                os.close(fd)
-            file_hash = _FileHash(e.sha256, n, workers) if n else None  # hashed as the blocks are written
-            futures.extend(pool.submit(write_block, dest, e, i, file_hash, False) for i in range(n))
-        try:
-            for fut in futures:
-                fut.result()
-        except BaseException:
-            for fut in futures:  # one bad file fails the copy: fetch nothing more
-                fut.cancel()
-            raise
+    total = _fetch_and_write(reader, files, target, workers, progress)
     special = {"preserve_special_bits": preserve_special_bits}
     for dest, e in files:
         os.chmod(dest, copy_mode(e.mode, is_dir=False, read_only=read_only, **special))
@@ -189,6 +88,113 @@ def materialise(
         os.utime(dest, ns=(d.mtime_ns, d.mtime_ns))
     if read_only:
         os.chmod(target, 0o555)
+    return total
+
+
+def _write_at(dest: Path, view: memoryview, pos: int) -> None:
+    """Write `view` at `pos` of `dest`; one open per call keeps open files bounded by the worker count."""
+    fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        rest = view
+        while rest:
+            n = os.pwrite(fd, rest, pos)
+            rest, pos = rest[n:], pos + n
+    finally:
+        os.close(fd)
+
+
+def _hash_file(path: Path) -> bytes:
+    """SHA-256 of a written file, read back (from the page cache, just written)."""
+    sha = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(4 * 2**20):
+            sha.update(chunk)
+    return sha.digest()
+
+
+class _Pending:
+    """The spans of one file still to be written; the job that writes its last one checks the file."""
+
+    __slots__ = ("left", "lock")
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.lock = threading.Lock()
+
+    def done_one(self) -> bool:
+        with self.lock:
+            self.left -= 1
+            return self.left == 0
+
+
+def _fetch_and_write(
+    reader: ObjectReader,
+    files: list[tuple[Path, FileEntry]],
+    target: Path,
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Write the content of `files`, fetching (and reading) each object once; return the bytes written.
+
+    The spans of every file are grouped by the object they need (a whole block, or a range of a
+    pack): one job per object reads it once, from the cache or the store, and writes each span
+    that uses it. Jobs run `workers` at a time, in the order the tree first needs their object. A
+    file held in one span is checked against its SHA-256 in memory (not at all when the object is
+    the file: named by that SHA-256 and verified already); a file of several spans is read back
+    and hashed once its last span is written.
+    """
+    users: dict[bytes, list[tuple[Path, FileEntry, int, int, int, bool]]] = {}
+    pending: dict[Path, _Pending] = {}
+    total = 0
+    for dest, e in files:
+        total += e.size
+        spans = list(e.spans())
+        # created (empty) and sized up front: spans then land at their offsets in any order
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if len(spans) > 1:
+                os.ftruncate(fd, e.size)
+        finally:
+            os.close(fd)
+        if not spans:
+            if e.sha256 != _EMPTY_SHA256:
+                raise IntegrityError(f"{dest.relative_to(target)}: empty, but its SHA-256 is not empty's")
+            continue
+        pending[dest] = _Pending(len(spans))
+        for i, (h, off, length, file_off) in enumerate(spans):
+            users.setdefault(h, []).append((dest, e, off, length, file_off, isinstance(e.blocks[i], bytes)))
+
+    def write_object(h: bytes) -> None:
+        spans = users[h]
+        try:
+            data = reader.read(h)
+        except IntegrityError as err:
+            raise IntegrityError(f"{spans[0][0].relative_to(target)}: {err}") from None
+        for dest, e, off, length, file_off, whole in spans:
+            rel = dest.relative_to(target)
+            try:  # the object's length must fit the locator: never a short or shifted file
+                reader.check_span(h, len(data), off, length, whole)
+            except IntegrityError as err:
+                raise IntegrityError(f"{rel}: {err}") from None
+            view = memoryview(data)[off:off + length]
+            single = length == e.size
+            if single and not (whole and h == e.sha256) and hashlib.sha256(view).digest() != e.sha256:
+                raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
+            _write_at(dest, view, file_off)
+            if progress:
+                progress(length)
+            if pending[dest].done_one() and not single and _hash_file(dest) != e.sha256:
+                raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:
+        futures = [pool.submit(write_object, h) for h in users]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            for fut in futures:  # one bad file fails the copy: fetch nothing more
+                fut.cancel()
+            raise
     return total
 
 

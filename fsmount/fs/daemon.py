@@ -14,6 +14,7 @@ import pyfuse3
 import trio
 
 from fsmount import config
+from fsmount.api.warm import BackgroundWarm
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
@@ -50,6 +51,7 @@ class Mounter:
         self.fs: ReadOnlyFS | WritableFS | None = None
         self.started = time.time()
         self.sock = control.socket_name(self.mountpoint)
+        self.warming: BackgroundWarm | None = None  # `--warm`: started once the mount is live
 
     def prepare(self) -> None:
         """Resolve the version and read its root; raises FsmountError with one clear line."""
@@ -77,7 +79,12 @@ class Mounter:
         assert self.fs is not None
         return {"mountpoint": self.mountpoint, "pid": os.getpid(), "ref": self.req.ref,
                 "store": self.ws.store_url if self.ws else None, "uptime": time.time() - self.started,
-                "counters": self.fs.counters()}
+                "counters": self.fs.counters(), **({"warm": self.warming.snapshot()} if self.warming else {})}
+
+    def start_warm(self) -> None:
+        """`--warm PATH...`: fetch what those paths need in the background (fsmount/api/warm.py)."""
+        if self.req.warm_paths and self.ws is not None and self.fs is not None:
+            self.warming = BackgroundWarm(self.ws.reader, self.fs.record.root, self.req.warm_paths).start()
 
     def mount(self) -> None:
         assert self.fs is not None
@@ -157,6 +164,8 @@ class Mounter:
                 with contextlib.suppress(FsmountError):
                     unmount(self.mountpoint)
         control.remove_info(self.mountpoint, os.getpid())
+        if self.warming is not None:
+            self.warming.stop()
         if isinstance(self.fs, WritableFS):
             self.fs.upper.close()
         if self.ws is not None:
@@ -201,6 +210,7 @@ def run(req: MountRequest, ready_fd: int | None = None) -> int:
         def ready() -> None:  # once the FUSE handshake is done and the kernel side tuned
             notify("READY=1", status)
             pipe.report("OK")
+            m.start_warm()
 
         trio.run(m.serve, ready)
         return 0

@@ -113,7 +113,15 @@ class MountRequest:
                          "version.", flags=("--write", "-w"))
     fuse_options: list[str] = option(  # noqa: RUF009 (a field() with metadata)
         "list", "FUSE mount options.", "OPT[,OPT]", key="options", flags=("-o",))
+    warm: list[str] = option(  # noqa: RUF009 (a field() with metadata)
+        "list", "Warm the cache with these paths of the version in the background ('/' for all; repeat or "
+        "comma separate); progress in 'fsmount status'.", "PATH[,PATH]")
     service: bool = False  # from a conf file or fstab: configuration errors exit with EX_CONFIG
+
+    @property
+    def warm_paths(self) -> list[str]:
+        """The paths `--warm` names (each value may hold several, comma separated)."""
+        return [p.strip() for item in self.warm for p in item.split(",") if p.strip()]
 
     @property
     def read_timeout(self) -> float:
