@@ -138,7 +138,8 @@ def test_posix_errors(tmp_path: Path, base: tuple[Workspace, Dataset]) -> None:
     assert err(v.rename, "other", "dir") == errno.ENOTEMPTY
     assert err(v.rename, "a.txt", "link", RENAME_NOREPLACE) == errno.EEXIST
     assert err(v.rename, "a.txt", "link", RENAME_EXCHANGE) == errno.EINVAL
-    assert err(v.link, "a.txt", "hard") == errno.EPERM
+    assert err(v.link, "dir", "hard") == errno.EPERM  # hard links to directories: never
+    assert err(v.link, "a.txt", "link") == errno.EEXIST
     assert err(v.open, "dir") == errno.EISDIR
     assert err(v.readlink, "a.txt") == errno.EINVAL
     assert v.upper.is_empty()

@@ -107,6 +107,11 @@ class Batch:
     def delete_link(self, group: str) -> None:
         self.ops.append(("delete_link", group))
 
+    def has_link(self, group: str) -> bool:
+        """Whether this batch already changes the row of hard-link group `group`."""
+        return any(op in ("put_link", "delete_link") and (arg == group or getattr(arg, "path", None) == group)
+                   for op, arg in self.ops)
+
 
 class UpperLayer:
     """The rows and data files of one overlay folder; thread-safe for row changes."""
