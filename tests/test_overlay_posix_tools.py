@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
@@ -103,11 +104,11 @@ def test_special_files_stay_in_the_overlay_and_commit_names_them(
     store, ref = base
     with wmount(ref, tmp_path / "mnt", store, tmp_path) as m:
         os.mkfifo(m / "queue")
-        import socket
         sock = socket.socket(socket.AF_UNIX)
         sock.bind(str(m / "ctl.sock"))
         sock.close()
-        assert stat.S_ISFIFO(os.lstat(m / "queue").st_mode) and stat.S_ISSOCK(os.lstat(m / "ctl.sock").st_mode)
+        assert stat.S_ISFIFO(os.lstat(m / "queue").st_mode)
+        assert stat.S_ISSOCK(os.lstat(m / "ctl.sock").st_mode)
         out = run_cli("commit", str(m), check=False)
         assert out.returncode != 0
         assert "ctl.sock" in out.stderr and "queue" in out.stderr and "special" in out.stderr
