@@ -2,15 +2,18 @@
 
 Inode numbers are handed out on first sight of a path and follow it through renames; an
 unlinked or replaced path loses its number; the names of one hard-link group share one
-number. Known paths are indexed by parent and name, so an unlink or rename touches only the
-paths below it.
+number (fs/path_inodes.py: known paths indexed by parent and name, so an unlink or rename
+touches only the paths below it).
 
 Where the work runs (one slow disk or store call must not stall the mount):
 - lookups, getattr and listings run their MergedView call on the trio thread when it needs
-  no fetch (`inline`; an upper file costs one stat of its data file, in the page cache); one
-  that needs a fetch raises NeedsIO before changing anything and runs on a worker thread;
-- every change (create, mkdir, unlink, rename, link, setattr...: a sqlite transaction, maybe
-  a copy-up or an unlink of a data file) runs on a worker thread;
+  no fetch (`inline`; an upper file costs one stat of its data file, in the page cache; a
+  listing of a directory with many upper files goes to a worker thread); one that needs a
+  fetch, a copy-up or a walk raises NeedsIO before changing anything and runs on a worker thread;
+- a change (create, mkdir, unlink, rename, link, setattr: a sqlite transaction) runs inline
+  while the overlay's disk is fast, and on a worker thread for a while once one took longer
+  than SLOW_CHANGE (see `_op`); truncates always run on a worker thread; removed data files
+  are moved to trash/ and unlinked by the overlay's background thread (overlay/datafiles.py);
 - while a worker runs a change, `self._meta` (a trio lock) holds every other metadata
   operation back (see `_op`), so the inode table (touched only on the trio thread) always
   changes in the order the view did;
@@ -29,6 +32,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -42,7 +46,9 @@ from fsmount.format.records import VersionRecord, VersionState
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, OpErrors
 from fsmount.fs.inodes import ROOT_INO
+from fsmount.fs.nowait import NoWait
 from fsmount.fs.options import FsOptions
+from fsmount.fs.path_inodes import PathInodes
 from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.nodes import NeedsIO, Node
@@ -51,8 +57,9 @@ from fsmount.overlay.upper import UpperLayer, default_overlay_dir
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+SLOW_CHANGE = 0.02  # seconds: a call slower than this inline means the overlay's disk is slow
+OFFLOAD_FOR = 10.0  # seconds every change then runs on a worker thread
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
-_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 
 
 class WAttr(NamedTuple):
@@ -81,10 +88,6 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _split(path: str) -> tuple[str, str]:
-    return (path.rsplit("/", 1)[0], path.rsplit("/", 1)[1]) if "/" in path else ("", path)
-
-
 class _Open:
     """One FUSE file handle: the view's handle, plus block-reader state for untouched lower files."""
 
@@ -110,13 +113,10 @@ class WritableFS:
         self.uid, self.gid = self.view.default_uid, self.view.default_gid
         self.blocks = BlockReader(ws.reader, self.options)
         self.errors = OpErrors()
-        self._paths: dict[int, str] = {ROOT_INO: ""}
-        self._inos: dict[str, int] = {"": ROOT_INO}
-        self._kids: dict[str, set[str]] = {}  # parent path -> names below it that are in _inos
-        self._group_ino: dict[str, int] = {}  # hard-link group -> its one inode number
-        self._ino_group: dict[int, str] = {}
+        self.inodes = PathInodes(upper)
+        self._paths = self.inodes.paths
+        self._inos = self.inodes.inos
         self._refs: dict[int, int] = {}
-        self._next_ino = ROOT_INO + 1
         self._files: dict[int, _Open] = {}
         self._dirs: dict[int, list[tuple[str, Node]]] = {}
         self._next_fh = 1
@@ -125,36 +125,61 @@ class WritableFS:
         self.writes = 0
         self.bytes_written = 0
         self.offloaded = 0  # reads and writes of data files that went to a worker thread
-        self._nowait = _NOWAIT
+        self._nowait = NoWait(upper.folder)
+        self._offload_until = 0.0  # changes go to a worker thread until then (the disk was slow)
+        self.slow_changes = 0
+        self._writing = 0  # offloaded writes in flight (they do not hold `_meta`)
+        self._writes_done = trio.Event()
 
     def start(self, nursery: trio.Nursery) -> None:
         self.blocks.start(nursery)
 
-    def _no_nowait(self, e: OSError) -> None:
-        """The overlay's filesystem does not take RWF_NOWAIT (tmpfs, older kernels): always offload."""
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise e
-        log.debug("RWF_NOWAIT not supported on %s: reads and writes go to a worker thread", self.upper.folder)
-        self._nowait = 0
+    def _timed(self, t0: float) -> None:
+        """A call on the overlay's disk that began at `t0` ran inline: if it was slow, the disk is,
+        and such calls go to worker threads for the next OFFLOAD_FOR seconds."""
+        took = time.perf_counter() - t0
+        if took > SLOW_CHANGE:
+            log.debug("a call took %.1f ms on the event loop: the overlay's disk work goes to worker"
+                      " threads for %d s", took * 1e3, OFFLOAD_FOR)
+            self._offload_until = trio.current_time() + OFFLOAD_FOR
+            self.slow_changes += 1
+
+    def _disk_fast(self) -> bool:
+        return trio.current_time() >= self._offload_until
+
+    async def _quiesce(self) -> None:
+        """Under `_meta`: wait for offloaded writes already in flight (new ones wait for `_meta`)."""
+        while self._writing:
+            self._writes_done = trio.Event()
+            await self._writes_done.wait()
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _op(self, fn: Callable[..., T], *args: Any, change: bool = False) -> T:
+    async def _op(self, fn: Callable[..., T], *args: Any, change: bool = False, offload: bool = False) -> T:
         """Run one operation of the view, in order with every other one.
 
-        A lookup or listing (`change` False) runs right here when it needs no fetch, between
-        two awaits, so nothing interleaves; one that needs a fetch raises NeedsIO before
-        changing anything and runs on a worker thread while holding `_meta`. A change always
-        runs on a worker thread under `_meta` (sqlite, data files); so does every operation
-        that arrives while another holds it. The caller's inode-table update right after the
-        await still happens before any other task runs.
+        It runs right here, between two awaits, so nothing interleaves, when it needs no fetch,
+        no copy and no walk (else it raises NeedsIO before changing anything) and, for a change
+        (`change`: a sqlite transaction), while the overlay's disk is fast. Otherwise it runs on
+        a worker thread while holding `_meta`; so does every operation that arrives while another
+        holds it, and an `offload` one (a truncate frees blocks). A change (or write) that took
+        longer than SLOW_CHANGE inline sends every one to a worker thread for the next OFFLOAD_FOR
+        seconds: a worker-thread hop costs 0.1-0.4 ms (on a loaded 2-core machine), a sqlite
+        commit in WAL mode 20-50 us, so they run inline while the disk keeps up and stop
+        blocking the loop as soon as it does not. The caller's
+        inode-table update right after the await still happens before any other task runs.
         """
         try:
-            if not change and not self._meta.locked():
+            if not offload and not self._meta.locked() and (not change or self._disk_fast()):
+                t0 = time.perf_counter()
                 try:
-                    return self.view.inline(fn, *args)
+                    result = self.view.inline(fn, *args)
                 except NeedsIO:
                     pass
+                else:
+                    if change:
+                        self._timed(t0)
+                    return result
             async with self._meta:
                 return await trio.to_thread.run_sync(functools.partial(fn, *args))
         except OSError as e:  # ENOSPC, EIO... from the overlay's own disk: the caller's errno
@@ -167,88 +192,13 @@ class WritableFS:
         return p
 
     def _ino(self, path: str, link: str | None = None) -> int:
-        ino = self._inos.get(path)
-        if link is not None:
-            gino = self._group_ino.get(link)
-            if gino is None:
-                gino = ino if ino is not None and ino not in self._ino_group else None
-                if gino is None:
-                    gino = self._next_ino
-                    self._next_ino += 1
-                self._group_ino[link] = gino
-                self._ino_group[gino] = link
-            if ino != gino:
-                if ino is not None and self._paths.get(ino) == path:
-                    del self._paths[ino]
-                ino = gino
-                self._set(path, ino)
-            self._paths.setdefault(ino, path)
-            return ino
-        if ino is None:
-            ino = self._next_ino
-            self._next_ino += 1
-            self._set(path, ino)
-            self._paths[ino] = path
-        return ino
-
-    def _set(self, path: str, ino: int) -> None:
-        if path not in self._inos and path:
-            parent, name = _split(path)
-            self._kids.setdefault(parent, set()).add(name)
-        self._inos[path] = ino
-
-    def _unset(self, path: str) -> int | None:
-        ino = self._inos.pop(path, None)
-        if ino is not None and path:
-            parent, name = _split(path)
-            kids = self._kids.get(parent)
-            if kids is not None:
-                kids.discard(name)
-                if not kids:
-                    del self._kids[parent]
-        return ino
-
-    def _known_below(self, path: str) -> list[str]:
-        """`path` (if known) and every known path below it, parents first: by the parent index."""
-        out = [path] if path in self._inos else []
-        stack = [path]
-        while stack:
-            p = stack.pop()
-            for name in self._kids.get(p, ()):
-                child = f"{p}/{name}" if p else name
-                out.append(child)
-                stack.append(child)
-        return out
-
-    def _release_path(self, path: str, ino: int) -> None:
-        """`path` no longer names inode `ino`: another name of its hard-link group may."""
-        if self._paths.get(ino) != path:
-            return
-        del self._paths[ino]
-        link = self._ino_group.get(ino)
-        if link is not None:
-            for other in sorted(self.upper.members.get(link, ())):
-                if self._inos.get(other) == ino:
-                    self._paths[ino] = other
-                    return
+        return self.inodes.ino(path, link)
 
     def _drop(self, path: str) -> None:
-        """`path` no longer names what it named: its inode (and those below it) lose their path."""
-        for p in self._known_below(path):
-            ino = self._unset(p)
-            if ino is not None:
-                self._release_path(p, ino)
+        self.inodes.drop(path)
 
     def _moved(self, old: str, new: str) -> None:
-        moves = []
-        for p in self._known_below(old):
-            ino = self._unset(p)
-            if ino is not None:
-                moves.append((p, new + p[len(old):], ino))
-        for p, q, ino in moves:
-            self._set(q, ino)
-            if self._paths.get(ino) == p:
-                self._paths[ino] = q
+        self.inodes.moved(old, new)
 
     def _attr(self, n: Node) -> WAttr:
         from_upper = n.row is not None or (n.link is not None and n.link in self.upper.links)
@@ -280,15 +230,7 @@ class WritableFS:
             return
         self._refs.pop(ino, None)
         if ino != ROOT_INO and not any(f.ino == ino for f in self._files.values()):
-            path = self._paths.pop(ino, None)
-            if path is not None and self._inos.get(path) == ino:
-                self._unset(path)
-            link = self._ino_group.pop(ino, None)
-            if link is not None:
-                self._group_ino.pop(link, None)
-                for other in self.upper.members.get(link, ()):
-                    if self._inos.get(other) == ino:
-                        self._unset(other)
+            self.inodes.forget(ino)
 
     async def getattr(self, ino: int) -> WAttr:
         if ino not in self._paths:  # unlinked but still open: fstat of its data file
@@ -307,7 +249,8 @@ class WritableFS:
 
     async def opendir(self, ino: int) -> int:
         path = self._path(ino)
-        entries = await self._op(self.view.readdir, path)
+        many = len(self.upper.children.get(path, ())) > 64  # a stat per upper file: off the loop
+        entries = await self._op(self.view.readdir, path, change=many)
         fh = self._next_fh
         self._next_fh += 1
         self._dirs[fh] = entries
@@ -404,8 +347,7 @@ class WritableFS:
         new = _join(self._path(parent), name)
         node = await self._op(self.view.link, old, new, change=True)
         assert node.link is not None
-        self._group_ino.setdefault(node.link, ino)
-        self._ino_group.setdefault(ino, node.link)
+        self.inodes.join_group(ino, node.link)
         return self._new_ref(self._attr(node))
 
     async def setattr(self, ino: int, fh: int | None, size: int | None, mode: int | None,
@@ -427,7 +369,7 @@ class WritableFS:
                                      uid, gid)
             return view.lookup(path)
 
-        return self._attr(await self._op(change, change=True))
+        return self._attr(await self._op(change, change=True, offload=size is not None))
 
     # -- file contents ---------------------------------------------------------------------
 
@@ -440,7 +382,7 @@ class WritableFS:
     async def open(self, ino: int, flags: int) -> int:
         path = self._path(ino)
         trunc = flags & os.O_TRUNC and flags & _ACCMODE != os.O_RDONLY
-        vfh = await self._op(self.view.open, path, flags, change=bool(trunc))
+        vfh = await self._op(self.view.open, path, flags, change=bool(trunc), offload=bool(trunc))
         h = self.view.handle(vfh)
         lower = OpenFile(ino, h.lower) if h.fd is None and h.lower is not None else None
         return self._new_fh(ino, vfh, lower)
@@ -451,21 +393,15 @@ class WritableFS:
             raise FsError(errno.EBADF)
         return f
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | bytearray:
         f = self._open(fh)
         h = self.view.handle(f.vfh)
         if h.fd is not None:
             fd = h.fd
             try:
-                if self._nowait:
-                    buf = bytearray(size)
-                    try:
-                        n = os.preadv(fd, [buf], offset, self._nowait)
-                        return bytes(memoryview(buf)[:n])
-                    except BlockingIOError:
-                        pass
-                    except OSError as e:
-                        self._no_nowait(e)
+                buf = self._nowait.pread(fd, size, offset)
+                if buf is not None:
+                    return buf
                 self.offloaded += 1
                 return await trio.to_thread.run_sync(os.pread, fd, size, offset)
             except OSError as e:
@@ -486,15 +422,22 @@ class WritableFS:
             raise FsError(errno.EBADF)
         fd = h.fd
         try:
-            if self._nowait and not h.append:
-                try:
-                    return os.pwritev(fd, [data], offset, self._nowait)
-                except BlockingIOError:
-                    pass
-                except OSError as e:
-                    self._no_nowait(e)
+            n = None if h.append else self._nowait.pwrite(fd, data, offset)
+            if n is not None:
+                return n
+            if self._disk_fast():  # RWF_NOWAIT refuses every write that extends a file: timed inline
+                t0 = time.perf_counter()
+                n = self.view.write(f.vfh, offset, data)
+                self._timed(t0)
+                return n
             self.offloaded += 1
-            return await trio.to_thread.run_sync(self.view.write, f.vfh, offset, data)
+            self._writing += 1
+            try:
+                return await trio.to_thread.run_sync(self.view.write, f.vfh, offset, data)
+            finally:
+                self._writing -= 1
+                if not self._writing:
+                    self._writes_done.set()
         except OSError as e:
             raise FsError(e.errno or errno.EIO, str(e)) from None
 
@@ -522,6 +465,8 @@ class WritableFS:
                      publish: bool = False) -> CommitResult:
         """Commit the overlay (writes wait meanwhile); the mount then stands on the new version."""
         async with self._meta:
+            await self._quiesce()
+
             def run() -> CommitResult:
                 with self.view.lock:
                     for h in list(self.view._handles.values()):
@@ -545,6 +490,7 @@ class WritableFS:
         whose contents or attributes may differ now): the kernel's caches of both must go.
         """
         async with self._meta:
+            await self._quiesce()
             n = self.pending_count()
             await trio.to_thread.run_sync(self.upper.reset, self.record.id, self.record.root)
             rec = self.record
@@ -568,6 +514,7 @@ class WritableFS:
             "writes": self.writes,
             "bytes_written": self.bytes_written,
             "offloaded": self.offloaded,
+            "slow_changes": self.slow_changes,
             "open_files": len(self._files),
             "inodes": len(self._paths),
             **self.blocks.stats.as_dict(),

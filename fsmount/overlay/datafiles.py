@@ -3,7 +3,10 @@
 Names are increasing numbers (ext4 creates them ~10x faster than random names). A background
 thread keeps a few empty files ready, so a create() does not wait for the disk; a spare is
 stamped with the time it is taken (its own times are those of the moment it was made). A
-256 KiB `reserve` file is freed when the disk is full, so unlink and rename still work.
+removed data file is moved to trash/ (a rename costs the same for 1 KiB and 10 GiB) and
+unlinked there by the same thread, so freeing a big file's blocks never stalls the caller;
+trash left by a crash is emptied at the next open. A 256 KiB `reserve` file is freed when the
+disk is full, so unlink and rename still work.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ class DataFiles:
         self.folder = folder
         self.data_dir = folder / "data"
         self.data_dir.mkdir(exist_ok=True, mode=0o700)
+        self.trash_dir = folder / "trash"
+        self.trash_dir.mkdir(exist_ok=True, mode=0o700)
         self._prefix = f"{self.data_dir}/"
+        self._trash: list[str] = []
         self._lock = lock
         self._next_data = 0
         self._reserved = False
@@ -103,10 +109,32 @@ class DataFiles:
                 continue
             return name, fd
 
+    def drop_data_later(self, name: str) -> None:
+        """Remove data file `name` without waiting for its blocks to be freed: into trash/ now,
+        unlinked by the background thread."""
+        try:
+            os.rename(self.data_path(name), self.trash_dir / name)
+        except FileNotFoundError:
+            return
+        except OSError:
+            self.drop_data(name)
+            return
+        with self._lock:
+            self._trash.append(name)
+        self._want_spares.set()
+
+    def _empty_trash(self) -> None:
+        with self._lock:
+            names, self._trash = self._trash, []
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.trash_dir / name)
+
     def _make_spares(self) -> None:
         while not self._closed:
             self._want_spares.wait()
             self._want_spares.clear()
+            self._empty_trash()
             while not self._closed and len(self._spares) < SPARES:
                 try:
                     spare = self._create_data_file()
@@ -128,6 +156,9 @@ class DataFiles:
 
     def _remove_orphans(self, used: set[str]) -> None:
         """Data files no row names: left by a crash between creating a file and recording it."""
+        for name in os.listdir(self.trash_dir):  # removals a crash interrupted
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.trash_dir / name)
         names = os.listdir(self.data_dir)
         self._next_data = max((int(n) for n in [*names, *used] if n.isdigit()), default=0)
         for name in names:
@@ -154,6 +185,7 @@ class DataFiles:
         self._want_spares.set()
         if self._spare_thread is not None and self._spare_thread is not threading.current_thread():
             self._spare_thread.join()
+        self._empty_trash()
         for name, fd in spares:
             os.close(fd)
             self.drop_data(name)

@@ -176,7 +176,7 @@ class MergedView(FileView):
                 self._touch_dir(b, parent, now)
             self._changed()
             if gone is not None:
-                self.upper.drop_data(gone)
+                self.upper.drop_data_later(gone)
             for h in self._handles.values():
                 if h.path == path:
                     h.path = None
@@ -345,7 +345,7 @@ class MergedView(FileView):
                     self._touch_dir(b, new_parent, now)
             self._changed()
             if gone is not None and gone != src.data:
-                self.upper.drop_data(gone)
+                self.upper.drop_data_later(gone)
             self._retarget_handles(old, new, replaced=dst is not None)
 
     def _retarget_handles(self, old: str, new: str, replaced: bool) -> None:
@@ -379,16 +379,17 @@ class MergedView(FileView):
                 mtime_ns = atime_ns = None
             if mode is None and uid is None and gid is None and mtime_ns is None and atime_ns is None:
                 return self._with_nlink(n)
+            now = self.clock()
+            shown = n  # what the node looks like afterwards (no second stat of a data file)
             if n.kind == FILE and n.data is not None:
                 if mtime_ns is not None or atime_ns is not None:  # the data file's times (and ctime)
-                    st = os.stat(self.upper.data_path(n.data))
-                    os.utime(self.upper.data_path(n.data),
-                             ns=(st.st_atime_ns if atime_ns is None else atime_ns,
-                                 st.st_mtime_ns if mtime_ns is None else mtime_ns))
+                    times = (n.atime if atime_ns is None else atime_ns,
+                             n.mtime_ns if mtime_ns is None else mtime_ns)
+                    os.utime(self.upper.data_path(n.data), ns=times)
+                    shown = replace(n, atime_ns=times[0], mtime_ns=times[1], ctime_ns=max(now, n.ctime))
                     mtime_ns = atime_ns = None
                 if mode is None and uid is None and gid is None:
-                    return self._with_nlink(self._get(n.path))
-            now = self.clock()
+                    return shown
             if n.link is not None:
                 row, put_link = self.upper.links[n.link], True
             else:
@@ -413,7 +414,11 @@ class MergedView(FileView):
                 else:
                     b.put(new_row)
             self._changed()
-            return self._with_nlink(self._get(n.path))
+            shown = replace(shown, mode=stat.S_IMODE(new_row.mode), uid=new_row.uid, gid=new_row.gid,
+                            ctime_ns=max(now, shown.ctime), row=shown.row if put_link else new_row)
+            if n.data is None:
+                shown = replace(shown, mtime_ns=new_row.mtime_ns, atime_ns=new_row.atime_ns)
+            return self._with_nlink(shown)
 
     def chmod(self, path: str, mode: int) -> None:
         self.setattrs(path, mode=mode)

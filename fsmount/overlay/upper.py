@@ -382,6 +382,9 @@ class UpperLayer:
     def drop_data(self, name: str) -> None:
         self.files.drop_data(name)
 
+    def drop_data_later(self, name: str) -> None:
+        self.files.drop_data_later(name)
+
     def sync(self) -> None:
         """Make every committed row change durable (fsync of the WAL and the data folder)."""
         self.files.sync(self.db_path)
