@@ -19,6 +19,7 @@ from fsmount.errors import FormatError, FsError, UsageError
 from fsmount.overlay.commit import commit_upper, pending
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.nodes import RENAME_EXCHANGE, RENAME_NOREPLACE
+from fsmount.overlay.rows import SCHEMA_VERSION
 from fsmount.overlay.upper import DIR, Row, UpperLayer
 from tests.helpers import count_objects, hash_tree, write_tree
 
@@ -137,7 +138,8 @@ def test_posix_errors(tmp_path: Path, base: tuple[Workspace, Dataset]) -> None:
     assert err(v.rename, "other", "dir") == errno.ENOTEMPTY
     assert err(v.rename, "a.txt", "link", RENAME_NOREPLACE) == errno.EEXIST
     assert err(v.rename, "a.txt", "link", RENAME_EXCHANGE) == errno.EINVAL
-    assert err(v.link, "a.txt", "hard") == errno.EPERM
+    assert err(v.link, "dir", "hard") == errno.EPERM  # hard links to directories: never
+    assert err(v.link, "a.txt", "link") == errno.EEXIST
     assert err(v.open, "dir") == errno.EISDIR
     assert err(v.readlink, "a.txt") == errno.EINVAL
     assert v.upper.is_empty()
@@ -256,15 +258,15 @@ def test_overlay_of_a_newer_schema_is_refused(tmp_path: Path, base: tuple[Worksp
     _, ds = base
     upper = UpperLayer(tmp_path / "ov")
     upper.bind(ds.id, ds.record.root)
-    assert upper.meta["schema"] == "2"
-    upper.set_meta(schema="3")
+    assert upper.meta["schema"] == str(SCHEMA_VERSION)
+    upper.set_meta(schema=str(SCHEMA_VERSION + 1))
     upper.close()
     with pytest.raises(UsageError, match="newer fsmount"):
         UpperLayer(tmp_path / "ov")
     db = sqlite3.connect(tmp_path / "ov" / "upper.db", isolation_level=None)
     db.execute("DELETE FROM meta WHERE key = 'schema'")  # overlays made before the schema was written
     upper = UpperLayer(tmp_path / "ov")
-    assert upper.meta["schema"] == "2" and upper.base == ds.id
+    assert upper.meta["schema"] == str(SCHEMA_VERSION) and upper.base == ds.id
     upper.close()
 
 

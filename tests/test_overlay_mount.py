@@ -76,9 +76,9 @@ def test_posix_basics_and_commit_round_trip(tmp_path: Path, store_url: str) -> N
         with open(mnt / "labels.csv", "ab") as f:
             f.write(b"4,fish\n")
         os.truncate(mnt / "images/002.jpg", 10)
-        with pytest.raises(OSError) as e:
-            os.link(mnt / "labels.csv", mnt / "hard")
-        assert e.value.errno == errno.EPERM
+        os.link(mnt / "labels.csv", mnt / "hard")  # a hard link: one inode, two names
+        a, b = os.stat(mnt / "labels.csv"), os.stat(mnt / "hard")
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)
         with pytest.raises(OSError) as e:
             os.rmdir(mnt / "images")
         assert e.value.errno == errno.ENOTEMPTY
@@ -103,6 +103,8 @@ def test_posix_basics_and_commit_round_trip(tmp_path: Path, store_url: str) -> N
     with cli_mount(child, ro, store, tmp_path / "cache2"):
         assert hash_tree(ro) == expected
         assert (ro / "images/002.jpg").stat().st_mode & 0o777 == 0o600
+        a, b = os.stat(ro / "labels.csv"), os.stat(ro / "hard")  # the version keeps the link
+        assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)
     info = run_json("info", child, "--store", store)
     assert "fixed" in info["tags"] and info["parents"] == [ref]
     with wmount(child, mnt, store, tmp_path):  # the overlay kept the post-commit change

@@ -29,7 +29,7 @@ def overlay(tmp_path: Path) -> Iterator[tuple[Path, Workspace]]:
     # A close() while the spares thread is filling can leave a spare behind (UpperLayer._make_spares
     # closes the new file's fd but keeps the file): let the first fill end; two creates don't refill.
     deadline = time.monotonic() + 60
-    while len(upper._spares) < SPARES and time.monotonic() < deadline:
+    while len(upper.files._spares) < SPARES and time.monotonic() < deadline:
         time.sleep(0.01)  # polling a condition, not a timing assumption
     upper.bind(ds.id, ds.record.root)
     view = MergedView(upper, ws.reader, ds.record.root)

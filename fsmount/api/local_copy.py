@@ -63,6 +63,8 @@ def materialise(
     target.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, FileEntry]] = []
     dirs: list[tuple[Path, DirEntry]] = []
+    first_name: dict[bytes, Path] = {}  # hard-link group -> its first name: the others are links to it
+    links: list[tuple[Path, Path]] = []
     room = PATH_MAX - 1 - len(os.fsencode(target.absolute())) - 1
     for path, e in walk_tree(reader.tree, root):
         if len(os.fsencode(path)) > room:
@@ -75,7 +77,11 @@ def materialise(
         elif isinstance(e, SymlinkEntry):
             os.symlink(e.target, dest)
             os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+        elif e.link is not None and e.link in first_name:
+            links.append((first_name[e.link], dest))
         else:
+            if e.link is not None:
+                first_name[e.link] = dest
             files.append((dest, e))
 
     total = _fetch_and_write(reader, files, target, workers, progress)
@@ -83,6 +89,8 @@ def materialise(
     for dest, e in files:
         os.chmod(dest, copy_mode(e.mode, is_dir=False, read_only=read_only, **special))
         os.utime(dest, ns=(e.mtime_ns, e.mtime_ns))
+    for first, dest in links:
+        os.link(first, dest)
     for dest, d in reversed(dirs):  # deepest first: a read-only parent is made after its children
         os.chmod(dest, copy_mode(d.mode, is_dir=True, read_only=read_only, **special))
         os.utime(dest, ns=(d.mtime_ns, d.mtime_ns))

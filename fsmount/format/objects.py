@@ -73,6 +73,8 @@ class FileEntry:
     block_size: int
     blocks: tuple[BlockRef, ...]
     origin: str  # id of the version that last changed this file
+    link: bytes | None = None  # hard-link group (16 bytes): the tree's optional `links` map, §4
+    nlink: int = 1  # names of that group in the version
     kind = KIND_FILE
 
     def spans(self) -> Iterator[tuple[bytes, int, int, int]]:
@@ -177,12 +179,36 @@ def _encode_entry(e: Entry) -> list[Any]:
 
 
 def encode_tree(entries: Iterable[Entry]) -> bytes:
-    """Serialise a directory; entries are sorted by name so equal trees hash equal."""
+    """Serialise a directory; entries are sorted by name so equal trees hash equal.
+
+    Hard-linked files add the optional `links` key (name -> [group, nlink], FORMAT.md §4),
+    written only when there is one, so a tree without links encodes as it always did."""
     ordered = sorted(entries, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
-    return msgpack.packb(
-        {"format": FORMAT, "type": "tree", "entries": [_encode_entry(e) for e in ordered]},
-        use_bin_type=True,
-    )
+    obj: dict[str, Any] = {"format": FORMAT, "type": "tree", "entries": [_encode_entry(e) for e in ordered]}
+    links = {e.name: [e.link, e.nlink] for e in ordered if isinstance(e, FileEntry) and e.link is not None}
+    if links:
+        obj["links"] = links
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+LINK_ID_LEN = 16
+MAX_NLINK = 2**32 - 1
+
+
+def _apply_links(entries: list[Entry], raw: object) -> None:
+    """The tree's `links` map onto its file entries (validated: names of files, ids, counts)."""
+    if not isinstance(raw, dict):
+        raise FormatError("malformed links map in tree")
+    index = {e.name: i for i, e in enumerate(entries) if isinstance(e, FileEntry)} if raw else {}
+    for name, value in raw.items():
+        i = index.get(name)
+        if (i is None or not isinstance(value, tuple | list) or len(value) != 2
+                or type(value[0]) is not bytes or len(value[0]) != LINK_ID_LEN):
+            raise FormatError(f"malformed links entry {name!r} in tree")
+        e = entries[i]
+        assert isinstance(e, FileEntry)
+        entries[i] = FileEntry(e.name, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, e.blocks, e.origin,
+                               value[0], _check_int(value[1], 1, MAX_NLINK))
 
 
 def _check_hash(h: object) -> bytes:
@@ -355,6 +381,8 @@ def decode_tree(data: bytes) -> Tree:
     for a, b in pairwise(entries):
         if not a.name < b.name:
             raise FormatError(f"tree entries not sorted or duplicated at {b.name!r}")
+    if "links" in obj:
+        _apply_links(entries, obj["links"])
     return Tree(entries)
 
 

@@ -11,9 +11,14 @@ from typing import Any
 import pyfuse3
 
 from fsmount.fs.adapter import Operations, fuse_errors
-from fsmount.fs.writable import WritableFS
+from fsmount.fs.writable import WAttr, WritableFS
 
 log = logging.getLogger(__name__)
+
+
+def _ids(ctx: Any) -> tuple[int | None, int | None]:
+    """The caller's uid and gid (None without a request context: the mounting user)."""
+    return (None, None) if ctx is None else (ctx.uid, ctx.gid)
 
 
 class WritableOperations(Operations):
@@ -23,6 +28,24 @@ class WritableOperations(Operations):
 
     def __init__(self, fs: WritableFS) -> None:
         super().__init__(fs)  # type: ignore[arg-type]
+
+    def _attrs(self, a: WAttr) -> pyfuse3.EntryAttributes:  # type: ignore[override]
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = a.ino
+        out.st_mode = a.mode
+        out.st_nlink = a.nlink
+        out.st_size = a.size
+        out.st_blksize = a.blksize
+        out.st_blocks = -(-a.size // 512)
+        out.st_uid, out.st_gid = a.uid, a.gid
+        out.st_rdev = a.rdev
+        out.st_mtime_ns = a.mtime_ns
+        out.st_atime_ns = a.atime_ns
+        out.st_ctime_ns = a.ctime_ns
+        out.entry_timeout = self.fs.options.entry_timeout
+        out.attr_timeout = self.fs.options.attr_timeout
+        out.generation = 0
+        return out
 
     # -- reading metadata: no negative caching, names change ------------------------------
 
@@ -58,7 +81,7 @@ class WritableOperations(Operations):
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.fs.create(parent_inode, os.fsdecode(name), mode, flags)
+        fh, attr = await self.fs.create(parent_inode, os.fsdecode(name), mode, flags, *_ids(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False), self._attrs(attr)
 
     @fuse_errors
@@ -75,28 +98,30 @@ class WritableOperations(Operations):
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
-        other_uid = fields.update_uid and attr.st_uid != self.uid
-        if other_uid or (fields.update_gid and attr.st_gid != self.gid):
-            raise pyfuse3.FUSEError(errno.EPERM)  # files belong to the mounting user
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
+        if self.uid != 0 and ((uid is not None and uid != self.uid)
+                              or (gid is not None and gid != self.gid and gid not in os.getgroups())):
+            raise pyfuse3.FUSEError(errno.EPERM)  # only root gives files away (the kernel checks callers)
         size = attr.st_size if fields.update_size else None
         mode = attr.st_mode if fields.update_mode else None
-        mtime = None
-        if fields.update_mtime:
-            mtime = attr.st_mtime_ns
-        elif fields.update_size:
+        mtime = attr.st_mtime_ns if fields.update_mtime else None
+        atime = attr.st_atime_ns if fields.update_atime else None
+        if mtime is None and size is not None:
             mtime = time.time_ns()
-        return self._attrs(await self.fs.setattr(inode, fh, size, mode, mtime))
+        return self._attrs(await self.fs.setattr(inode, fh, size, mode, mtime, atime, uid, gid))
 
     # -- names -------------------------------------------------------------------------------
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        return self._attrs(await self.fs.mkdir(parent_inode, os.fsdecode(name), mode))
+        return self._attrs(await self.fs.mkdir(parent_inode, os.fsdecode(name), mode, *_ids(ctx)))
 
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Any) -> pyfuse3.EntryAttributes:
-        return self._attrs(await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target)))
+        return self._attrs(await self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target),
+                                                 *_ids(ctx)))
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -117,8 +142,12 @@ class WritableOperations(Operations):
                    ctx: Any) -> pyfuse3.EntryAttributes:
         return self._attrs(await self.fs.link(inode, new_parent_inode, os.fsdecode(new_name)))
 
-    async def mknod(self, *args: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EPERM)  # device nodes, fifos and sockets cannot be stored
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        """Regular files, fifos, sockets, device nodes: kept in the overlay (a commit refuses the
+        special ones, naming them; the mount is nodev, so a device node cannot be opened)."""
+        return self._attrs(await self.fs.mknod(parent_inode, os.fsdecode(name), mode, rdev, *_ids(ctx)))
 
     async def setxattr(self, *args: Any) -> Any:
         raise pyfuse3.FUSEError(errno.ENOTSUP)

@@ -113,6 +113,7 @@ class ReadOnlyFS:
         self.errors = OpErrors()
         self._files: dict[int, OpenFile] = {}
         self._next_fh = 1
+        self._link_ino: dict[bytes, int] = {}  # hard-link group -> the inode of its first name seen
 
     def start(self, nursery: trio.Nursery) -> None:
         """Turn on background work (prefetch) in `nursery`."""
@@ -160,7 +161,7 @@ class ReadOnlyFS:
 
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
         if isinstance(e, FileEntry):
-            return Attr(ino, stat.S_IFREG | (e.mode & 0o777), 1, e.size, e.mtime_ns, e.block_size)
+            return Attr(ino, stat.S_IFREG | (e.mode & 0o777), e.nlink, e.size, e.mtime_ns, e.block_size)
         if isinstance(e, SymlinkEntry):
             return Attr(ino, stat.S_IFLNK | 0o777, 1, len(_key(e.target)), e.mtime_ns, self.record.block_size)
         raise AssertionError("directories have records")
@@ -174,7 +175,10 @@ class ReadOnlyFS:
     def _child(self, d: DirRec, index: int, e: Entry) -> Attr:
         if isinstance(e, DirEntry):
             return self._dir_attr(self.inodes.child_dir(d, index, e))
-        return self._entry_attr(d.base + index, e)
+        ino = d.base + index
+        if isinstance(e, FileEntry) and e.link is not None:  # names of one hard-link group: one inode
+            ino = self._link_ino.setdefault(e.link, ino)
+        return self._entry_attr(ino, e)
 
     # -- names ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ layer is emptied, and its base moved to the new version, only after the version 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from fsmount.commit.drafts import Drafts
 from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import Lock, writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, file_sha256
-from fsmount.errors import FsmountError, NotFoundError, UsageError
+from fsmount.errors import FsError, FsmountError, NotFoundError, UsageError
 from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
 from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import lookup, split_path, walk_tree
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer
+from fsmount.overlay.upper import DIR, FILE, SPECIAL, SYMLINK, WHITEOUT, Row, UpperLayer
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,15 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
     reader = ws.reader
     cs = ChangeSet()
     files: list[SourceFile] = []
+    refuse_specials(upper)
+    links: dict[str, tuple[bytes, int]] = {}  # path -> (hard-link group, its link count)
     for path in _depth_sorted(upper):
         row = upper.rows[path]
         name = path.rsplit("/", 1)[-1]
+        if row.link is not None:
+            group = upper.links[row.link]
+            links[path] = (bytes.fromhex(row.link), group.nlink)
+            row = group.moved(path)
         if row.kind == WHITEOUT:
             cs.deletes.append(path)
         elif row.kind == DIR:
@@ -84,7 +91,24 @@ def build_changeset(upper: UpperLayer, ws: Workspace, origin: str, block_size: i
     uploader = Uploader(ws.store, origin, block_size=block_size, progress=progress, lock=lock)
     for f, entry in uploader.upload(files):
         cs.puts[f.dest] = entry
+    for path, (link, nlink) in links.items():
+        e = cs.puts.get(path)
+        if isinstance(e, FileEntry):
+            cs.puts[path] = replace(e, link=link, nlink=nlink)
+    for path, e in cs.puts.items():  # a lower entry of a group no longer linked keeps no stale count
+        if isinstance(e, FileEntry) and e.link is not None and path not in links:
+            cs.puts[path] = replace(e, link=None, nlink=1)
     return cs, uploader.stats
+
+
+def refuse_specials(upper: UpperLayer) -> None:
+    """Fifos, sockets and device nodes cannot be stored in a version: a commit names them all."""
+    paths = sorted(p for p, r in upper.rows.items()
+                   if (upper.links[r.link] if r.link is not None else r).kind == SPECIAL)
+    if paths:
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        raise FsError(errno.EPERM, f"cannot commit {len(paths)} special file(s) (fifo, socket, device):"
+                                   f" {shown}; remove them and commit again")
 
 
 def _new_draft(ws: Workspace, base: VersionState, version: str | None, tags: list[str]) -> VersionState:

@@ -1,14 +1,20 @@
 """The merged view of a writable mount by path: lower version tree + upper layer, every POSIX mutation.
 
 How a path resolves (upper row, else lower tree entry) and the reading operations are in
-resolve.py (PathResolver, the base class); Node, Handle and the rename rules in nodes.py.
+resolve.py (PathResolver); open files and copy-up in files.py (FileView, the base class);
+Node, Handle and the rename rules in nodes.py. Hard links: a path of a hard-link group has a
+row naming the group (`link`); the group's row in the `links` table holds the inode (bytes,
+mode, owner, times) and its link count. A group that came from the version below gets its
+row the first time the overlay changes it (`adopt_group`: one walk of the merged tree, on a
+worker thread, to find every name of it).
 
 Concurrency: every public method takes one lock, so it may be called from any thread.
-WritableFS calls metadata operations on the trio thread through `inline`: there, one that
-would fetch from the store (a lower tree not in the reader's memory) or copy bytes (a
-copy-up) raises NeedsIO before changing anything, and is run again on a worker thread.
-Everything else runs on the calling thread, local disk work included (sqlite commits, stat
-of data files, pread/pwrite of copied-up files). Errors are FsError (or OSError) carrying errno.
+WritableFS calls metadata operations through `inline` first: there, one that would fetch
+from the store (a lower tree not in the reader's memory), copy bytes (a copy-up) or walk the
+tree raises NeedsIO before changing anything, and is run again on a worker thread. Local disk
+work that `inline` allows (a sqlite transaction, an fstat of a data file) is WritableFS's to
+move off the event loop (it runs `inline` itself on a worker thread when asked to, see
+fs/writable.py). Errors are FsError (or OSError) carrying errno.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError
 from fsmount.format.objects import FileEntry
 from fsmount.format.tree_edit import lookup
+from fsmount.overlay.files import FileView
 from fsmount.overlay.nodes import (
     Handle,
     NeedsIO,
@@ -33,237 +40,165 @@ from fsmount.overlay.nodes import (
     check_rename_flags,
     split,
 )
-from fsmount.overlay.resolve import PathResolver
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer
+from fsmount.overlay.upper import DIR, FILE, SPECIAL, SYMLINK, WHITEOUT, Batch, Row, UpperLayer, new_link_id
 
 log = logging.getLogger(__name__)
 
-COPY_CHUNK = 8 * 2**20
-_ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+SPECIAL_TYPES = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 
-class MergedView(PathResolver):
-    """Every mutation of the merged tree, and open files, by path (reading: PathResolver)."""
+class MergedView(FileView):
+    """Every mutation of the merged tree by path (open files: FileView; reading: PathResolver)."""
 
     def __init__(self, upper: UpperLayer, reader: ObjectReader, root: bytes, root_mtime_ns: int = 0,
                  clock: Callable[[], int] = time.time_ns) -> None:
         super().__init__(upper, reader, root, root_mtime_ns, clock)
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
+        self.default_uid = os.getuid()  # the owner of a node whose uid is None (the mounting user)
+        self.default_gid = os.getgid()
 
-    # -- lower bytes -----------------------------------------------------------------------
+    # -- names -------------------------------------------------------------------------------
 
-    def read_lower(self, e: FileEntry, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset+size) of a lower file, through the verified object cache."""
-        out = bytearray()
-        end = min(e.size, offset + size)
-        for h, off, length, pos in e.spans():
-            if pos + length <= offset or pos >= end:
-                continue
-            data = self.reader.read(h)
-            lo, hi = max(offset, pos) - pos, min(end, pos + length) - pos
-            out += memoryview(data)[off + lo : off + hi]
-        return bytes(out)
+    def _hide(self, b: Batch, path: str) -> None:
+        """Remove `path`'s row and hide the lower entry there, if there is one (in batch `b`)."""
+        if self._lower_entry(path) is not None:
+            b.put(Row(path, WHITEOUT))
+        else:
+            b.delete(path)
 
-    def _copy_up(self, path: str, lower: FileEntry, limit: int) -> tuple[str, int]:
-        """A new data file holding the first `limit` bytes of `lower`; (name, fd)."""
-        if getattr(self._inline, "on", False) and min(limit, lower.size) > 0:
-            raise NeedsIO
-        name, fd = self.upper.new_data_file()
-        try:
-            pos = 0
-            limit = min(limit, lower.size)
-            while pos < limit:
-                chunk = self.read_lower(lower, pos, min(COPY_CHUNK, limit - pos))
-                if not chunk:
-                    raise FsError(errno.EIO, f"{path}: lower file shorter than its entry")
-                os.pwrite(fd, chunk, pos)
-                pos += len(chunk)
-        except BaseException:
-            os.close(fd)
-            self.upper.drop_data(name)
-            raise
-        return name, fd
+    def _touch_dir(self, b: Batch, path: str, now: int) -> None:
+        """An entry was added to or removed from directory `path`: its mtime and ctime are now."""
+        row = self.upper.rows.get(path)
+        if row is None:
+            n = self._get(path)
+            row = Row(path, DIR, n.mode, now, uid=n.uid, gid=n.gid)
+        b.put(replace(row, mtime_ns=now, ctime_ns=now))
 
-    def _materialise(self, n: Node, limit: int | None = None) -> str:
-        """Copy up the file at `n` (first write, truncate): afterwards its row has a data file."""
-        if n.data is not None:
-            return n.data
-        assert n.lower is not None
-        name, fd = self._copy_up(n.path, n.lower, n.lower.size if limit is None else limit)
-        try:
-            os.utime(fd, ns=(n.mtime_ns, n.mtime_ns))
-        finally:
-            os.close(fd)
-        try:
-            self.upper.put(Row(n.path, FILE, n.mode, 0, data=name))
-        except BaseException:
-            self.upper.drop_data(name)
-            raise
-        self._changed()
-        for h in self._handles.values():
-            if h.path == n.path and h.fd is None:
-                h.fd = self.upper.open_data(name)
-        return name
+    def _owner(self, parent: str, uid: int | None, gid: int | None, mode: int,
+               is_dir: bool) -> tuple[int | None, int | None, int]:
+        """Owner and mode of a new entry in `parent`: the caller's uid and gid (kept as None when
+        they are the mounting user's), but the parent's group when the parent is set-group-ID
+        (and then a new directory is set-group-ID too), as on Linux."""
+        pn = self._get(parent)
+        if pn.mode & stat.S_ISGID:
+            gid = pn.gid
+            if is_dir:
+                mode |= stat.S_ISGID
+        uid = None if uid == self.default_uid else uid
+        gid = None if gid == self.default_gid else gid
+        return uid, gid, mode
 
-    # -- files -----------------------------------------------------------------------------
+    def _new_name(self, path: str) -> str:
+        """Check that `path` can be made (parent a directory, name free); return its parent."""
+        parent = self._parent_dir(path)
+        if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
+            raise FsError(errno.EEXIST)
+        return parent
 
-    def _new_fh(self, h: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        self._handles[fh] = h
-        return fh
+    def _drop_name(self, b: Batch, n: Node, now: int) -> str | None:
+        """Node `n` loses its name (unlink, or replaced by a rename): one fewer link of its group;
+        returns the data file to remove once the batch is written (its last name went)."""
+        if n.link is not None:
+            group = self.upper.links[n.link]
+            if group.nlink > 1:
+                b.put_link(replace(group, nlink=group.nlink - 1, ctime_ns=now))
+                return None
+            b.delete_link(n.link)
+            return group.data
+        return n.data
 
-    def create(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> int:
-        """Create a new regular file (EEXIST if the path exists) and open it."""
-        return self.create_node(path, mode, flags)[0]
-
-    def create_node(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> tuple[int, Node]:
-        """create(), also returning the new file's node."""
+    def create_node(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR, uid: int | None = None,
+                    gid: int | None = None) -> tuple[int, Node]:
+        """Create a new regular file (EEXIST if the path exists) and open it; also its node."""
         with self.lock:
             path = split(path)
-            parent = self._parent_dir(path)
-            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise FsError(errno.EEXIST)
+            parent = self._new_name(path)
+            uid, gid, mode = self._owner(parent, uid, gid, mode, False)
             name, fd = self.upper.new_data_file()
-            row = Row(path, FILE, stat.S_IMODE(mode), 0, data=name)
+            row = Row(path, FILE, stat.S_IMODE(mode), 0, data=name, uid=uid, gid=gid)
             try:
-                self.upper.put(row)
+                with self.upper.batch() as b:
+                    b.put(row)
+                    self._touch_dir(b, parent, self.clock())
             except BaseException:
                 os.close(fd)
                 self.upper.drop_data(name)
                 raise
             self._changed()
             st = os.fstat(fd)
-            node = Node(path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=name, row=row)
+            node = Node(path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=name, row=row, uid=uid,
+                        gid=gid, ctime_ns=st.st_ctime_ns, atime_ns=st.st_atime_ns)
             return self._new_fh(Handle(path, fd, None, True, bool(flags & os.O_APPEND))), node
 
-    def open(self, path: str, flags: int = os.O_RDONLY) -> int:
-        """Open an existing file; O_TRUNC truncates (without fetching a byte of the lower file)."""
-        with self.lock:
-            n = self._get(split(path))
-            if n.kind == DIR:
-                raise FsError(errno.EISDIR)  # directories are opened with opendir
-            if n.kind == SYMLINK:
-                raise FsError(errno.ELOOP)
-            writable = flags & _ACCMODE != os.O_RDONLY
-            if flags & os.O_TRUNC and writable:
-                self._truncate_node(n, 0)
-                n = self._get(n.path)
-            fd = self.upper.open_data(n.data) if n.data is not None else None
-            return self._new_fh(Handle(n.path, fd, n.lower, writable, bool(flags & os.O_APPEND)))
+    def create(self, path: str, mode: int = 0o644, flags: int = os.O_RDWR) -> int:
+        """Create a new regular file (EEXIST if the path exists) and open it."""
+        return self.create_node(path, mode, flags)[0]
 
-    def handle(self, fh: int) -> Handle:
-        h = self._handles.get(fh)
-        if h is None:
-            raise FsError(errno.EBADF)
-        return h
-
-    def read(self, fh: int, offset: int, size: int) -> bytes:
-        h = self.handle(fh)
-        if h.fd is not None:
-            return os.pread(h.fd, size, offset)
-        assert h.lower is not None
-        return self.read_lower(h.lower, offset, size)
-
-    def _handle_fd(self, h: Handle) -> int:
-        if h.fd is None:
-            with self.lock:
-                if h.fd is None:
-                    if h.path is not None:
-                        self._materialise(self._get(h.path))
-                    else:  # unlinked before its first write: a private copy, gone at release
-                        assert h.lower is not None
-                        name, h.fd = self._copy_up("(unlinked)", h.lower, h.lower.size)
-                        self.upper.drop_data(name)
-        assert h.fd is not None
-        return h.fd
-
-    def write(self, fh: int, offset: int, data: bytes) -> int:
-        h = self.handle(fh)
-        if not h.writable:
-            raise FsError(errno.EBADF)
-        fd = self._handle_fd(h)
-        if h.append:
-            offset = os.fstat(fd).st_size
-        return os.pwrite(fd, data, offset)
-
-    def ftruncate(self, fh: int, size: int) -> None:
-        h = self.handle(fh)
-        if h.fd is None and h.path is not None:
-            self.truncate(h.path, size)
-            return
-        os.ftruncate(self._handle_fd(h), size)
-
-    def fsync(self, fh: int) -> None:
-        h = self.handle(fh)
-        if h.fd is not None:
-            os.fsync(h.fd)
-        self.upper.sync()
-
-    def release(self, fh: int) -> None:
-        h = self._handles.pop(fh, None)  # no lock: an event loop may call this during a commit
-        if h is not None and h.fd is not None:
-            os.close(h.fd)
-
-    def _truncate_node(self, n: Node, size: int) -> None:
-        if n.kind == DIR:
-            raise FsError(errno.EISDIR)
-        if n.kind != FILE:
-            raise FsError(errno.EINVAL)
-        if n.data is None:
-            self._materialise(n, limit=size)
-        name = self.upper.rows[n.path].data
-        assert name is not None
-        os.truncate(self.upper.data_path(name), size)
-
-    def truncate(self, path: str, size: int) -> None:
-        if size < 0:
+    def mknod(self, path: str, mode: int, rdev: int = 0, uid: int | None = None,
+              gid: int | None = None) -> Node:
+        """mknod(2): a regular file, or a fifo, socket or device node (kept in the overlay; a
+        commit refuses them, docs/SEMANTICS.md)."""
+        kind = stat.S_IFMT(mode)
+        if kind in (0, stat.S_IFREG):
+            fh, _ = self.create_node(path, mode, os.O_RDONLY, uid, gid)
+            self.release(fh)
+            return self.lookup(path)
+        if kind not in SPECIAL_TYPES:
             raise FsError(errno.EINVAL)
         with self.lock:
-            self._truncate_node(self._get(split(path)), size)
-
-    # -- names -------------------------------------------------------------------------------
-
-    def _hide(self, b: object, path: str) -> None:
-        """Remove `path`'s row and hide the lower entry there, if there is one (in batch `b`)."""
-        if self._lower_entry(path) is not None:
-            b.put(Row(path, WHITEOUT))  # type: ignore[attr-defined]
-        else:
-            b.delete(path)  # type: ignore[attr-defined]
+            path = split(path)
+            parent = self._new_name(path)
+            uid, gid, mode = self._owner(parent, uid, gid, mode, False)
+            now = self.clock()
+            row = Row(path, SPECIAL, kind | stat.S_IMODE(mode), now, uid=uid, gid=gid, ctime_ns=now,
+                      rdev=rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0)
+            with self.upper.batch() as b:
+                b.put(row)
+                self._touch_dir(b, parent, now)
+            self._changed()
+            return self._node_of_row(row)
 
     def unlink(self, path: str) -> None:
         with self.lock:
             path = split(path)
-            self._parent_dir(path)
+            parent = self._parent_dir(path)
             n = self._get(path)
             if n.kind == DIR:
                 raise FsError(errno.EISDIR)
+            if n.link is not None and n.link not in self.upper.links:
+                self.adopt_group(n)
+                n = self._get(path)
+            now = self.clock()
             with self.upper.batch() as b:
                 self._hide(b, path)
+                gone = self._drop_name(b, n, now)
+                self._touch_dir(b, parent, now)
             self._changed()
-            if n.data is not None:
-                self.upper.drop_data(n.data)
+            if gone is not None:
+                self.upper.drop_data_later(gone)
             for h in self._handles.values():
                 if h.path == path:
                     h.path = None
 
-    def mkdir(self, path: str, mode: int = 0o755) -> Node:
+    def mkdir(self, path: str, mode: int = 0o755, uid: int | None = None, gid: int | None = None) -> Node:
         with self.lock:
             path = split(path)
-            parent = self._parent_dir(path)
-            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise FsError(errno.EEXIST)
+            parent = self._new_name(path)
+            uid, gid, mode = self._owner(parent, uid, gid, mode, True)
             opaque = self._lower_entry(path) is not None  # a whiteout was here: hide the old contents
-            row = Row(path, DIR, stat.S_IMODE(mode), self.clock(), opaque=opaque)
-            self.upper.put(row)
+            now = self.clock()
+            row = Row(path, DIR, stat.S_IMODE(mode), now, opaque=opaque, uid=uid, gid=gid, ctime_ns=now)
+            with self.upper.batch() as b:
+                b.put(row)
+                self._touch_dir(b, parent, now)
             self._changed()
-            return self._node_of_row(row)
+            return self._with_nlink(self._node_of_row(row))
 
     def rmdir(self, path: str) -> None:
         with self.lock:
             path = split(path)
-            self._parent_dir(path)
+            parent = self._parent_dir(path)
             n = self._get(path)
             if n.kind != DIR:
                 raise FsError(errno.ENOTDIR)
@@ -272,42 +207,107 @@ class MergedView(PathResolver):
             with self.upper.batch() as b:
                 b.delete_below(path)
                 self._hide(b, path)
+                self._touch_dir(b, parent, self.clock())
             self._changed()
 
-    def symlink(self, path: str, target: str) -> Node:
+    def symlink(self, path: str, target: str, uid: int | None = None, gid: int | None = None) -> Node:
         with self.lock:
             path = split(path)
-            parent = self._parent_dir(path)
             if not target or "\0" in target:
                 raise FsError(errno.EINVAL)
-            if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
-                raise FsError(errno.EEXIST)
-            row = Row(path, SYMLINK, 0o777, self.clock(), target=target)
-            self.upper.put(row)
+            parent = self._new_name(path)
+            uid, gid, _ = self._owner(parent, uid, gid, 0, False)
+            now = self.clock()
+            row = Row(path, SYMLINK, 0o777, now, target=target, uid=uid, gid=gid, ctime_ns=now)
+            with self.upper.batch() as b:
+                b.put(row)
+                self._touch_dir(b, parent, now)
             self._changed()
             return self._node_of_row(row)
 
-    def link(self, old: str, new: str) -> None:
-        """Hard links cannot be stored in a version's tree: refused with EPERM (docs/SEMANTICS.md)."""
-        raise FsError(errno.EPERM, "hard links are not supported on fsmount overlays")
+    # -- hard links --------------------------------------------------------------------------
+
+    def adopt_group(self, n: Node) -> None:
+        """Give the lower hard-link group of `n` its upper row, and every name of it a row naming
+        the group, so that a change to one name shows (and is committed) at every name.
+
+        Finds the names by walking the merged tree: NeedsIO inline (it may fetch trees)."""
+        assert n.link is not None
+        if n.link in self.upper.links:
+            return
+        if getattr(self._inline, "on", False):
+            raise NeedsIO
+        paths: list[Node] = []
+        stack = [""]
+        while stack:
+            for child in self._names(stack.pop()).values():
+                if child.kind == DIR:
+                    stack.append(child.path)
+                elif child.link == n.link:
+                    paths.append(child)
+        first = paths[0] if paths else n
+        assert first.lower is not None
+        group = Row(n.link, FILE, first.mode, first.mtime_ns, lower=first.lower, uid=first.uid,
+                    gid=first.gid, ctime_ns=first.ctime_ns, atime_ns=first.atime_ns, nlink=len(paths) or 1)
+        with self.upper.batch() as b:
+            b.put_link(group)
+            for p in paths:
+                b.put(Row(p.path, FILE, link=n.link))
+        self._changed()
+
+    def link(self, old: str, new: str) -> Node:
+        """link(2): `new` becomes another name of the file (or special file) at `old`."""
+        with self.lock:
+            old, new = split(old), split(new)
+            src = self._get(old)
+            if src.kind == DIR:
+                raise FsError(errno.EPERM)
+            parent = self._new_name(new)
+            if src.link is not None and src.link not in self.upper.links:
+                self.adopt_group(src)
+                src = self._get(old)
+            now = self.clock()
+            with self.upper.batch() as b:
+                if src.link is not None:
+                    group = self.upper.links[src.link]
+                    b.put_link(replace(group, nlink=group.nlink + 1, ctime_ns=now))
+                    link = src.link
+                else:  # the first hard link: the file's own row becomes the group's row
+                    link = new_link_id()
+                    b.put_link(replace(self._row_for(src, link), ctime_ns=now, nlink=2, opaque=False,
+                                       redirect=None))
+                    b.put(Row(old, src.kind, link=link))
+                b.put(Row(new, src.kind, link=link))
+                self._touch_dir(b, parent, now)
+            self._changed()
+            for h in self._handles.values():
+                if h.path == old and h.link is None:
+                    h.link = link
+            return self._get(new)
 
     def _row_for(self, n: Node, path: str) -> Row:
         """The row that makes node `n` appear at `path` (metadata only: no bytes move)."""
+        if n.row is not None and n.row.link is not None:
+            return n.row.moved(path)
+        if n.kind == FILE and n.data is not None:
+            return Row(path, FILE, n.mode, 0, data=n.data, uid=n.uid, gid=n.gid,
+                       ctime_ns=n.row.ctime_ns if n.row is not None else 0)
+        row = Row(path, n.kind, n.mode, n.mtime_ns, uid=n.uid, gid=n.gid, ctime_ns=n.ctime_ns,
+                  atime_ns=n.atime_ns)
         if n.kind == DIR:
-            mode, mtime = n.mode, n.mtime_ns
-            return Row(path, DIR, mode, mtime, opaque=True, redirect=self._lower_dir(n.path))
+            return replace(row, opaque=True, redirect=self._lower_dir(n.path))
         if n.kind == SYMLINK:
-            return Row(path, SYMLINK, 0o777, n.mtime_ns, target=n.target)
-        if n.data is not None:
-            return Row(path, FILE, n.mode, 0, data=n.data)
-        return Row(path, FILE, n.mode, n.mtime_ns, lower=n.lower)
+            return replace(row, mode=0o777, target=n.target)
+        if n.kind == SPECIAL:
+            return replace(row, mode=n.ftype | n.mode, rdev=n.rdev)
+        return replace(row, lower=n.lower)
 
     def rename(self, old: str, new: str, flags: int = 0) -> None:
         """rename(2)/renameat2: files and directories, replacing a target where POSIX allows."""
         with self.lock:
             old, new = split(old), split(new)
             check_rename_flags(flags)
-            self._parent_dir(old)
+            old_parent = self._parent_dir(old)
             new_parent = self._parent_dir(new)
             src = self._get(old)
             if old == new:
@@ -315,17 +315,37 @@ class MergedView(PathResolver):
             dst = self._child(new_parent, new.rsplit("/", 1)[-1])
             full = dst is not None and dst.kind == DIR and bool(self._names(new))
             check_rename(old, new, src, dst, full, flags)
+            if dst is not None and src.link is not None and dst.link == src.link:
+                return  # two names of one file: rename(2) does nothing
+            for n in (src, dst):
+                if n is not None and n.link is not None and n.link not in self.upper.links:
+                    self.adopt_group(n)
+            src = self._get(old)
+            dst = self._child(new_parent, new.rsplit("/", 1)[-1])
             row = self._row_for(src, new)
+            now = self.clock()
+            gone = None
             with self.upper.batch() as b:
                 if dst is not None and dst.kind == DIR:
                     b.delete_below(new)
+                elif dst is not None:
+                    gone = self._drop_name(b, dst, now)
                 if src.kind == DIR:
                     b.move_below(old, new)
-                b.put(row)
+                if row.link is not None:
+                    b.put(row)
+                    group = self.upper.links[row.link]
+                    if not b.has_link(row.link):
+                        b.put_link(replace(group, ctime_ns=now))
+                else:
+                    b.put(replace(row, ctime_ns=now) if row.data is None else row)
                 self._hide(b, old)
+                self._touch_dir(b, old_parent, now)
+                if new_parent != old_parent:
+                    self._touch_dir(b, new_parent, now)
             self._changed()
-            if dst is not None and dst.data is not None and dst.data != src.data:
-                self.upper.drop_data(dst.data)
+            if gone is not None and gone != src.data:
+                self.upper.drop_data_later(gone)
             self._retarget_handles(old, new, replaced=dst is not None)
 
     def _retarget_handles(self, old: str, new: str, replaced: bool) -> None:
@@ -340,43 +360,84 @@ class MergedView(PathResolver):
 
     # -- attributes ----------------------------------------------------------------------------
 
-    def _set_attrs(self, n: Node, mode: int | None, mtime_ns: int | None) -> None:
-        row = n.row
-        if mode is not None and (n.kind == SYMLINK or stat.S_IMODE(mode) == n.mode):
-            mode = None  # unchanged (tar and cp set the mode create already gave): no transaction
-        if n.kind == FILE and n.data is not None:
-            if mtime_ns is not None:
-                os.utime(self.upper.data_path(n.data), ns=(mtime_ns, mtime_ns))
+    def setattrs(self, path: str, mode: int | None = None, mtime_ns: int | None = None,
+                 atime_ns: int | None = None, uid: int | None = None, gid: int | None = None) -> Node:
+        """chmod, chown, utimens (any of them): stored in the row (of the hard-link group); the
+        ctime becomes now. A change to what the node already has is no change (no transaction)."""
+        with self.lock:
+            n = self._get(split(path))
+            if n.link is not None and n.link not in self.upper.links:
+                self.adopt_group(n)
+                n = self._get(n.path)
+            if mode is not None and (n.kind == SYMLINK or stat.S_IMODE(mode) == n.mode):
+                mode = None  # unchanged (tar and cp set the mode create already gave): no transaction
+            if uid is not None and uid == (self.default_uid if n.uid is None else n.uid):
+                uid = None
+            if gid is not None and gid == (self.default_gid if n.gid is None else n.gid):
+                gid = None
+            if mtime_ns is not None and mtime_ns == n.mtime_ns and atime_ns in (None, n.atime):
+                mtime_ns = atime_ns = None
+            if mode is None and uid is None and gid is None and mtime_ns is None and atime_ns is None:
+                return self._with_nlink(n)
+            now = self.clock()
+            shown = n  # what the node looks like afterwards (no second stat of a data file)
+            if n.kind == FILE and n.data is not None:
+                if mtime_ns is not None or atime_ns is not None:  # the data file's times (and ctime)
+                    times = (n.atime if atime_ns is None else atime_ns,
+                             n.mtime_ns if mtime_ns is None else mtime_ns)
+                    os.utime(self.upper.data_path(n.data), ns=times)
+                    shown = replace(n, atime_ns=times[0], mtime_ns=times[1], ctime_ns=max(now, n.ctime))
+                    mtime_ns = atime_ns = None
+                if mode is None and uid is None and gid is None:
+                    return shown
+            if n.link is not None:
+                row, put_link = self.upper.links[n.link], True
+            else:
+                row, put_link = (n.row if n.row is not None else self._row_for(n, n.path)), False
+                if n.kind == DIR and n.row is None:
+                    row = Row(n.path, DIR, n.mode, n.mtime_ns)  # attributes only: lower entries show
+            changes: dict[str, object] = {"ctime_ns": now}
             if mode is not None:
-                assert row is not None
-                self.upper.put(replace(row, mode=stat.S_IMODE(mode)))
-                self._changed()
-            return
-        if mode is None and (mtime_ns is None or mtime_ns == n.mtime_ns):
-            return
-        if row is None:  # a lower entry: a metadata-only upper copy
-            row = Row(n.path, n.kind, n.mode, n.mtime_ns, target=n.target, lower=n.lower)
-        if n.kind == SYMLINK:
-            mode = None
-        self.upper.put(replace(
-            row,
-            mode=row.mode if mode is None else stat.S_IMODE(mode),
-            mtime_ns=row.mtime_ns if mtime_ns is None else mtime_ns,
-        ))
-        self._changed()
+                changes["mode"] = stat.S_IFMT(row.mode) | stat.S_IMODE(mode) if n.kind == SPECIAL else mode
+            if uid is not None:
+                changes["uid"] = uid
+            if gid is not None:
+                changes["gid"] = gid
+            if mtime_ns is not None:
+                changes["mtime_ns"] = mtime_ns
+            if atime_ns is not None:
+                changes["atime_ns"] = atime_ns
+            new_row = replace(row, **changes)  # type: ignore[arg-type]
+            with self.upper.batch() as b:
+                if put_link:
+                    b.put_link(new_row)
+                else:
+                    b.put(new_row)
+            self._changed()
+            shown = replace(shown, mode=stat.S_IMODE(new_row.mode), uid=new_row.uid, gid=new_row.gid,
+                            ctime_ns=max(now, shown.ctime), row=shown.row if put_link else new_row)
+            if n.data is None:
+                shown = replace(shown, mtime_ns=new_row.mtime_ns, atime_ns=new_row.atime_ns)
+            return self._with_nlink(shown)
 
     def chmod(self, path: str, mode: int) -> None:
-        with self.lock:
-            self._set_attrs(self._get(split(path)), mode, None)
+        self.setattrs(path, mode=mode)
 
-    def utimens(self, path: str, mtime_ns: int | None = None) -> None:
-        with self.lock:
-            self._set_attrs(self._get(split(path)), None, self.clock() if mtime_ns is None else mtime_ns)
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        self.setattrs(path, uid=uid, gid=gid)
+
+    def utimens(self, path: str, mtime_ns: int | None = None, atime_ns: int | None = None) -> None:
+        now = self.clock()
+        self.setattrs(path, mtime_ns=now if mtime_ns is None else mtime_ns,
+                      atime_ns=now if atime_ns is None and mtime_ns is None else atime_ns)
 
     # -- after a commit ---------------------------------------------------------------------------
 
     def rebase(self, root: bytes, root_mtime_ns: int) -> None:
-        """The upper layer was emptied into a new version with root `root`: stand on it."""
+        """The upper layer was emptied into a new version with root `root`: stand on it.
+
+        Open handles of copied-up files switch to the version's entry; this looks up each of
+        their paths (possibly fetching trees), so WritableFS runs it on a worker thread."""
         with self.lock:
             self.root = root
             self.root_mtime_ns = root_mtime_ns
@@ -388,3 +449,4 @@ class MergedView(PathResolver):
                 if isinstance(e, FileEntry):
                     os.close(h.fd)
                     h.fd, h.lower = None, e
+                    h.link = e.link.hex() if e.link is not None else None

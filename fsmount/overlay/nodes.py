@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fsmount.errors import FsError
 from fsmount.format.objects import FileEntry
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, Row
+from fsmount.overlay.rows import DIR, FILE, SPECIAL, SYMLINK, Row
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -21,18 +21,36 @@ class Node:
     """What a path is in the merged view."""
 
     path: str
-    kind: int  # FILE, DIR or SYMLINK
-    mode: int  # permission bits
+    kind: int  # FILE, DIR, SYMLINK or SPECIAL
+    mode: int  # permission bits (07777)
     mtime_ns: int
     size: int
     target: str | None = None
     data: str | None = None  # upper data file
     lower: FileEntry | None = None  # lower file (untouched, or a metadata-only copy)
     row: Row | None = None
+    uid: int | None = None  # None: the mounting user
+    gid: int | None = None
+    ctime_ns: int = 0  # 0: the mtime
+    atime_ns: int = 0  # 0: the mtime
+    nlink: int = 1  # files: names of its hard-link group; directories: filled in by lookup/readdir
+    rdev: int = 0
+    ftype: int = 0  # SPECIAL: S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK
+    link: str | None = None  # hard-link group id (hex), when the file has one
 
     @property
     def st_mode(self) -> int:
+        if self.kind == SPECIAL:
+            return self.ftype | self.mode
         return {FILE: stat.S_IFREG, DIR: stat.S_IFDIR, SYMLINK: stat.S_IFLNK}[self.kind] | self.mode
+
+    @property
+    def ctime(self) -> int:
+        return self.ctime_ns or self.mtime_ns
+
+    @property
+    def atime(self) -> int:
+        return self.atime_ns or self.mtime_ns
 
 
 class NeedsIO(Exception):
@@ -42,15 +60,16 @@ class NeedsIO(Exception):
 class Handle:
     """One open() of a file. `fd` is its data file once copied up; until then reads go to `lower`."""
 
-    __slots__ = ("append", "fd", "lower", "path", "writable")
+    __slots__ = ("append", "fd", "link", "lower", "path", "writable")
 
     def __init__(self, path: str | None, fd: int | None, lower: FileEntry | None, writable: bool,
-                 append: bool) -> None:
+                 append: bool, link: str | None = None) -> None:
         self.path = path  # None once unlinked
         self.fd = fd
         self.lower = lower
         self.writable = writable
         self.append = append
+        self.link = link  # hard-link group: a copy-up of the group reaches every handle of it
 
 
 def split(path: str) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fsmount.cache.fetcher import ObjectReader
@@ -27,7 +29,7 @@ from fsmount.overlay.nodes import (
     join,
     split,
 )
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, Row, UpperLayer, parent_of
+from fsmount.overlay.upper import DIR, FILE, SPECIAL, SYMLINK, WHITEOUT, Row, UpperLayer, parent_of
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class PathResolver:
         self.clock = clock
         self.lock = threading.RLock()
         self._lower_memo: dict[str, bytes | None] = {}
+        self._lower_subdirs: dict[bytes, int] = {}  # lower tree -> its subdirectories (trees never change)
         self._inline = threading.local()
 
     def inline(self, fn: Callable[..., T], *args: Any) -> T:
@@ -106,31 +109,73 @@ class PathResolver:
         pt = self._lower_dir(parent_of(path))
         return self._tree(pt).get(path.rsplit("/", 1)[-1]) if pt is not None else None
 
-    def _node_of_row(self, row: Row) -> Node:
+    def _node_of_row(self, row: Row, path: str | None = None) -> Node:
+        """The node a row shows at `path` (default: the row's own path); a name of a hard-link
+        group shows the group's row, with the group's link count."""
+        path = row.path if path is None else path
+        if row.link is not None:
+            group = self.upper.links[row.link]
+            return replace(self._node_of_row(group, path), link=row.link, nlink=group.nlink, row=row)
+        u, g, c, a = row.uid, row.gid, row.ctime_ns, row.atime_ns
         if row.kind == DIR:
-            return Node(row.path, DIR, row.mode, row.mtime_ns, 4096, row=row)
+            return Node(path, DIR, row.mode, row.mtime_ns, 4096, row=row, uid=u, gid=g, ctime_ns=c,
+                        atime_ns=a)
         if row.kind == SYMLINK:
             assert row.target is not None
-            return Node(row.path, SYMLINK, 0o777, row.mtime_ns, len(os.fsencode(row.target)),
-                        target=row.target, row=row)
+            return Node(path, SYMLINK, 0o777, row.mtime_ns, len(os.fsencode(row.target)), target=row.target,
+                        row=row, uid=u, gid=g, ctime_ns=c, atime_ns=a)
+        if row.kind == SPECIAL:
+            return Node(path, SPECIAL, stat.S_IMODE(row.mode), row.mtime_ns, 0, row=row, uid=u, gid=g,
+                        ctime_ns=c, atime_ns=a, rdev=row.rdev, ftype=stat.S_IFMT(row.mode))
         if row.data is not None:
             st = os.stat(self.upper.data_path(row.data))
-            return Node(row.path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=row.data, row=row)
+            return Node(path, FILE, row.mode, st.st_mtime_ns, st.st_size, data=row.data, row=row, uid=u,
+                        gid=g, ctime_ns=max(c, st.st_ctime_ns), atime_ns=st.st_atime_ns)
         assert row.lower is not None
-        return Node(row.path, FILE, row.mode, row.mtime_ns, row.lower.size, lower=row.lower, row=row)
+        link = row.lower.link.hex() if row.lower.link is not None else None
+        return Node(path, FILE, row.mode, row.mtime_ns, row.lower.size, lower=row.lower, link=link,
+                    nlink=row.lower.nlink, row=row, uid=u, gid=g, ctime_ns=c, atime_ns=a)
 
-    @staticmethod
-    def _node_of_entry(path: str, e: Entry) -> Node:
+    def _node_of_entry(self, path: str, e: Entry) -> Node:
         if isinstance(e, DirEntry):
             return Node(path, DIR, e.mode, e.mtime_ns, 4096)
         if isinstance(e, SymlinkEntry):
             return Node(path, SYMLINK, 0o777, e.mtime_ns, len(os.fsencode(e.target)), target=e.target)
+        if e.link is not None:
+            link = e.link.hex()
+            group = self.upper.links.get(link)
+            if group is not None:  # a hard-link group the overlay changed: its row is the inode
+                return replace(self._node_of_row(group, path), link=link, nlink=group.nlink, row=None)
+            return Node(path, FILE, e.mode, e.mtime_ns, e.size, lower=e, link=link, nlink=e.nlink)
         return Node(path, FILE, e.mode, e.mtime_ns, e.size, lower=e)
+
+    def _subdirs(self, path: str) -> int:
+        """How many subdirectories directory `path` has (for its link count, 2 + that)."""
+        pt = self._lower_dir(path)
+        tree = self._tree(pt) if pt is not None else None
+        n = 0
+        if pt is not None and tree is not None:
+            cached = self._lower_subdirs.get(pt)
+            if cached is None:
+                if len(self._lower_subdirs) > 100_000:
+                    self._lower_subdirs.clear()
+                cached = self._lower_subdirs[pt] = sum(isinstance(e, DirEntry) for e in tree.entries)
+            n = cached
+        for name in self.upper.children.get(path, ()):
+            row = self.upper.rows.get(join(path, name))
+            if row is None:
+                continue  # only rows below: the lower entry shows, and is counted
+            was = tree is not None and isinstance(tree.get(name), DirEntry)
+            n += (row.kind == DIR) - was
+        return n
+
+    def _with_nlink(self, n: Node) -> Node:
+        return replace(n, nlink=2 + self._subdirs(n.path)) if n.kind == DIR else n
 
     def _root_node(self) -> Node:
         row = self.upper.rows.get("")
         if row is not None:
-            return Node("", DIR, row.mode, row.mtime_ns, 4096, row=row)
+            return self._node_of_row(row)
         return Node("", DIR, DEFAULT_DIR_MODE, self.root_mtime_ns, 4096)
 
     def _child(self, parent: str, name: str) -> Node | None:
@@ -201,8 +246,9 @@ class PathResolver:
     # -- reading ---------------------------------------------------------------------------
 
     def lookup(self, path: str) -> Node:
+        """The node at `path`; a directory's with its link count (2 + subdirectories)."""
         with self.lock:
-            return self._get(split(path))
+            return self._with_nlink(self._get(split(path)))
 
     getattr = lookup
 
@@ -219,7 +265,7 @@ class PathResolver:
             n = self._get(split(path))
             if n.kind != DIR:
                 raise FsError(errno.ENOTDIR)
-            return sorted(self._names(n.path).items())
+            return sorted((name, self._with_nlink(c)) for name, c in self._names(n.path).items())
 
     def readlink(self, path: str) -> str:
         with self.lock:

@@ -1,34 +1,25 @@
-"""The durable upper layer of a writable mount: a sqlite table of entries by path, plus data files.
+"""The durable upper layer of a writable mount: sqlite rows by path (overlay/rows.py), plus data files.
 
 Layout of an overlay folder:
 
-    upper.db        sqlite (WAL). Table `entries`, one row per path the overlay changes:
-                      path      'a/b/c' (no leading '/'; '' is the root, which only keeps attrs)
-                      kind      0 file, 1 dir, 2 symlink, 3 whiteout (hides a lower path)
-                      mode      permission bits (files, dirs)
-                      mtime_ns  dirs, symlinks and lower-referencing files (data files: fstat)
-                      target    symlink target
-                      data      file whose bytes live in data/<data> (size and mtime: fstat)
-                      lower     a lower FileEntry, as format.objects.encode_file_entry writes it (the
-                                entry's positional array in a tree; rows of older overlays hold an
-                                8-element form, still read): a metadata-only copy of a lower file
-                                (renamed, chmod'ed, touched): no bytes copied. Validated on read.
-                      opaque    dir: 1 = lower entries at this path do not show through
-                      redirect  dir: lower tree whose entries show through (a renamed lower dir)
-                    Table `meta`: base (version id the overlay stands on), root (its root tree,
-                    hex), committing (draft id of a commit under way, for crash-safe retry),
-                    schema (SCHEMA_VERSION that made the overlay; a newer one is refused).
-    data/<name>     contents of copied-up and new files, written with plain pwrite; names are
-                    increasing numbers; a few empty spares are kept ready by a thread.
+    upper.db        sqlite (WAL). Tables `entries` (one row per path the overlay changes) and
+                    `links` (one row per hard-link group), columns in overlay/rows.py. Table
+                    `meta`: base (version id the overlay stands on), root (its root tree, hex),
+                    committing (draft id of a commit under way, for crash-safe retry), schema
+                    (SCHEMA_VERSION that made the overlay; a newer one is refused).
+    data/<name>     contents of copied-up and new files, written with plain pwrite
+                    (overlay/datafiles.py: names, spares, the reserve).
     lock            flock'ed by the one process using the overlay.
     reserve         256 KiB freed when the disk is full, so metadata changes still fit.
 
 Invariants: a row's parent is a directory of the merged view; no row lies below a
-file, symlink or whiteout row; a file row has exactly one of `data` and `lower`.
+file, symlink, special or whiteout row; a file row has exactly one of `data`, `lower` and
+`link`, and a `link` names a row of `links`, whose `nlink` counts the names of the group.
 Every change of rows is one sqlite transaction; write() never touches sqlite. With
 synchronous=NORMAL a committed transaction survives kill -9 of the process (an OS
 crash may lose the last ones unless fsync() was called, which syncs the WAL too).
-All rows are mirrored in memory (`rows`, `children`) so lookups never query sqlite.
+All rows are mirrored in memory (`rows`, `children`, `links`, `members`) so lookups never
+query sqlite.
 """
 
 from __future__ import annotations
@@ -42,74 +33,39 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from fsmount.config import data_home
 from fsmount.errors import FormatError, FsError, UsageError
-from fsmount.format.objects import FileEntry, decode_file_entry, encode_file_entry
+from fsmount.overlay.datafiles import RESERVE_BYTES, SPARES, DataFiles
+from fsmount.overlay.rows import (
+    ADDED_COLUMNS,
+    DIR,
+    FILE,
+    INSERT,
+    LINKS_TABLE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SELECT,
+    SPECIAL,
+    SYMLINK,
+    WHITEOUT,
+    Row,
+    parent_of,
+    row_from,
+    row_values,
+)
+
+__all__ = ["DIR", "FILE", "RESERVE_BYTES", "SPARES", "SPECIAL", "SYMLINK", "WHITEOUT", "Batch", "Row",
+           "UpperLayer", "default_overlay_dir", "new_link_id", "parent_of"]
 
 log = logging.getLogger(__name__)
 
-FILE, DIR, SYMLINK, WHITEOUT = 0, 1, 2, 3
-SCHEMA_VERSION = 2  # 2: `lower` holds a file entry in its tree form (1: an 8-element form)
-SPARES = 32  # empty data files kept ready for create()
-RESERVE_BYTES = 256 * 1024  # freed when the disk is full, so unlink and rename still work
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS entries (
-    path TEXT PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    mode INTEGER NOT NULL DEFAULT 0,
-    mtime_ns INTEGER NOT NULL DEFAULT 0,
-    target TEXT,
-    data TEXT,
-    lower BLOB,
-    opaque INTEGER NOT NULL DEFAULT 0,
-    redirect BLOB
-);
-"""
-
-
-@dataclass(slots=True, frozen=True)
-class Row:
-    """One upper entry (see the module docstring for the fields)."""
-
-    path: str
-    kind: int
-    mode: int = 0
-    mtime_ns: int = 0
-    target: str | None = None
-    data: str | None = None
-    lower: FileEntry | None = None
-    opaque: bool = False
-    redirect: bytes | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    def moved(self, path: str) -> Row:
-        return replace(self, path=path)
-
-
-def parent_of(path: str) -> str:
-    return path.rsplit("/", 1)[0] if "/" in path else ""
-
-
-def _row_values(r: Row) -> tuple[object, ...]:
-    return (r.path, r.kind, r.mode, r.mtime_ns, r.target, r.data,
-            None if r.lower is None else encode_file_entry(r.lower), int(r.opaque), r.redirect)
-
-
-def _row_from(values: tuple[Any, ...]) -> Row:
-    path, kind, mode, mtime, target, data, lower, opaque, redirect = values
-    if not isinstance(lower, bytes | None):
-        raise FormatError(f"malformed lower entry of {path!r}")
-    return Row(str(path), int(kind), int(mode), int(mtime), target, data,
-               None if lower is None else decode_file_entry(lower), bool(opaque), redirect)
+def new_link_id() -> str:
+    """A new hard-link group id: 16 random bytes in hex (unique across versions, FORMAT.md §4)."""
+    return os.urandom(16).hex()
 
 
 def default_overlay_dir(store_url: str, mountpoint: str) -> Path:
@@ -144,20 +100,31 @@ class Batch:
         """Rows strictly below `old` move below `new`, keeping their relative paths."""
         self.ops.append(("move_below", (old, new)))
 
+    def put_link(self, row: Row) -> None:
+        """A hard-link group's row (its `path` is the group id)."""
+        self.ops.append(("put_link", row))
+
+    def delete_link(self, group: str) -> None:
+        self.ops.append(("delete_link", group))
+
+    def has_link(self, group: str) -> bool:
+        """Whether this batch already changes the row of hard-link group `group`."""
+        return any(op in ("put_link", "delete_link") and (arg == group or getattr(arg, "path", None) == group)
+                   for op, arg in self.ops)
+
 
 class UpperLayer:
     """The rows and data files of one overlay folder; thread-safe for row changes."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self.data_dir = self.folder / "data"
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.folder.stat().st_uid == os.geteuid() and self.folder.stat().st_mode & 0o077:
             os.chmod(self.folder, 0o700)
-        self.data_dir.mkdir(exist_ok=True, mode=0o700)
-        self._data_prefix = f"{self.data_dir}/"
         self.db_path = self.folder / "upper.db"
         self._lock = threading.RLock()
+        self.files = DataFiles(self.folder, self._lock)
+        self.data_dir = self.files.data_dir
         self._lock_fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -168,7 +135,7 @@ class UpperLayer:
             self.db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             os.close(self._lock_fd)
             raise UsageError(f"cannot open overlay {self.folder}: {e}") from None
@@ -176,28 +143,28 @@ class UpperLayer:
         # names below each directory that are rows, or ancestors of rows (then not in `rows`)
         self.children: dict[str, set[str]] = {}
         self._below_count: dict[str, int] = {}
+        self.links: dict[str, Row] = {}  # hard-link group id -> its row
+        self.members: dict[str, set[str]] = {}  # hard-link group id -> paths of the rows naming it
         try:
             self.meta: dict[str, str] = dict(self.db.execute("SELECT key, value FROM meta"))
             self._check_schema()
-            for values in self.db.execute("SELECT path, kind, mode, mtime_ns, target, data, lower, opaque, "
-                                          "redirect FROM entries"):
-                try:
-                    self._mem_put(_row_from(values))
-                except (FormatError, TypeError, ValueError) as e:
-                    raise FormatError(f"overlay {self.folder}: damaged entry {values[0]!r}: {e}") from None
+            for table, put in (("entries", self._mem_put), ("links", self._mem_put_link)):
+                for values in self.db.execute(f"SELECT {SELECT} FROM {table}"):
+                    try:
+                        put(row_from(values))
+                    except (FormatError, TypeError, ValueError) as e:
+                        raise FormatError(f"overlay {self.folder}: damaged entry {values[0]!r}: {e}"
+                                          ) from None
+        except sqlite3.Error as e:
+            self.db.close()
+            os.close(self._lock_fd)
+            raise UsageError(f"cannot open overlay {self.folder}: {e}") from None
         except BaseException:
             self.db.close()
             os.close(self._lock_fd)
             raise
-        self._remove_orphans()
-        self._reserved = False
-        self._keep_reserve()
         self._closed = False
-        self._spares: list[tuple[str, int]] = []
-        self._want_spares = threading.Event()
-        self._want_spares.set()
-        self._spare_thread = threading.Thread(target=self._make_spares, name="overlay-spares", daemon=True)
-        self._spare_thread.start()
+        self.files.start([r.data for r in (*self.rows.values(), *self.links.values()) if r.data])
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -210,7 +177,18 @@ class UpperLayer:
             raise UsageError(f"overlay {self.folder} was made by a newer fsmount (schema {raw}, this one"
                              f" reads {SCHEMA_VERSION}): upgrade fsmount")
         if schema < SCHEMA_VERSION:
+            self._migrate()
             self.set_meta(schema=str(SCHEMA_VERSION))
+
+    def _migrate(self) -> None:
+        """Schema 3: the `links` table, and the columns it added to `entries` (defaults: none set)."""
+        with self._lock, self._txn():
+            self.db.execute(LINKS_TABLE)
+            for table in ("entries", "links"):
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                for col in ADDED_COLUMNS:
+                    if col.split()[0] not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
 
     @property
     def base(self) -> str | None:
@@ -256,13 +234,32 @@ class UpperLayer:
     # -- rows ---------------------------------------------------------------------------
 
     def _mem_put(self, row: Row) -> None:
-        if row.path not in self.rows:
+        old = self.rows.get(row.path)
+        if old is None:
             self._count(row.path, +1)
+        elif old.link is not None:
+            self._unmember(old)
         self.rows[row.path] = row
+        if row.link is not None:
+            self.members.setdefault(row.link, set()).add(row.path)
 
     def _mem_delete(self, path: str) -> None:
-        if self.rows.pop(path, None) is not None:
+        old = self.rows.pop(path, None)
+        if old is not None:
             self._count(path, -1)
+            if old.link is not None:
+                self._unmember(old)
+
+    def _unmember(self, row: Row) -> None:
+        assert row.link is not None
+        paths = self.members.get(row.link)
+        if paths is not None:
+            paths.discard(row.path)
+            if not paths:
+                del self.members[row.link]
+
+    def _mem_put_link(self, row: Row) -> None:
+        self.links[row.path] = row
 
     def _count(self, path: str, inc: int) -> None:
         """Keep `children` naming every row and every ancestor directory of a row."""
@@ -325,24 +322,30 @@ class UpperLayer:
             try:
                 mem = run()
             except FsError as e:
-                if e.errno != errno.ENOSPC or not self._release_reserve():
+                if e.errno != errno.ENOSPC or not self.files.release_reserve():
                     raise
                 mem = run()  # the reserve made room: an unlink or rename must work on a full disk
-            self._keep_reserve()
+            self.files.keep_reserve()
             for op, arg in mem:
                 if op == "put":
                     self._mem_put(arg)  # type: ignore[arg-type]
+                elif op == "put_link":
+                    self._mem_put_link(arg)  # type: ignore[arg-type]
+                elif op == "delete_link":
+                    self.links.pop(arg, None)  # type: ignore[call-overload]
                 else:
                     self._mem_delete(arg)  # type: ignore[arg-type]
 
     def _sql(self, op: str, arg: object) -> list[tuple[str, object]]:
         """Run one batch op in the open transaction; return the memory changes it implies."""
-        if op == "put":
+        if op in ("put", "put_link"):
             row = arg
             assert isinstance(row, Row)
-            self.db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            _row_values(row))
-            return [("put", row)]
+            self.db.execute(INSERT.format(table="entries" if op == "put" else "links"), row_values(row))
+            return [(op, row)]
+        if op == "delete_link":
+            self.db.execute("DELETE FROM links WHERE path = ?", (arg,))
+            return [(op, arg)]
         if op == "delete":
             self.db.execute("DELETE FROM entries WHERE path = ?", (arg,))
             return [("delete", arg)]
@@ -354,8 +357,7 @@ class UpperLayer:
         rows = self.below(old)
         moved = [r.moved(new + r.path[len(old):]) for r in rows]
         self.db.executemany("DELETE FROM entries WHERE path = ?", [(r.path,) for r in rows])
-        self.db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [_row_values(r) for r in moved])
+        self.db.executemany(INSERT.format(table="entries"), [row_values(r) for r in moved])
         return [("delete", r.path) for r in rows] + [("put", r) for r in moved]
 
     def put(self, row: Row) -> None:
@@ -366,105 +368,26 @@ class UpperLayer:
         with self.batch() as b:
             b.delete(path)
 
-    # -- space reserve ----------------------------------------------------------------------
-
-    def _release_reserve(self) -> bool:
-        """Free the reserve file so a metadata change fits on a full disk; False if there is none."""
-        if not self._reserved:
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.folder / "reserve")
-        self._reserved = False
-        log.warning("overlay %s is out of space: used its reserve for metadata", self.folder)
-        return True
-
-    def _keep_reserve(self) -> None:
-        if self._reserved:
-            return
-        try:
-            fd = os.open(self.folder / "reserve", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            finally:
-                os.close(fd)
-            self._reserved = True
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(self.folder / "reserve")
-
-    # -- data files ------------------------------------------------------------------------
+    # -- data files (overlay/datafiles.py) ---------------------------------------------------
 
     def data_path(self, name: str) -> str:
-        return self._data_prefix + name
+        return self.files.data_path(name)
 
     def new_data_file(self) -> tuple[str, int]:
-        """An empty data file; returns (name, fd opened read-write).
-
-        Names are increasing numbers (ext4 creates them ~10x faster than random names). A
-        background thread keeps a few empty files ready, so a create() does not wait for the
-        disk; spares never used are orphans, removed at the next open.
-        """
-        with self._lock:
-            spare = self._spares.pop() if self._spares else None
-            if len(self._spares) < SPARES // 2:
-                self._want_spares.set()
-        return spare if spare is not None else self._create_data_file()
-
-    def _create_data_file(self) -> tuple[str, int]:
-        while True:
-            with self._lock:
-                self._next_data += 1
-                name = f"{self._next_data:012d}"
-            try:
-                fd = os.open(self.data_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                continue
-            return name, fd
-
-    def _make_spares(self) -> None:
-        while not self._closed:
-            self._want_spares.wait()
-            self._want_spares.clear()
-            while not self._closed and len(self._spares) < SPARES:
-                try:
-                    spare = self._create_data_file()
-                except OSError:
-                    break  # out of space or fds: create() makes its own and reports the error
-                with self._lock:
-                    if self._closed:  # made while closing: no row will ever name it
-                        os.close(spare[1])
-                        self.drop_data(spare[0])
-                        return
-                    self._spares.append(spare)
+        return self.files.new_data_file()
 
     def open_data(self, name: str) -> int:
-        return os.open(self.data_path(name), os.O_RDWR | os.O_CLOEXEC)
+        return self.files.open_data(name)
 
     def drop_data(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.data_path(name))
+        self.files.drop_data(name)
 
-    def _remove_orphans(self) -> None:
-        """Data files no row names: left by a crash between creating a file and recording it."""
-        used = {r.data for r in self.rows.values() if r.data}
-        names = os.listdir(self.data_dir)
-        self._next_data = max((int(n) for n in [*names, *used] if n.isdigit()), default=0)
-        for name in names:
-            if name not in used:
-                log.info("removing orphan overlay data file %s", name)
-                self.drop_data(name)
+    def drop_data_later(self, name: str) -> None:
+        self.files.drop_data_later(name)
 
     def sync(self) -> None:
         """Make every committed row change durable (fsync of the WAL and the data folder)."""
-        for p in (f"{self.db_path}-wal", str(self.db_path), str(self.data_dir)):
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self.files.sync(self.db_path)
 
     # -- whole layer --------------------------------------------------------------------------
 
@@ -473,14 +396,17 @@ class UpperLayer:
 
     def reset(self, version_id: str, root: bytes) -> None:
         """Empty the layer and stand on `version_id` (after a commit made it, or a discard)."""
-        names = [r.data for r in self.rows.values() if r.data]
+        names = [r.data for r in (*self.rows.values(), *self.links.values()) if r.data]
         with self._lock:
             with self._txn():
                 self.db.execute("DELETE FROM entries")
+                self.db.execute("DELETE FROM links")
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (version_id,))
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (root.hex(),))
                 self.db.execute("DELETE FROM meta WHERE key = 'committing'")
             self.rows.clear()
+            self.links.clear()
+            self.members.clear()
             self.children.clear()
             self._below_count.clear()
             self.meta.update(base=version_id, root=root.hex())
@@ -491,13 +417,7 @@ class UpperLayer:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            spares, self._spares = self._spares, []
-        self._want_spares.set()
-        if self._spare_thread is not threading.current_thread():
-            self._spare_thread.join()
-        for name, fd in spares:
-            os.close(fd)
-            self.drop_data(name)
+        self.files.close()
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
         if self._lock_fd >= 0:

@@ -7,7 +7,9 @@ or of a closed one; it changes nothing. The invariants:
 - a row's parent is a directory of the merged view (a directory row, or a lower directory
   that no row hides);
 - no row lies below a file, symlink or whiteout row;
-- a file row has exactly one of `data` and `lower`; other rows have neither;
+- a file row has exactly one of `data`, `lower` and `link`; other rows have neither `data`
+  nor `lower`; a `link` names a row of the `links` table (a hard-link group), and a group's
+  `nlink` is the number of rows naming it;
 - every data file a row names exists, and no data file that no row names remains (in a live
   overlay, empty unnamed files are the spares create() takes, and are allowed).
 """
@@ -20,26 +22,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fsmount.format.objects import DirEntry, Tree
-from fsmount.overlay.upper import DIR, FILE, SYMLINK, WHITEOUT, parent_of
+from fsmount.overlay.upper import DIR, FILE, SPECIAL, SYMLINK, WHITEOUT, parent_of
 
-KIND_NAMES = {FILE: "file", DIR: "directory", SYMLINK: "symlink", WHITEOUT: "whiteout"}
+KIND_NAMES = {FILE: "file", DIR: "directory", SYMLINK: "symlink", WHITEOUT: "whiteout", SPECIAL: "special"}
 
 
-def _rows(folder: Path) -> tuple[dict[str, tuple[int, str | None, bytes | None, bool, bytes | None]],
-                                  bytes | None]:
-    """path -> (kind, data, lower, opaque, redirect), and the lower root, from upper.db."""
+Rows = dict[str, tuple[int, str | None, bytes | None, bool, bytes | None, str | None]]
+
+
+def _rows(folder: Path) -> tuple[Rows, dict[str, tuple[str | None, int]], bytes | None]:
+    """path -> (kind, data, lower, opaque, redirect, link); group -> (data, nlink); the lower
+    root; from upper.db."""
     db = sqlite3.connect(f"file:{folder / 'upper.db'}?mode=ro", uri=True)
     try:
         rows = {
-            str(path): (int(kind), data, lower, bool(opaque), redirect)
-            for path, kind, data, lower, opaque, redirect in db.execute(
-                "SELECT path, kind, data, lower, opaque, redirect FROM entries")
+            str(path): (int(kind), data, lower, bool(opaque), redirect, link)
+            for path, kind, data, lower, opaque, redirect, link in db.execute(
+                "SELECT path, kind, data, lower, opaque, redirect, link FROM entries")
         }
+        groups = {str(g): (data, int(nlink)) for g, data, nlink in db.execute(
+            "SELECT path, data, nlink FROM links")}
         meta = dict(db.execute("SELECT key, value FROM meta"))
     finally:
         db.close()
     root = meta.get("root")
-    return rows, bytes.fromhex(root) if root else None
+    return rows, groups, bytes.fromhex(root) if root else None
 
 
 def check_upper_folder(folder: str | os.PathLike[str], tree: Callable[[bytes], Tree], *,
@@ -51,7 +58,7 @@ def check_upper_folder(folder: str | os.PathLike[str], tree: Callable[[bytes], T
     folder = Path(folder)
     problems: list[str] = []
     try:
-        rows, root = _rows(folder)
+        rows, groups, root = _rows(folder)
     except sqlite3.Error as e:
         return [f"{folder}: cannot read upper.db: {e}"]
     lower_memo: dict[str, bytes | None] = {}
@@ -90,7 +97,7 @@ def check_upper_folder(folder: str | os.PathLike[str], tree: Callable[[bytes], T
 
     named: set[str] = set()
     for path in sorted(rows):
-        kind, data, lower, _, _ = rows[path]
+        kind, data, lower, _, _, link = rows[path]
         what = KIND_NAMES.get(kind, f"kind {kind}")
         if kind not in KIND_NAMES:
             problems.append(f"{path!r}: unknown row kind {kind}")
@@ -105,7 +112,12 @@ def check_upper_folder(folder: str | os.PathLike[str], tree: Callable[[bytes], T
                 problems.append(f"{path!r}: its parent is not a directory of the merged view")
         elif kind != DIR:
             problems.append(f"the root row is a {what}, not a directory")
-        if kind == FILE and (data is None) == (lower is None):
+        if link is not None:
+            if data is not None or lower is not None:
+                problems.append(f"{path!r}: a row naming a hard-link group with its own data or lower")
+            if link not in groups:
+                problems.append(f"{path!r}: its hard-link group {link} has no row")
+        elif kind == FILE and (data is None) == (lower is None):
             problems.append(f"{path!r}: a file row needs exactly one of data and lower")
         if kind != FILE and (data is not None or lower is not None):
             problems.append(f"{path!r}: a {what} row with data or lower")
@@ -113,6 +125,14 @@ def check_upper_folder(folder: str | os.PathLike[str], tree: Callable[[bytes], T
             named.add(data)
             if not os.path.isfile(folder / "data" / data):
                 problems.append(f"{path!r}: its data file data/{data} is missing")
+    for group, (data, nlink) in sorted(groups.items()):
+        names = sum(1 for r in rows.values() if r[5] == group)
+        if names != nlink:
+            problems.append(f"hard-link group {group}: {names} row(s) name it, its link count is {nlink}")
+        if data is not None:
+            named.add(data)
+            if not os.path.isfile(folder / "data" / data):
+                problems.append(f"hard-link group {group}: its data file data/{data} is missing")
     try:
         present = os.listdir(folder / "data")
     except FileNotFoundError:
