@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.emulators import azure_store_url, azurite, fake_gcs, gcp_storage_emulator, gcs_store_url  # noqa: F401
+
 MOTO = Path(sys.executable).with_name("moto_server")
 
 
@@ -78,7 +80,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (home / sub).mkdir(parents=True)
         monkeypatch.setenv(var, str(home / sub))
     monkeypatch.setenv("FSMOUNT_RUNTIME_DIR", str(home / "run"))  # mount registrations, per test
-    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE"):
+    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE", "STORAGE_EMULATOR_HOST",
+                "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY",
+                "AZURE_STORAGE_SAS_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
