@@ -100,8 +100,8 @@ def _install_azurite() -> None:
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is missing: `make test-servers` installs nodejs, npm and azurite")
-    subprocess.run([npm, "install", "--silent", "--prefix", str(ROOT / ".servers"), f"azurite@{AZURITE_VERSION}"],
-                   check=True, capture_output=True, timeout=900)
+    subprocess.run([npm, "install", "--silent", "--prefix", str(ROOT / ".servers"),
+                    f"azurite@{AZURITE_VERSION}"], check=True, capture_output=True, timeout=900)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""One conformance suite for every store: file://, s3:// (moto), gs:// (fake-gcs-server), azure:// (Azurite)."""
+"""One conformance suite for every store: file://, s3://, gs:// and azure://, each on a real server."""
+# gs:// runs on fake-gcs-server, azure:// on Azurite, s3:// on moto (tests/emulators.py, conftest.py).
 
 from __future__ import annotations
 
