@@ -29,12 +29,15 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	fi
 
-# Test servers besides moto: s3rver (an S3 server that ignores conditional writes), into .servers/.
+# Test servers besides moto: s3rver (an S3 server that ignores conditional writes) and Azurite
+# (Azure Blob emulator), into .servers/. The GCS emulators come from PyPI with the test extra.
 S3RVER := .servers/node_modules/s3rver/bin/s3rver.js
+AZURITE := .servers/node_modules/azurite/dist/src/blob/main.js
 test-servers:
 	@if ! command -v npm >/dev/null; then echo ">> installing nodejs npm"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; fi
 	@test -f $(S3RVER) || { echo ">> installing s3rver 3.7.1"; npm install --silent --prefix .servers s3rver@3.7.1; }
+	@test -f $(AZURITE) || { echo ">> installing azurite 3.37.0"; npm install --silent --prefix .servers azurite@3.37.0; }
 
 bench-deps: system-deps $(BENCH_STAMP)
 	@for p in $(BENCH_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,16 +39,22 @@ def default_store_url() -> str:
     return f"file://{data_home() / 'store'}"
 
 
+_STORE_FORMS = "file://PATH, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or azure://ACCOUNT/CONTAINER[/PREFIX]"
+
+
 def normalise_store_url(url: str) -> str:
-    """The one spelling of a store URL, its identity: file:///absolute/resolved or s3://BUCKET[/PREFIX].
+    """The one spelling of a store URL, its identity: file:///absolute/resolved, s3://BUCKET[/PREFIX],
+    gs://BUCKET[/PREFIX] or azure://ACCOUNT/CONTAINER[/PREFIX].
 
     Parsed literally as docs/FORMAT.md §2 says: no host part and no percent-decoding in file://
-    (its PATH must start with '/', '~' or '.'); a plain path becomes file://; an s3:// URL may hold
-    no '?' or '#'; trailing slashes go. Malformed or unsupported URLs are a UsageError.
+    (its PATH must start with '/', '~' or '.'); a plain path becomes file://; a cloud URL may hold
+    no '?' or '#'; trailing slashes go. az://CONTAINER[/PREFIX] (adlfs's spelling) becomes
+    azure://ACCOUNT/CONTAINER[/PREFIX] with the account from the environment (azure_settings()).
+    Malformed or unsupported URLs are a UsageError.
     """
     if "://" not in url:
         if not url.startswith(("/", ".", "~")):
-            raise UsageError(f"malformed store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
+            raise UsageError(f"malformed store URL {url!r}: use {_STORE_FORMS}")
         return f"file://{_local_path(url, url)}"
     scheme, _, rest = url.partition("://")
     if scheme == "file":
@@ -56,13 +63,30 @@ def normalise_store_url(url: str) -> str:
                 f"malformed store URL {url!r}: file:// takes no host; its path starts with '/', '~' or '.'"
             )
         return f"file://{_local_path(rest, url)}"
-    if scheme == "s3":
+    if scheme in ("s3", "gs"):
         bucket, _, prefix = rest.partition("/")
         if not bucket or "?" in rest or "#" in rest:
-            raise UsageError(f"malformed store URL {url!r}: use s3://BUCKET[/PREFIX] (no '?' or '#')")
+            raise UsageError(f"malformed store URL {url!r}: use {scheme}://BUCKET[/PREFIX] (no '?' or '#')")
         prefix = prefix.strip("/")
-        return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
-    raise UsageError(f"unsupported store URL {url!r}: use file://PATH or s3://BUCKET[/PREFIX]")
+        return f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}"
+    if scheme in ("azure", "az"):
+        if "?" in rest or "#" in rest:
+            raise UsageError(f"malformed store URL {url!r}: no '?' or '#' (a SAS token goes in"
+                             " AZURE_STORAGE_SAS_TOKEN)")
+        if scheme == "az":
+            account = azure_settings().account
+            if not account:
+                raise UsageError(f"store URL {url!r} names no account: set AZURE_STORAGE_ACCOUNT or"
+                                 " AZURE_STORAGE_CONNECTION_STRING, or use azure://ACCOUNT/CONTAINER[/PREFIX]")
+            rest = f"{account}/{rest}"
+        account, _, rest = rest.partition("/")
+        container, _, prefix = rest.partition("/")
+        if not account or not container:
+            raise UsageError(f"malformed store URL {url!r}: use azure://ACCOUNT/CONTAINER[/PREFIX]"
+                             " or az://CONTAINER[/PREFIX]")
+        prefix = prefix.strip("/")
+        return f"azure://{account}/{container}/{prefix}" if prefix else f"azure://{account}/{container}"
+    raise UsageError(f"unsupported store URL {url!r}: use {_STORE_FORMS}")
 
 
 def _local_path(path: str, url: str) -> Path:
@@ -155,6 +179,55 @@ def s3_endpoint_url(given: str | None = None) -> str | None:
         if os.environ.get(var):
             return check_endpoint_url(os.environ[var], var)
     return None
+
+
+def gcs_endpoint_url(given: str | None = None) -> str | None:
+    """A GCS emulator's endpoint: `given`, else $STORAGE_EMULATOR_HOST (as google-cloud-storage reads it);
+    None means Google's own API with Application Default Credentials."""
+    if given:
+        return check_endpoint_url(given)
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    if host:
+        return check_endpoint_url(host if "://" in host else f"http://{host}", "STORAGE_EMULATOR_HOST")
+    return None
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Azure Blob credentials from the environment (az CLI's names; adlfs's *_NAME/*_KEY spellings too)."""
+
+    connection_string: str | None = None
+    account: str | None = None  # AZURE_STORAGE_ACCOUNT, else the connection string's AccountName
+    key: str | None = None
+    sas_token: str | None = None
+
+    def connection_string_account(self) -> str | None:
+        return connection_string_field(self.connection_string or "", "AccountName")
+
+    def __repr__(self) -> str:  # never show the secrets
+        return f"AzureSettings(account={self.account!r})"
+
+
+def connection_string_field(conn: str, name: str) -> str | None:
+    """One field of an Azure connection string (Name=value;...), names compared case-insensitively."""
+    for part in conn.split(";"):
+        k, eq, v = part.partition("=")
+        if eq and k.strip().lower() == name.lower():
+            return v.strip()
+    return None
+
+
+def azure_settings() -> AzureSettings:
+    env = os.environ
+    conn = env.get("AZURE_STORAGE_CONNECTION_STRING") or None
+    account = (env.get("AZURE_STORAGE_ACCOUNT") or env.get("AZURE_STORAGE_ACCOUNT_NAME")
+               or connection_string_field(conn or "", "AccountName") or None)
+    return AzureSettings(
+        connection_string=conn,
+        account=account,
+        key=env.get("AZURE_STORAGE_KEY") or env.get("AZURE_STORAGE_ACCOUNT_KEY") or None,
+        sas_token=env.get("AZURE_STORAGE_SAS_TOKEN") or None,
+    )
 
 
 def runtime_dir() -> Path:

@@ -63,6 +63,7 @@ SECRET_ENV = (
     "AZURE_STORAGE_KEY",
     "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_CLIENT_SECRET",
 )
 _registered: frozenset[str] = frozenset()  # replaced, never changed in place: threads read it unlocked

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.emulators import azure_store_url, azurite, fake_gcs, gcp_storage_emulator, gcs_store_url  # noqa: F401
+
 MOTO = Path(sys.executable).with_name("moto_server")
 
 
@@ -81,7 +83,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # The suite's file:// stores go through the cache as S3 stores do (the cache's own tests use them);
     # reading a local-disk store in place, the default, is tested where this is unset (test_pack_read*).
     monkeypatch.setenv("FSMOUNT_CACHE_LOCAL_STORE", "1")
-    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE", "FSMOUNT_PACK_SIZE"):
+    for var in ("FSMOUNT_STORE", "FSMOUNT_CACHE_DIR", "FSMOUNT_CACHE_SIZE", "FSMOUNT_PACK_SIZE",
+                "STORAGE_EMULATOR_HOST", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT",
+                "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     # Tests written for one object per small file keep that layout; tests/test_packs*.py turn packing on.
     monkeypatch.setenv("FSMOUNT_PACK_THRESHOLD", "0")
