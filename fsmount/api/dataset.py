@@ -123,7 +123,8 @@ class Dataset(VersionView):
         whose parent is the version found.
         """
         ws = cls._ws(workspace, store)
-        ref = ref or catalog.ref_of(dataset_id, dataset_project, dataset_name, dataset_version)
+        if ref is None:
+            ref = catalog.ref_of(dataset_id, dataset_project, dataset_name, dataset_version)
         try:
             st = catalog.find(ws, ref, project=dataset_project, tags=dataset_tags, only_final=only_final,
                               only_published=only_published)
