@@ -35,12 +35,14 @@ def test_search_cli_and_api(store_url: str, tmp_path: Path) -> None:
     assert {r["id"] for r in Dataset.list_datasets("cv", workspace=ws)} == {pets.id, cars.id}  # subprojects
     assert {r["id"] for r in Dataset.list_datasets("cv", recursive_project_search=False, workspace=ws)} == {
         pets.id}
-    assert {r["name"] for r in Dataset.list_datasets(partial_name="^pet", workspace=ws)} == {"pets", "petitions"}
+    names = {r["name"] for r in Dataset.list_datasets(partial_name="^pet", workspace=ws)}
+    assert names == {"pets", "petitions"}
     assert {r["name"] for r in Dataset.list_datasets(tags=["gold"], partial_name="s$", workspace=ws)} == {
         "pets", "petitions"}
     assert [r["id"] for r in Dataset.list_datasets(ids=[cars.id[:8]], workspace=ws)] == [cars.id]
     every = Dataset.list_datasets("cv", "pets", only_completed=False, workspace=ws)
-    assert [(r["id"], r["state"], r["files"]) for r in every] == [(pets.id, "final", 1), (draft.id, "draft", None)]
+    assert [(r["id"], r["state"], r["files"]) for r in every] == [
+        (pets.id, "final", 1), (draft.id, "draft", None)]
     out = run_json("search", "--store", store_url, "--project", "cv", "--name", "pe.s", "--tag", "gold")
     assert [r["id"] for r in out["datasets"]] == [pets.id]
     out = run_json("search", "--store", store_url, "--id", draft.id, "--all-states")
@@ -84,7 +86,8 @@ def test_get_only_published_auto_create_writable_copy(store_url: str, tmp_path: 
     pub = _version(ws, tmp_path, "cv", "pets", {"a": "1"}, tags=["t"], publish=True)
     fin = _version(ws, tmp_path, "cv", "pets", {"b": "2"}, tags=["t"], parents=[pub.id])
     assert Dataset.get(dataset_project="cv", dataset_name="pets", workspace=ws).id == fin.id
-    assert Dataset.get(dataset_project="cv", dataset_name="pets", only_published=True, workspace=ws).id == pub.id
+    got = Dataset.get(dataset_project="cv", dataset_name="pets", only_published=True, workspace=ws)
+    assert got.id == pub.id
     assert Dataset.get(dataset_tags=["t"], only_published=True, workspace=ws).id == pub.id
     assert Dataset.get(ref="tag:t", only_published=True, workspace=ws).id == pub.id
     with pytest.raises(StateError, match="not published"):

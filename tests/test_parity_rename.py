@@ -34,7 +34,8 @@ def test_rename_and_move_through_cli_and_api(store_url: str, tmp_path: Path) -> 
     ws = Workspace(store_url)
     vs = _versions(ws, tmp_path, "cv", "pets", 2)
     draft = Dataset.create("pets", "cv", parent_datasets=[vs[-1].id], workspace=ws)
-    out = run_json("rename", "--store", store_url, "--project", "cv", "--name", "pets", "--new-name", "animals")
+    out = run_json("rename", "--store", store_url, "--project", "cv", "--name", "pets",
+                   "--new-name", "animals")
     assert out["name"] == "animals"
     states = {s.id: s for s in registry.list_states(ws.store)}
     assert {(states[d.id].project, states[d.id].name) for d in [*vs, draft]} == {("cv", "animals")}
@@ -52,7 +53,8 @@ def test_rename_and_move_through_cli_and_api(store_url: str, tmp_path: Path) -> 
     assert {d.project for d in Dataset.list_versions(dataset_name="animals", workspace=ws)} == {"zoo/mammals"}
     with pytest.raises(NotFoundError, match="renamed to 'zoo/mammals/animals'"):
         Dataset.get(ref="cv/pets", workspace=ws)  # followed through both aliases
-    run_cli("move", "--store", store_url, "--project", "zoo/mammals", "--name", "animals", "--new-project", "cv")
+    run_cli("move", "--store", store_url, "--project", "zoo/mammals", "--name", "animals",
+            "--new-project", "cv")
     Dataset.rename("pets", "cv", "animals", workspace=ws)  # back to the first name: it has versions again
     assert Dataset.get(ref="cv/pets", workspace=ws).version == "1.0.2"
     # the version strings moved with the versions: a new version of the renamed dataset gets a free one

@@ -18,8 +18,8 @@ from tests.helpers import hash_tree, run_cli, run_json, write_tree
 
 A_FILES: dict[str, bytes | str] = {"a.txt": "A1", "same.txt": "s", "d/x": "x-from-a", "d/only_a": "oa",
                                    "big.bin": os.urandom(300_000)}
-B_FILES: dict[str, bytes | str] = {"a.txt": "A2-from-b", "d/x": "x-from-b", "d/only_b": "ob", "link": "->a.txt",
-                                   "e/": ""}
+B_FILES: dict[str, bytes | str] = {"a.txt": "A2-from-b", "d/x": "x-from-b", "d/only_b": "ob",
+                                   "link": "->a.txt", "e/": ""}
 
 
 def _version(ws: Workspace, tmp: Path, name: str, files: dict[str, bytes | str],
