@@ -59,6 +59,7 @@ def test_rename_and_move_through_cli_and_api(store_url: str, tmp_path: Path) -> 
     assert Dataset.get(ref="cv/pets", workspace=ws).version == "1.0.2"
     # the version strings moved with the versions: a new version of the renamed dataset gets a free one
     assert Dataset.create("pets", "cv", workspace=ws).version == "1.0.3"
+    run_cli("check", "--store", store_url)  # the store's invariants hold after all that
 
 
 def test_rename_onto_an_existing_name_or_unknown_is_refused_and_changes_nothing(

@@ -13,6 +13,7 @@ from fsmount.commit import registry
 from fsmount.errors import FormatError, StateError
 from fsmount.format.hashing import hash_from_key
 from fsmount.format.objects import decode_tree
+from fsmount.format.records import VersionState
 from tests.fs_helpers import cli_mount
 from tests.helpers import hash_tree, run_cli, run_json, write_tree
 
@@ -67,6 +68,8 @@ def test_squash_writes_only_trees_and_its_tree_is_the_merge(
         assert set(got) == {p for p in expected}
     # everything is listed as added (no parents), and the record's totals are the merged ones
     assert sorted(sq.list_added_files()) == sorted(p for p in expected if not p.endswith("/"))
+    assert run_json("verify", "--store", store_url, sq.id)  # every tree and block it names is there
+    run_cli("check", "--store", store_url)
 
 
 def test_squash_cli_order_and_refusals(store_url: str, tmp_path: Path) -> None:
@@ -90,3 +93,17 @@ def test_squash_cli_order_and_refusals(store_url: str, tmp_path: Path) -> None:
     assert _objects(ws) == objects_before
     with pytest.raises(StateError, match="not final"):
         Dataset.squash("bad", [draft.id], workspace=ws)
+
+
+def test_ambiguous_refs_are_refused_by_every_new_verb(file_store_url: str, tmp_path: Path) -> None:
+    ws = Workspace(file_store_url)
+    for last in "12":
+        registry.create_state(ws.store, VersionState(
+            id="abcd" + "0" * 27 + last, project="p", name=f"n{last}", version="1", parents=(), state="draft",
+            tags=(), description="", created=1.0, updated=1.0, author="t"))
+    before = sorted((i.key, i.size) for i in ws.store.list(""))
+    for args in (("squash", "--name", "x", "abcd"), ("set-description", "abcd", "x"), ("metadata", "abcd"),
+                 ("search", "--name", "[")):
+        proc = run_cli(*args, "--store", file_store_url, check=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted((i.key, i.size) for i in ws.store.list("")) == before
