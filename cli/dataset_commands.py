@@ -292,12 +292,31 @@ def tag(ws: Workspace, ref: str, to_add: tuple[str, ...], to_remove: tuple[str, 
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.option("--force", is_flag=True, help="Delete even if other versions have it as parent.")
+@click.option("--project", default=None, help="With --entire-dataset: the dataset's project.")
+@click.option("--name", default=None, help="With --entire-dataset: the dataset's name.")
+@click.option("--entire-dataset", is_flag=True, help="Delete every version of --project/--name.")
 @json_option
 @with_workspace
-def delete(ws: Workspace, ref: str, force: bool, as_json: bool) -> None:
-    """Delete a version (its data goes at the next gc)."""
+def delete(
+    ws: Workspace, ref: str | None, force: bool, project: str | None, name: str | None,
+    entire_dataset: bool, as_json: bool,
+) -> None:
+    """Delete a version, or a whole dataset (its data goes at the next gc)."""
+    if entire_dataset:
+        if ref is not None or not (project and name):
+            raise UsageError("--entire-dataset takes --project and --name, not a REF")
+        res = Dataset.delete_dataset(project, name, force=force, workspace=ws)
+        n = res["unreachable_objects"]
+        after = (
+            f"gc may now remove {n} objects ({human_bytes(res['unreachable_bytes'])}) once older than"
+            " its grace period" if n is not None else f"run 'fsmount gc --dry-run' later ({res['gc_note']})"
+        )
+        emit(res, as_json, f"deleted {len(res['deleted'])} versions of {project}/{name}; {after}")
+        return
+    if ref is None or project or name:
+        raise UsageError("give a REF, or --project, --name and --entire-dataset")
     ds = Dataset.get(ref=ref, only_final=False, workspace=ws)
     ds.delete(force=force)
     emit({"id": ds.id, "deleted": True}, as_json, f"{ds.id} deleted")

@@ -11,7 +11,15 @@ from fsmount.errors import FsmountError
 from fsmount.logs import setup_logging
 from fsmount.service.config import parse_fstab_options
 
-from . import check_commands, dataset_commands, mount_commands, overlay_commands, read_commands, warm_commands
+from . import (
+    catalog_commands,
+    check_commands,
+    dataset_commands,
+    mount_commands,
+    overlay_commands,
+    read_commands,
+    warm_commands,
+)
 from .group import FsmountGroup, store_options
 
 
@@ -40,7 +48,7 @@ def main(
 
 
 for _module in (dataset_commands, read_commands, check_commands, mount_commands, overlay_commands,
-                warm_commands):
+                warm_commands, catalog_commands):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)
 

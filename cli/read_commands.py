@@ -46,7 +46,7 @@ def list_(ws: Workspace, ref: str | None, project: str | None, name: str | None,
         return
     if filters or modified:
         raise UsageError("--filter and --modified need a REF: fsmount list REF --filter GLOB")
-    items = Dataset.list_datasets(project, name, list(tags), workspace=ws)
+    items = Dataset.list_versions(project, name, list(tags), workspace=ws)
     rows: list[dict[str, Any]] = [
         {
             "id": d.id,
@@ -124,6 +124,9 @@ def info(ws: Workspace, ref: str, as_json: bool) -> None:
                     click.echo(f"  ... {len(d[kind]) - 20} more")
         else:
             click.echo(f"{'staged:':<13}{d['staged_files']} entries, {d['uploaded_files']} uploaded")
+        for m in d.get("metadata", []):
+            size = human_bytes(m["size"])
+            click.echo(f"{'metadata:':<13}{m['name']} ({m['kind']}, {size}) {m['hash'][:16]}")
 
     emit(d, as_json, text)
 

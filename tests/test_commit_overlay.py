@@ -64,7 +64,7 @@ def test_two_overlays_commit_children_of_one_parent(tmp_path: Path, store_url: s
         assert set(child.tags) == {f"m{i}", "both"}
         files = hash_tree(Path(child.get_local_copy()))
         assert f"d/from{i}.txt" in files and f"d/from{1 - i}.txt" not in files
-    assert len({d.id for d in Dataset.list_datasets(workspace=ws) if d.is_final}) == 3
+    assert len({d.id for d in Dataset.list_versions(workspace=ws) if d.is_final}) == 3
 
 
 def test_diff_says_what_commit_will_do_for_identical_rewrites(tmp_path: Path, store_url: str) -> None:

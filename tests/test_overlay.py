@@ -335,7 +335,7 @@ def test_commit_interrupted_after_final_finishes_on_retry(tmp_path: Path, base: 
     result = commit_upper(v.upper, ws)
     assert result.resumed and result.record is not None and result.record.id == draft
     assert v.upper.is_empty() and v.upper.base == draft
-    finals = [d for d in Dataset.list_datasets(workspace=ws) if d.is_final]
+    finals = [d for d in Dataset.list_versions(workspace=ws) if d.is_final]
     assert len(finals) == 2
 
 

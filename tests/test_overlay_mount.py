@@ -205,21 +205,21 @@ def test_kill_9_during_commit_then_retry(tmp_path: Path, base: tuple[str, str]) 
                                      stderr=subprocess.PIPE)
         # Kill once the commit is under way: its draft exists in the store.
         ws_probe = Workspace(store)
-        wait_until(lambda: any(d.state == "draft" for d in Dataset.list_datasets(workspace=ws_probe))
+        wait_until(lambda: any(d.state == "draft" for d in Dataset.list_versions(workspace=ws_probe))
                    or committer.poll() is not None, what="the commit's draft")
         ws_probe.close()
         os.kill(pid, signal.SIGKILL)
         committer.wait(60)
         force_unmount(mnt)
     ws = Workspace(store)
-    finals = [d for d in Dataset.list_datasets(workspace=ws) if d.is_final]
+    finals = [d for d in Dataset.list_versions(workspace=ws) if d.is_final]
     for d in finals:  # no half-made final version, whatever moment the kill hit
         assert d.verify_dataset_hash() == []
     with wmount(ref, mnt, store, tmp_path):  # a commit the kill interrupted after its flip is finished
         assert hash_tree(mnt) == expected
         out = run_json("commit", str(mnt))
         child = out["id"] or run_json("status", str(mnt))["counters"]["version"]
-    finals = [d for d in Dataset.list_datasets(workspace=ws) if d.is_final]
+    finals = [d for d in Dataset.list_versions(workspace=ws) if d.is_final]
     assert len(finals) == 2  # the base and exactly one child
     with cli_mount(child, tmp_path / "ro", store, tmp_path / "cache2") as ro:
         assert hash_tree(ro) == expected

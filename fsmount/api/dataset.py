@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fsmount.api import reading, scan
+from fsmount.api import catalog, reading, scan
+from fsmount.api import metadata as api_metadata
 from fsmount.api import warm as warm_mod
+from fsmount.api.identity import VersionView
 from fsmount.api.local_copy import mutable_copy, shared_copy
 from fsmount.api.scan import SyncResult
 from fsmount.api.selection import Selection, select_root
@@ -38,9 +40,9 @@ from fsmount.commit.finalize import merged_base
 from fsmount.commit.packer import packing
 from fsmount.commit.staging import StagingJournal, matches
 from fsmount.commit.uploader import DEFAULT_BLOCK_SIZE, UploadStats
-from fsmount.errors import StateError, UsageError
+from fsmount.errors import NotFoundError, StateError, UsageError
 from fsmount.format.objects import DirEntry, Entry
-from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
+from fsmount.format.records import VersionRecord
 from fsmount.format.tree_edit import Change, TreeEditor, split_path
 
 __all__ = ["Dataset", "SyncResult", "gc", "sync"]
@@ -50,79 +52,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
-class Dataset:
+class Dataset(VersionView):
     """One dataset version: a draft being built, or a final version to read."""
-
-    def __init__(self, workspace: Workspace, state: VersionState) -> None:
-        self.workspace = workspace
-        self._state = state
-        self._record: VersionRecord | None = None
-        self._stale: float | bool | None = False  # False: not looked up yet; None: not stale
-
-    # -- identity ----------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        return self._state.id
-
-    @property
-    def name(self) -> str:
-        return self._state.name
-
-    @property
-    def project(self) -> str:
-        return self._state.project
-
-    @property
-    def version(self) -> str:
-        return self._state.version
-
-    @property
-    def parents(self) -> list[str]:
-        return list(self._state.parents)
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self._state.tags)
-
-    @property
-    def state(self) -> str:
-        return self._state.state
-
-    @property
-    def description(self) -> str:
-        return self._state.description
-
-    @property
-    def stale_since(self) -> float | None:
-        """For a draft whose writer is gone (drafts.stale_drafts): when it last showed life; else None."""
-        if self._stale is False:
-            self._stale = stale_drafts(self.workspace.store, [self._state]).get(self.id)
-        return self._stale if isinstance(self._stale, float) else None
-
-    @property
-    def stale(self) -> bool:
-        return self.stale_since is not None
-
-    @property
-    def is_final(self) -> bool:
-        return self._state.state in READABLE_STATES
-
-    def __repr__(self) -> str:
-        return f"<Dataset {self.project}/{self.name}@{self.version} {self.id} {self.state}>"
-
-    def refresh(self) -> Dataset:
-        self._state = registry.read_state(self.workspace.store, self.id)
-        self._stale = False
-        return self
-
-    @property
-    def record(self) -> VersionRecord:
-        if self._record is None:
-            if not self.is_final:
-                raise StateError(f"dataset version {self.id} is {self.state}: it has no content yet")
-            self._record = registry.readable_record(self.workspace.reader, self._state)
-        return self._record
 
     # -- finding and creating ---------------------------------------------------------
 
@@ -193,26 +124,35 @@ class Dataset:
         dataset_name: str | None = None,
         dataset_version: str | None = None,
         dataset_tags: list[str] | None = None,
+        only_published: bool = False,
+        auto_create: bool = False,
+        writable_copy: bool = False,
         *,
         ref: str | None = None,
         only_final: bool = True,
         workspace: Workspace | None = None,
         store: str | None = None,
     ) -> Dataset:
-        """Find one version by id (or id prefix), project+name[+version], tags, or any REF."""
+        """Find one version by id (or id prefix), project+name[+version], tags, or any REF.
+
+        As in clearml: `only_published` wants a published version; `auto_create` makes a new
+        draft of project/name when there is no such dataset; `writable_copy` returns a new draft
+        whose parent is the version found.
+        """
         ws = cls._ws(workspace, store)
         if ref is None:
-            if dataset_id:
-                ref = dataset_id
-            elif dataset_name and dataset_project:
-                ref = f"{dataset_project}/{dataset_name}" + (f"@{dataset_version}" if dataset_version else "")
-            elif dataset_tags:
-                return cls(
-                    ws, registry.newest_tagged(registry.list_states(ws.store), dataset_tags, dataset_project)
-                )
-            else:
-                raise UsageError("give a dataset id, a project and name, tags, or a REF")
-        return cls(ws, registry.resolve(ws.store, ref, project=dataset_project, require_final=only_final))
+            ref = catalog.ref_of(dataset_id, dataset_project, dataset_name, dataset_version)
+        try:
+            st = catalog.find(ws, ref, project=dataset_project, tags=dataset_tags, only_final=only_final,
+                              only_published=only_published)
+        except NotFoundError:
+            if not (auto_create and dataset_project and dataset_name):
+                raise
+            return cls.create(dataset_name, dataset_project, dataset_version, dataset_tags=dataset_tags,
+                              workspace=ws)
+        if writable_copy:
+            return cls.create(st.name, st.project, parent_datasets=[st.id], workspace=ws)
+        return cls(ws, st)
 
     @classmethod
     def current_draft(cls, workspace: Workspace | None = None, store: str | None = None) -> Dataset:
@@ -223,26 +163,67 @@ class Dataset:
             raise UsageError("no current draft: run 'fsmount create' first, or pass --id")
         return cls(ws, registry.read_state(ws.store, draft))
 
+    # -- the catalogue (api/catalog.py) and metadata (api/metadata.py) ----------------------------
+
     @classmethod
-    def list_datasets(
-        cls,
-        dataset_project: str | None = None,
-        dataset_name: str | None = None,
-        tags: list[str] | None = None,
-        *,
-        include_drafts: bool = True,
-        workspace: Workspace | None = None,
-        store: str | None = None,
-    ) -> list[Dataset]:
+    def list_versions(cls, dataset_project: str | None = None, dataset_name: str | None = None,
+                      tags: list[str] | None = None, *, include_drafts: bool = True,
+                      workspace: Workspace | None = None, store: str | None = None) -> list[Dataset]:
+        """The versions of `dataset_project`/`dataset_name` (exact) carrying every tag, as Datasets."""
         ws = cls._ws(workspace, store)
-        found = registry.select(
-            registry.list_states(ws.store), dataset_project, dataset_name, tags, final_only=not include_drafts
-        )
+        found = catalog.select_versions(ws, dataset_project, dataset_name, tags,
+                                        include_drafts=include_drafts)
         stale = stale_drafts(ws.store, found)
-        out = [cls(ws, s) for s in found]
-        for d in out:
-            d._stale = stale.get(d.id)
-        return out
+        return [cls(ws, s, stale=stale.get(s.id)) for s in found]
+
+    @classmethod
+    def list_datasets(cls, dataset_project: str | None = None, partial_name: str | None = None,
+                      tags: list[str] | None = None, ids: list[str] | None = None,
+                      only_completed: bool = True, recursive_project_search: bool = True, *,
+                      workspace: Workspace | None = None, store: str | None = None) -> list[dict[str, Any]]:
+        """clearml's list_datasets: dicts (id, project, name, version, state, tags, created, files, bytes)."""
+        return catalog.search(cls._ws(workspace, store), dataset_project, partial_name, tags, ids,
+                              only_completed, recursive_project_search)
+
+    @classmethod
+    def squash(cls, dataset_name: str, dataset_ids: list[str] | None = None,
+               dataset_project_name_pairs: list[tuple[str, str]] | None = None,
+               dataset_project: str | None = None, *, dataset_version: str | None = None,
+               workspace: Workspace | None = None, store: str | None = None) -> Dataset:
+        """One standalone final version: the given versions merged in order (later wins); no data copied."""
+        ws = cls._ws(workspace, store)
+        refs = list(dataset_ids or []) + [f"{p}/{n}" for p, n in dataset_project_name_pairs or []]
+        return cls(ws, catalog.squash(ws, dataset_name, refs, dataset_project, dataset_version))
+
+    @classmethod
+    def rename(cls, new_dataset_name: str, dataset_project: str, dataset_name: str, *,
+               workspace: Workspace | None = None, store: str | None = None) -> None:
+        ws = cls._ws(workspace, store)
+        catalog.rename(ws, dataset_project, dataset_name, dataset_project, new_dataset_name)
+
+    @classmethod
+    def move_to_project(cls, new_dataset_project: str, dataset_project: str, dataset_name: str, *,
+                        workspace: Workspace | None = None, store: str | None = None) -> None:
+        ws = cls._ws(workspace, store)
+        catalog.rename(ws, dataset_project, dataset_name, new_dataset_project, dataset_name)
+
+    @classmethod
+    def delete_dataset(cls, dataset_project: str, dataset_name: str, force: bool = False, *,
+                       workspace: Workspace | None = None, store: str | None = None) -> dict[str, Any]:
+        """Delete every version of a dataset; says how much gc may now remove."""
+        return catalog.delete_dataset(cls._ws(workspace, store), dataset_project, dataset_name, force)
+
+    def set_metadata(self, metadata: object, metadata_name: str = "metadata", ui_visible: bool = True,
+                     *, fmt: str | None = None) -> None:
+        """Attach a dict (JSON), a DataFrame (CSV, or Parquet with fmt="parquet") or bytes; <= 64 MiB."""
+        api_metadata.set_metadata(self.workspace.store, self.id, metadata, metadata_name, ui_visible, fmt)
+
+    def get_metadata(self, metadata_name: str = "metadata") -> Any:
+        return api_metadata.get_metadata(self.workspace.store, self.id, metadata_name)
+
+    def list_metadata(self) -> list[dict[str, Any]]:
+        """Each attachment: name, kind, size, hash, ui_visible."""
+        return api_metadata.list_metadata(self.workspace.store, self.id)
 
     # -- staging (drafts) -----------------------------------------------------------
 
@@ -488,7 +469,8 @@ class Dataset:
         """Everything about this version: its state, then its record's summary or what is staged."""
         fields = ("id", "project", "name", "version", "state", "tags", "description", "parents")
         d: dict[str, Any] = {k: getattr(self, k) for k in fields}
-        d.update(created=self._state.created, author=self._state.author, updated=self._state.updated)
+        d.update(created=self._state.created, author=self._state.author, updated=self._state.updated,
+                 metadata=self.list_metadata())
         if self.state == "draft":
             d.update(stale=self.stale, stale_since=self.stale_since)
         if self.is_final:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fsmount.commit import registry
+from fsmount.commit import attachments, registry
 from fsmount.commit.drafts import release_version
-from fsmount.errors import StateError
+from fsmount.errors import NotFoundError, StateError
 from fsmount.format import names
 from fsmount.format.hashing import record_key, state_key
 from fsmount.format.records import VersionState
@@ -68,5 +68,35 @@ def delete(store: ObjectStore, version_id: str, force: bool = False) -> None:
     for st in states:
         if st.id == version_id:
             release_version(store, st)  # first: the state still names the version meanwhile
+    _remove(store, version_id)
+
+
+def _remove(store: ObjectStore, version_id: str) -> None:
     store.delete(state_key(version_id))
     store.delete(record_key(version_id))
+    attachments.delete_index(store, version_id)
+
+
+def delete_dataset(store: ObjectStore, project: str, name: str, force: bool = False) -> list[VersionState]:
+    """Remove every version of `project`/`name` (refused while a version of another dataset has one
+    of them as parent, unless `force`); returns the versions removed."""
+    names.check_project(project)
+    names.check_name(name)
+    states = registry.list_states(store)
+    mine = [s for s in states if (s.project, s.name) == (project, name)]
+    if not mine:
+        moved = registry.renamed_to(store, states, project, name)
+        where = f": it was renamed to {moved[0]}/{moved[1]}" if moved else ""
+        raise NotFoundError(f"no dataset named {project + '/' + name!r}{where}")
+    ids = {s.id for s in mine}
+    children = [s for s in states if s.id not in ids and ids & set(s.parents)]
+    if children and not force:
+        shown = ", ".join(f"{c.project}/{c.name}@{c.version}" for c in children[:3])
+        raise StateError(
+            f"{len(children)} version(s) of other datasets have versions of {project}/{name} as parent"
+            f" ({shown}); use --force to delete it anyway"
+        )
+    for st in mine:
+        release_version(store, st)
+        _remove(store, st.id)
+    return mine

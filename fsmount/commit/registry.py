@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -23,12 +24,14 @@ from fsmount.errors import (
 from fsmount.format import names
 from fsmount.format.hashing import state_key
 from fsmount.format.names import RefKind, is_ascii_digits, is_version_id
-from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
+from fsmount.format.records import READABLE_STATES, DatasetAlias, VersionRecord, VersionState
 from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 16
+ALIASES_PREFIX = "dataset-aliases/"
+MAX_ALIAS_HOPS = 16
 
 
 def read_state(store: ObjectStore, version_id: str) -> VersionState:
@@ -190,7 +193,7 @@ def resolve(
         return newest_tagged(states, [parsed.text], project)
     if parsed.kind is RefKind.PREFIX:
         return _by_prefix(states, parsed.text, require_final)
-    return _by_name(states, parsed, require_final)
+    return _by_name(store, states, parsed, require_final)
 
 
 def newest_tagged(
@@ -207,11 +210,16 @@ def newest_tagged(
     return found
 
 
-def _by_name(states: list[VersionState], ref: names.Ref, require_final: bool) -> VersionState:
+def _by_name(
+    store: ObjectStore, states: list[VersionState], ref: names.Ref, require_final: bool
+) -> VersionState:
     """PROJECT/NAME (the newest final version, else the newest draft) or PROJECT/NAME@VERSION."""
     path = f"{ref.project}/{ref.name}"
     same = [s for s in states if s.project == ref.project and s.name == ref.name]
     if not same:
+        moved = renamed_to(store, states, ref.project, ref.name)
+        if moved is not None:
+            raise NotFoundError(f"dataset {path!r} was renamed to {moved[0] + '/' + moved[1]!r}")
         raise NotFoundError(f"no dataset named {path!r}")
     if ref.kind is RefKind.VERSION:
         same = [s for s in same if s.version == ref.version]
@@ -246,3 +254,50 @@ def _check_final(st: VersionState, ref: str, require_final: bool) -> VersionStat
     if require_final and st.state not in READABLE_STATES:
         raise StateError(f"dataset version {ref} is {st.state}, not final")
     return st
+
+
+# -- dataset aliases: where a renamed or moved dataset lives now (FORMAT.md §13) ------------------
+
+
+def alias_key(project: str, name: str) -> str:
+    """The key of the alias left behind by dataset `project`/`name` when it was renamed or moved."""
+    h = hashlib.sha256("\0".join((project, name)).encode("utf-8", "surrogateescape")).hexdigest()
+    return ALIASES_PREFIX + h
+
+
+def read_alias(store: ObjectStore, project: str, name: str) -> DatasetAlias | None:
+    """The alias of `project`/`name`, with its etag; None when the dataset was never renamed."""
+    try:
+        data, etag = store.get_versioned(alias_key(project, name))
+    except (ObjectNotFound, NotFoundError):
+        return None
+    return DatasetAlias.decode(data, etag)
+
+
+def renamed_to(
+    store: ObjectStore, states: Iterable[VersionState], project: str, name: str
+) -> tuple[str, str] | None:
+    """The name a dataset that has no versions under `project`/`name` was renamed to, if any.
+
+    Aliases are followed (a dataset renamed twice) until a name that has versions; a name that
+    has versions is never redirected. An alias is only a hint: a chain that ends nowhere (or in
+    a loop) is no rename.
+    """
+    live = {(s.project, s.name) for s in states}
+    seen = {(project, name)}
+    at = (project, name)
+    for _ in range(MAX_ALIAS_HOPS):
+        try:
+            alias = read_alias(store, *at)
+        except FormatError as e:
+            _warn_once(store, alias_key(*at), e)
+            return None
+        if alias is None:
+            return None
+        at = (alias.project, alias.name)
+        if at in live:
+            return at
+        if at in seen:
+            return None
+        seen.add(at)
+    return None

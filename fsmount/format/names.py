@@ -98,6 +98,15 @@ def check_tag(tag: object) -> str:
     return tag
 
 
+def check_metadata_name(name: object) -> str:
+    """A metadata attachment's name: the rules of a tag (printable, 1-255 UTF-8 bytes, unpadded)."""
+    name = _check_text("metadata name", name)
+    why = _problem(name, MAX_NAME_BYTES)
+    if why:
+        raise _refuse("metadata name", name, why)
+    return name
+
+
 def check_version(version: object) -> str:
     """A version string: printable, 1-64 characters, no whitespace anywhere."""
     version = _check_text("version", version)

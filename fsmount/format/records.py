@@ -179,3 +179,117 @@ class VersionState:
         if st.state not in STATES:
             raise FormatError(f"malformed state object for {vid!r}: unknown state {st.state!r}")
         return st
+
+
+# -- dataset aliases and metadata attachments (FORMAT.md §13, §14) ----------------------------------
+
+
+def _check_name_list(v: object, what: str) -> tuple[str, ...]:
+    if not isinstance(v, tuple | list) or not all(type(t) is str for t in v):
+        raise FormatError(f"malformed {what}: not an array of str")
+    return tuple(v)
+
+
+@dataclass(slots=True)
+class DatasetAlias:
+    """Where the dataset once called `old_project`/`old_name` lives now (key `dataset-aliases/<h>`).
+
+    Written by rename and move before any state changes; `ids` are the versions it moved, so
+    a rename interrupted half-way can be run again, and a REF by the old name can name the new one.
+    """
+
+    project: str
+    name: str
+    ids: tuple[str, ...]
+    updated: float
+    etag: str | None = None
+
+    def encode(self) -> bytes:
+        d = {
+            "format": FORMAT,
+            "type": "alias",
+            "project": self.project,
+            "name": self.name,
+            "ids": sorted(set(self.ids)),
+            "updated": self.updated,
+        }
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes, etag: str | None = None) -> DatasetAlias:
+        d = unpack(data, "alias")
+        try:
+            ids = _check_name_list(d["ids"], "ids")
+            if not all(is_version_id(i) for i in ids):
+                raise FormatError("malformed ids: not version ids")
+            return cls(
+                project=_check_text(d["project"], "project"),
+                name=_check_text(d["name"], "name"),
+                ids=ids,
+                updated=_check_time(d["updated"], "updated"),
+                etag=etag,
+            )
+        except KeyError as e:
+            raise FormatError(f"malformed alias object: no field {e}") from None
+        except FormatError as e:
+            raise FormatError(f"malformed alias object: {e}") from None
+
+
+ATTACHMENT_KINDS = ("json", "csv", "parquet", "bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One named metadata attachment of a version: its kind, size and the SHA-256 of its bytes."""
+
+    name: str
+    kind: str
+    size: int
+    sha256: bytes
+    ui_visible: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "size": self.size, "hash": self.sha256.hex(),
+                "ui_visible": self.ui_visible}
+
+
+@dataclass(slots=True)
+class MetadataIndex:
+    """The attachments of one version (key `metadata/<id>`): name -> Attachment, changed conditionally."""
+
+    id: str
+    attachments: dict[str, Attachment]
+    updated: float
+    etag: str | None = None
+
+    def encode(self) -> bytes:
+        rows = [[a.name, a.kind, a.size, a.sha256, int(a.ui_visible)]
+                for a in sorted(self.attachments.values(), key=lambda a: a.name.encode())]
+        d = {"format": FORMAT, "type": "metadata", "id": self.id, "attachments": rows,
+             "updated": self.updated}
+        return msgpack.packb(d, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes, etag: str | None = None) -> MetadataIndex:
+        d = unpack(data, "metadata")
+        try:
+            vid = d["id"]
+            if not is_version_id(vid):
+                raise FormatError(f"malformed id {vid!r}")
+            rows = d["attachments"]
+            if not isinstance(rows, tuple | list):
+                raise FormatError("attachments is not an array")
+            out: dict[str, Attachment] = {}
+            for row in rows:
+                if not isinstance(row, tuple | list) or len(row) != 5:
+                    raise FormatError("an attachment is not a 5-element array")
+                name, kind = _check_text(row[0], "name"), _check_text(row[1], "kind")
+                if kind not in ATTACHMENT_KINDS:
+                    raise FormatError(f"unknown attachment kind {kind!r}")
+                out[name] = Attachment(name, kind, _check_int(row[2]), _check_hash(row[3]),
+                                       bool(_check_int(row[4], hi=1)))
+            return cls(id=vid, attachments=out, updated=_check_time(d["updated"], "updated"), etag=etag)
+        except KeyError as e:
+            raise FormatError(f"malformed metadata object: no field {e}") from None
+        except FormatError as e:
+            raise FormatError(f"malformed metadata object: {e}") from None
