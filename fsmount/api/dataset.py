@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fsmount.api import reading, scan
+from fsmount.api import external, reading, scan
 from fsmount.api.local_copy import mutable_copy, shared_copy
 from fsmount.api.scan import SyncResult
 from fsmount.api.workspace import Workspace
@@ -265,6 +265,19 @@ class Dataset:
         )
         journal.append(events)
         return scan.entries_staged(events)
+
+    def add_external_files(self, source_url: str | Sequence[str], wildcard: str | None = None,
+                           dataset_path: str | None = None, recursive: bool = True, *,
+                           hash_content: bool = False) -> int:
+        """Stage links to files that stay at `source_url` (files, folders or prefixes; a str or a list).
+        Every URL is statted (with `hash_content`, read once) before any is staged. Returns links staged."""
+        journal = self._require_draft()
+        urls = [source_url] if isinstance(source_url, str) else list(source_url)
+        events = [ev for u in urls for ev in external.link_events(
+            u, wildcard=wildcard, dataset_path=dataset_path, recursive=recursive, hash_content=hash_content,
+            block_size=self.block_size)]
+        journal.append(events)
+        return len(events)
 
     def remove_files(self, dataset_path: str) -> int:
         """Remove paths or globs, staged or inherited; returns how many paths matched."""

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fsmount.api.local_walk import walk
+from fsmount.cache.external import UNHASHED
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError, IntegrityError, UsageError
-from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.objects import DirEntry, FileEntry, LinkEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def materialise(
         elif isinstance(e, SymlinkEntry):
             os.symlink(e.target, dest)
             os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+        elif isinstance(e, LinkEntry):  # hook: an external file, read as its chunks (cache/external.py)
+            files.append((dest, reader.links.register(e)))
         else:
             files.append((dest, e))
 
@@ -171,7 +174,8 @@ def materialise(
                 os.ftruncate(fd, e.size)
             finally:
                 os.close(fd)
-            file_hash = _FileHash(e.sha256, n, workers) if n else None  # hashed as the blocks are written
+            # hashed as the blocks are written (not an unhashed external file: its tag was checked instead)
+            file_hash = _FileHash(e.sha256, n, workers) if n and e.sha256 != UNHASHED else None
             futures.extend(pool.submit(write_block, dest, e, i, file_hash, False) for i in range(n))
         try:
             for fut in futures:

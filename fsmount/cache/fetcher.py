@@ -8,6 +8,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
+from fsmount.cache.external import LinkChunks
 from fsmount.cache.local_cache import ContentCache, CorruptEntry
 from fsmount.errors import FormatError, IntegrityError
 from fsmount.format.hashing import digest, object_key, record_key
@@ -58,6 +59,7 @@ class ObjectReader:
         self._trees_lock = threading.Lock()  # only around _trees operations
         self._tree_memory = tree_memory
         self._write_behind = False
+        self.links = LinkChunks()  # external files: chunks read from their URLs (cache/external.py)
 
     def enable_write_behind(self, max_bytes: int) -> None:
         """Insert fetched objects in the disk cache behind the caller (at most `max_bytes` waiting).
@@ -72,6 +74,12 @@ class ObjectReader:
     def _get_verified(self, h: bytes) -> bytes:
         """GET from the store and verify. Called by one thread per hash."""
         try:
+            data = self.links.fetch(h)  # hook: a chunk of an external file (verified there), else None
+            if data is not None:
+                with self._lock:
+                    self.stats.objects_fetched += 1
+                    self.stats.bytes_fetched += len(data)
+                return data
             data = self.store.get(object_key(h))
         except Exception:
             with self._lock:

@@ -21,7 +21,7 @@ import trio
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError
-from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree
+from fsmount.format.objects import DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry, Tree
 from fsmount.format.records import VersionRecord
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
@@ -159,7 +159,7 @@ class ReadOnlyFS:
         return Attr(d.ino, stat.S_IFDIR | (d.mode & 0o777), DIR_NLINK, DIR_SIZE, d.mtime_ns, bs)
 
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
-        if isinstance(e, FileEntry):
+        if isinstance(e, FileEntry | LinkEntry):  # an external file (LinkEntry) is a regular file too
             return Attr(ino, stat.S_IFREG | (e.mode & 0o777), 1, e.size, e.mtime_ns, e.block_size)
         if isinstance(e, SymlinkEntry):
             return Attr(ino, stat.S_IFLNK | 0o777, 1, len(_key(e.target)), e.mtime_ns, self.record.block_size)
@@ -270,6 +270,8 @@ class ReadOnlyFS:
         if ino in self.inodes.dirs:
             raise FsError(errno.EISDIR)
         e = await self._entry(ino)
+        if isinstance(e, LinkEntry):  # hook: an external file, read as its chunks (cache/external.py)
+            e = self.reader.links.register(e)
         if not isinstance(e, FileEntry):
             raise FsError(errno.ELOOP if isinstance(e, SymlinkEntry) else errno.EINVAL)
         fh = self._next_fh
