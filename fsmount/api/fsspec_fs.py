@@ -20,14 +20,23 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from fsmount.api.workspace import Workspace
+from fsmount.cache.fetcher import ObjectReader
 from fsmount.cache.ranges import read_range
 from fsmount.commit import registry
-from fsmount.errors import AmbiguousRefError, NotFoundError, StateError, UsageError
+from fsmount.errors import AmbiguousRefError, FsmountError, NotFoundError, StateError, UsageError, errno_of
 from fsmount.format.objects import DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry
 from fsmount.format.records import VersionRecord
 from fsmount.format.tree_edit import lookup
 
 _SELF_NAMED = re.compile(r"(tag:[^/]+|[0-9a-f]{4,32})")  # a REF that is one path part
+
+
+def _read(reader: ObjectReader, entry: FileEntry, offset: int, size: int) -> bytes:
+    """read_range, with fsmount's errors (a corrupt block, a changed external file) as OSError."""
+    try:
+        return read_range(reader, entry, offset, size)
+    except FsmountError as e:
+        raise OSError(errno_of(e), str(e)) from None
 
 
 class FsmountFileSystem(AbstractFileSystem):
@@ -133,7 +142,7 @@ class FsmountFileSystem(AbstractFileSystem):
         e = self._file(path)
         start = 0 if start is None else start if start >= 0 else max(0, e.size + start)
         end = e.size if end is None else end if end >= 0 else max(0, e.size + end)
-        return read_range(self.workspace.reader, e, start, end - start)
+        return _read(self.workspace.reader, e, start, end - start)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict[str, Any] | None = None, **kwargs: Any) -> FsmountFile:
@@ -157,4 +166,4 @@ class FsmountFile(AbstractBufferedFile):
         super().__init__(fs, path, mode="rb", size=entry.size, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return read_range(self.fs.workspace.reader, self.entry, start, end - start)
+        return _read(self.fs.workspace.reader, self.entry, start, end - start)
