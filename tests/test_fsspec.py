@@ -107,3 +107,12 @@ def test_reads_go_through_the_verified_cache(file_store_url: str, file_version: 
     obj.unlink()  # now cached: the store is not asked again
     assert FsmountFileSystem(cache_dir=str(tmp_path / "c"), skip_instance_cache=True).cat_file(
         "cv/pets/blob.bin") == blob
+
+
+def test_hugging_face_load_dataset(version: tuple[str, Path], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its caches, inside the test
+    ds = datasets.load_dataset("parquet", data_files="fsmount://cv/pets@1.2.0/train/*.parquet", split="train",
+                               cache_dir=str(tmp_path / "hf-cache"))
+    assert sorted(ds["x"]) == list(range(150))
