@@ -92,11 +92,14 @@ def create(
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @id_option
 @click.option("--dataset-folder", default=None, help="Where in the dataset to put them (default: the root).")
 @click.option("--wildcard", default=None, help="Only files whose name matches this glob.")
 @click.option("--non-recursive", is_flag=True, help="Only the top level of a folder.")
+@click.option("--links", multiple=True, metavar="URL",
+              help="External files that stay where they are (s3://, file://, https://...); repeatable.")
+@click.option("--hash", "hash_links", is_flag=True, help="Read each --links file once to record its SHA-256.")
 @json_option
 @with_workspace
 def add(
@@ -106,14 +109,20 @@ def add(
     dataset_folder: str | None,
     wildcard: str | None,
     non_recursive: bool,
+    links: tuple[str, ...],
+    hash_links: bool,
     as_json: bool,
 ) -> None:
     """Stage files and folders (a folder's contents go under the dataset root or --dataset-folder)."""
+    if not paths and not links:
+        raise UsageError("give PATHS to add, or --links URL")
     for p in paths:
         if not Path(p).exists() and not Path(p).is_symlink():
             raise UsageError(f"{p}: no such file or directory")
     ds = _draft(ws, dataset_id)
-    n = sum(
+    n = ds.add_external_files(list(links), wildcard, dataset_folder, not non_recursive,
+                              hash_content=hash_links) if links else 0  # first: a bad link stages nothing
+    n += sum(
         ds.add_files(p, wildcard=wildcard, dataset_path=dataset_folder, recursive=not non_recursive)
         for p in paths
     )

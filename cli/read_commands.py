@@ -81,16 +81,18 @@ def _list_files(ws: Workspace, ref: str, filters: tuple[str, ...], modified: boo
             continue
         if filters and not any(matches(p, f) for f in filters):
             continue
-        row: dict[str, Any] = {"path": p, "size": e.size if isinstance(e, FileEntry) else 0}
+        row: dict[str, Any] = {"path": p, "size": 0 if isinstance(e, SymlinkEntry) else e.size}
         if isinstance(e, FileEntry):
             row["sha256"] = e.sha256.hex()
-        else:
+        elif isinstance(e, SymlinkEntry):
             row["target"] = e.target
+        else:  # an external file
+            row.update(url=e.url, sha256=e.sha256.hex() or None)
         rows.append(row)
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{r['size']:>12}  {r.get('sha256', '-')[:16]:<16}  {r['path']}"
+            click.echo(f"{r['size']:>12}  {(r.get('sha256') or '-')[:16]:<16}  {r['path']}"
                        + (f" -> {r['target']}" if "target" in r else ""))
         click.echo(f"{len(rows)} files, {human_bytes(sum(r['size'] for r in rows))}")
 

@@ -4,7 +4,7 @@ from fsmount.api.dataset import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
 
-__all__ = ["Dataset", "FsmountError", "Workspace", "mounted"]
+__all__ = ["Dataset", "FsmountError", "FsmountFileSystem", "Workspace", "mounted"]
 
 
 def __getattr__(name: str) -> object:
@@ -12,4 +12,8 @@ def __getattr__(name: str) -> object:
         from fsmount.fs import mounted
 
         return mounted
+    if name == "FsmountFileSystem":  # imported lazily: fsspec is an extra (fsmount[fsspec])
+        from fsmount.api.fsspec_fs import FsmountFileSystem
+
+        return FsmountFileSystem
     raise AttributeError(name)

@@ -242,3 +242,13 @@ def runtime_dir() -> Path:
 def under_journald() -> bool:
     """True when stderr goes to journald ($JOURNAL_STREAM), which adds its own timestamps."""
     return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def link_allow() -> list[str] | None:
+    """$FSMOUNT_LINK_ALLOW: the URL prefixes external files (link entries) may be read from, or None.
+
+    Whitespace-separated, e.g. "s3://bucket/raw/ file:///data/ https://host/"; unset means every
+    s3://, gs://, azure:// and http(s):// URL, and file:// only for a process not running as root.
+    """
+    text = os.environ.get("FSMOUNT_LINK_ALLOW")
+    return None if text is None else text.split()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fsmount.api import catalog, reading, scan
+from fsmount.api import catalog, external, reading, scan
 from fsmount.api import metadata as api_metadata
 from fsmount.api import warm as warm_mod
 from fsmount.api.identity import VersionView
@@ -263,6 +263,19 @@ class Dataset(VersionView):
         )
         journal.append(events)
         return scan.entries_staged(events)
+
+    def add_external_files(self, source_url: str | Sequence[str], wildcard: str | None = None,
+                           dataset_path: str | None = None, recursive: bool = True, *,
+                           hash_content: bool = False) -> int:
+        """Stage links to files that stay at `source_url` (files, folders or prefixes; a str or a list).
+        Every URL is statted (with `hash_content`, read once) before any is staged. Returns links staged."""
+        journal = self._require_draft()
+        urls = [source_url] if isinstance(source_url, str) else list(source_url)
+        events = [ev for u in urls for ev in external.link_events(
+            u, wildcard=wildcard, dataset_path=dataset_path, recursive=recursive, hash_content=hash_content,
+            block_size=self.block_size)]
+        journal.append(events)
+        return len(events)
 
     def remove_files(self, dataset_path: str) -> int:
         """Remove paths or globs, staged or inherited; returns how many paths matched."""

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fsmount.api.local_walk import walk
+from fsmount.cache.external import UNHASHED
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError, IntegrityError, UsageError
-from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.objects import DirEntry, FileEntry, LinkEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def materialise(
         elif isinstance(e, SymlinkEntry):
             os.symlink(e.target, dest)
             os.utime(dest, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+        elif isinstance(e, LinkEntry):  # hook: an external file, read as its chunks (cache/external.py)
+            files.append((dest, reader.links.register(e)))
         elif e.link is not None and e.link in first_name:
             links.append((first_name[e.link], dest))
         else:
@@ -186,12 +189,14 @@ def _fetch_and_write(
                 raise IntegrityError(f"{rel}: {err}") from None
             view = memoryview(data)[off:off + length]
             single = length == e.size
-            if single and not (whole and h == e.sha256) and hashlib.sha256(view).digest() != e.sha256:
+            hashed = e.sha256 != UNHASHED  # an external file added without --hash: its tag was checked
+            if (hashed and single and not (whole and h == e.sha256)
+                    and hashlib.sha256(view).digest() != e.sha256):
                 raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
             _write_at(dest, view, file_off)
             if progress:
                 progress(length)
-            if pending[dest].done_one() and not single and _hash_file(dest) != e.sha256:
+            if pending[dest].done_one() and hashed and not single and _hash_file(dest) != e.sha256:
                 raise IntegrityError(f"{rel}: its bytes do not match the file's SHA-256 in the version")
 
     with ThreadPoolExecutor(workers, thread_name_prefix="get") as pool:

@@ -15,7 +15,7 @@ from fsmount.api.local_walk import walk
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.uploader import file_sha256
 from fsmount.errors import UsageError
-from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, Entry, FileEntry, SymlinkEntry
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry
 from fsmount.format.tree_edit import lookup, split_path, walk_tree
 
 Event = dict[str, Any]
@@ -117,7 +117,7 @@ def compare(
         top = e if isinstance(e, DirEntry) else None
         sub = top.tree if top is not None else EMPTY_TREE_HASH
     entries = list(walk_tree(reader.tree, sub))
-    old = {p: e for p, e in entries if not isinstance(e, DirEntry)}
+    old = {p: e for p, e in entries if not isinstance(e, DirEntry | LinkEntry)}  # sync keeps links
     old_dirs = {p: e for p, e in entries if isinstance(e, DirEntry)}
     local = list(scan(folder.absolute(), ""))
 

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
+from fsmount.cache.external import LinkChunks
 from fsmount.cache.local_cache import ContentCache, CorruptEntry, WouldBlock
 from fsmount.errors import FormatError, IntegrityError, ObjectNotFound
 from fsmount.format.hashing import digest, object_key, record_key
@@ -71,6 +72,7 @@ class ObjectReader:
         # A store on a local disk is read in place: no copy in the cache (store.local_path, SEMANTICS.md).
         self.in_place = store.local_path(object_key(EMPTY_TREE_HASH)) is not None
         self._verified: dict[str, tuple[int, int, int, int]] = {}  # in place: path -> identity when verified
+        self.links = LinkChunks()  # external files: chunks read from their URLs (cache/external.py)
 
     def enable_write_behind(self, max_bytes: int) -> None:
         """Insert fetched objects in the disk cache behind the caller (at most `max_bytes` waiting).
@@ -84,9 +86,15 @@ class ObjectReader:
 
     def _get_verified(self, h: bytes) -> bytes:
         """GET from the store and verify. Called by one thread per hash."""
-        if self.in_place:
-            return self._read_in_place(h)
         try:
+            data = self.links.fetch(h)  # hook: a chunk of an external file (verified there), else None
+            if data is not None:
+                with self._lock:
+                    self.stats.objects_fetched += 1
+                    self.stats.bytes_fetched += len(data)
+                return data
+            if self.in_place:
+                return self._read_in_place(h)
             data = self.store.get(object_key(h))
         except Exception:
             with self._lock:
@@ -155,7 +163,7 @@ class ObjectReader:
             self._done(h)
             raise
         fut.set_result(data)  # waiting readers go on with the verified bytes now
-        if self.in_place:  # read in place: nothing to cache
+        if self.in_place and not self.links.knows(h):  # read in place: nothing to cache (external files are)
             self._done(h)
             return data
         if self._write_behind:
@@ -184,7 +192,7 @@ class ObjectReader:
 
     def _cached(self, h: bytes) -> bytes | None:
         """The checked bytes of `h` from the disk cache; a damaged entry counts as a miss (dropped)."""
-        if self.in_place:
+        if self.in_place and not self.links.knows(h):
             return None
         try:
             data = self.cache.get(h)
@@ -313,7 +321,7 @@ class ObjectReader:
             fut = self._inflight.get(h)
         if fut is not None and fut.done() and fut.exception() is None:
             return True
-        return not self.in_place and h in self.cache
+        return (not self.in_place or self.links.knows(h)) and h in self.cache
 
     def cached_tree(self, h: bytes) -> Tree | None:
         """The decoded tree `h` if it is in memory (then it counts as used), else None. Never blocks

@@ -11,7 +11,7 @@ from pathlib import Path
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.commit.uploader import file_sha256
 from fsmount.errors import UsageError
-from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.objects import DirEntry, SymlinkEntry
 from fsmount.format.tree_edit import walk_tree
 
 
@@ -57,7 +57,7 @@ def compare_folder(reader: ObjectReader, root: bytes, folder: str | os.PathLike[
         raise UsageError(f"{base} is not a folder")
     report = FolderReport()
     local = _local_paths(base)
-    to_hash: list[tuple[str, FileEntry]] = []
+    to_hash: list[tuple[str, bytes]] = []
     for path, e in walk_tree(reader.tree, root):
         if isinstance(e, DirEntry):
             continue
@@ -73,12 +73,12 @@ def compare_folder(reader: ObjectReader, root: bytes, folder: str | os.PathLike[
                 report.different.append(path)
         elif not stat.S_ISREG(st.st_mode) or st.st_size != e.size:
             report.different.append(path)
-        elif not size_only:
-            to_hash.append((path, e))
+        elif not size_only and e.sha256:  # an external file added without --hash: by size only
+            to_hash.append((path, e.sha256))
 
-    def same(item: tuple[str, FileEntry]) -> bool:
+    def same(item: tuple[str, bytes]) -> bool:
         try:
-            return file_sha256(str(base / item[0])) == item[1].sha256
+            return file_sha256(str(base / item[0])) == item[1]
         except OSError:
             return False
 

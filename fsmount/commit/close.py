@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import stat
@@ -21,7 +22,7 @@ from fsmount.commit.staging import Staged, StagingJournal, entry_to_json, source
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, source_file
 from fsmount.errors import UsageError
 from fsmount.format.hashing import object_key
-from fsmount.format.objects import SymlinkEntry
+from fsmount.format.objects import SymlinkEntry, link_entry_from_json
 from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store.base import ObjectStore
 
@@ -176,6 +177,8 @@ def changeset(staged: Staged, origin: str) -> ChangeSet:
     for dest, (kind, src) in staged.adds.items():
         if kind == "file":
             changes.puts[dest] = staged.uploaded[dest][1]
+        elif kind == "link":  # an external file: `src` is its link entry as JSON (api/external.py)
+            changes.puts[dest] = link_entry_from_json(dest.rsplit("/", 1)[-1], json.loads(src), origin)
         elif kind == "symlink":
             st = os.lstat(src)
             changes.puts[dest] = SymlinkEntry(

@@ -19,7 +19,14 @@ from fsmount.commit.locks import Lock
 from fsmount.commit.registry import content_root, read_state, update_state
 from fsmount.errors import FormatError, ObjectNotFound, StateError
 from fsmount.format.hashing import object_key, record_key
-from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.objects import (
+    EMPTY_TREE_BYTES,
+    EMPTY_TREE_HASH,
+    DirEntry,
+    FileEntry,
+    LinkEntry,
+    SymlinkEntry,
+)
 from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import DirNode, TreeEditor, TreeWriter, split_path
 from fsmount.store.base import ObjectStore
@@ -32,7 +39,7 @@ class ChangeSet:
     """What a new version changes relative to its merged parents."""
 
     removes: list[str] = field(default_factory=list)  # paths or globs
-    puts: dict[str, FileEntry | SymlinkEntry] = field(default_factory=dict)
+    puts: dict[str, FileEntry | SymlinkEntry | LinkEntry] = field(default_factory=dict)
     mkdirs: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (mode, mtime_ns)
     # Used by the overlay commit (empty for sync): stored subtrees placed at a path (renamed or
     # re-made directories), exact paths to remove (no glob), modes and mtimes of directories.

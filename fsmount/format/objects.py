@@ -24,11 +24,14 @@ FORMAT = 1  # the format number written on every metadata object
 KIND_FILE = 0
 KIND_DIR = 1
 KIND_SYMLINK = 2
+KIND_LINK = 3  # an external file: bytes that stay at a URL (docs/FORMAT.md §4, "Link entry")
 
 
 MAX_BLOCK_SIZE = 2**30  # readers accept block sizes 1 ... 2**30 (writers use 4 KiB ... 1 GiB)
 MIN_MTIME, MAX_MTIME = -(2**63), 2**63 - 1  # nanoseconds: int64
 MAX_TARGET_BYTES = 4095  # a symlink target, as Linux allows
+MAX_URL_BYTES = 8192  # a link entry's URL
+MAX_TAG_BYTES = 1024  # a link entry's version tag (ETag, generation, mtime:size)
 
 BlockRef = bytes | tuple[bytes, int, int]  # whole object, or (object, offset, length)
 
@@ -126,7 +129,36 @@ class SymlinkEntry:
         return isinstance(other, SymlinkEntry) and other.target == self.target
 
 
-Entry = FileEntry | DirEntry | SymlinkEntry
+@dataclass(slots=True, frozen=True)
+class LinkEntry:
+    """An external file: `size` bytes at `url`, as they were when the store's version `tag` was read.
+
+    `sha256` and `blocks` (the SHA-256 of each `block_size` chunk) are filled in only when the
+    author hashed it (`add --links --hash`); otherwise both are empty and only the tag and size
+    are checked on every read.
+    """
+
+    name: str
+    mode: int
+    mtime_ns: int
+    size: int
+    url: str
+    tag: str
+    sha256: bytes  # b"" (not hashed) or 32 bytes
+    block_size: int
+    blocks: tuple[bytes, ...]  # () (not hashed) or the SHA-256 of every chunk, in order
+    origin: str
+    kind = KIND_LINK
+
+    def same_content(self, other: object) -> bool:
+        return (
+            isinstance(other, LinkEntry)
+            and (other.url, other.tag, other.size, other.sha256, other.mode)
+            == (self.url, self.tag, self.size, self.sha256, self.mode)
+        )
+
+
+Entry = FileEntry | DirEntry | SymlinkEntry | LinkEntry
 _entry_name = attrgetter("name")
 
 
@@ -159,7 +191,7 @@ class Tree:
     @property
     def nbytes(self) -> int:
         return sum(
-            e.nbytes if isinstance(e, DirEntry) else e.size if isinstance(e, FileEntry) else 0
+            e.nbytes if isinstance(e, DirEntry) else e.size if isinstance(e, FileEntry | LinkEntry) else 0
             for e in self.entries
         )
 
@@ -175,6 +207,9 @@ def _encode_entry(e: Entry) -> list[Any]:
                 _origin_bytes(e.origin)]
     if isinstance(e, DirEntry):
         return [e.name, KIND_DIR, e.mode, e.mtime_ns, e.tree, e.nfiles, e.nbytes]
+    if isinstance(e, LinkEntry):
+        return [e.name, KIND_LINK, e.mode, e.mtime_ns, e.size, e.url, e.tag, e.sha256, e.block_size,
+                list(e.blocks), _origin_bytes(e.origin)]
     return [e.name, KIND_SYMLINK, e.mode, e.mtime_ns, e.target, _origin_bytes(e.origin)]
 
 
@@ -309,7 +344,48 @@ def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
         if not isinstance(target, str) or "\0" in target or not target or not _fits(target, MAX_TARGET_BYTES):
             raise FormatError(f"malformed symlink target for {name!r}")
         return SymlinkEntry(name, mode, mtime, raw[4], _origin(raw[5], shared))
+    if kind == KIND_LINK and len(raw) == 11:
+        return _decode_link(name, mode, mtime, raw, shared)
     raise FormatError(f"unknown entry kind {kind!r} for {name!r}")
+
+
+def _decode_link(
+    name: str, mode: int, mtime: int, raw: Sequence[Any], shared: dict[object, Any]
+) -> LinkEntry:
+    size, url, tag, sha, bs, raw_blocks = raw[4:10]
+    if type(size) is not int or size < 0 or type(bs) is not int or not 1 <= bs <= MAX_BLOCK_SIZE:
+        raise FormatError(f"malformed size or block size for link {name!r}")
+    if type(url) is not str or "://" not in url or "\0" in url or not _fits(url, MAX_URL_BYTES):
+        raise FormatError(f"malformed URL for link {name!r}")
+    if type(tag) is not str or "\0" in tag or not _fits(tag, MAX_TAG_BYTES):
+        raise FormatError(f"malformed version tag for link {name!r}")
+    if type(sha) is not bytes or len(sha) not in (0, HASH_LEN) or not isinstance(raw_blocks, tuple | list):
+        raise FormatError(f"malformed SHA-256 or chunk list for link {name!r}")
+    blocks = tuple(_check_hash(b) for b in raw_blocks)
+    if blocks and (not sha or len(blocks) != -(-size // bs)):  # hashed: one hash per chunk
+        raise FormatError(f"chunk hashes of link {name!r} do not add up to its size")
+    bs = shared.setdefault(bs, bs)
+    return LinkEntry(name, mode, mtime, size, url, tag, sha, bs, blocks, _origin(raw[10], shared))
+
+
+def link_entry_to_json(e: LinkEntry) -> dict[str, Any]:
+    """A link entry (without its name and origin) as JSON fields: the staging journal's form (§12)."""
+    return {"mode": e.mode, "mtime_ns": e.mtime_ns, "size": e.size, "url": e.url, "tag": e.tag,
+            "sha256": e.sha256.hex(), "block_size": e.block_size, "blocks": [b.hex() for b in e.blocks]}
+
+
+def link_entry_from_json(name: str, d: object, origin: str) -> LinkEntry:
+    """Inverse of link_entry_to_json, validated like a tree entry."""
+    try:
+        assert isinstance(d, dict)
+        raw = (name, KIND_LINK, d["mode"], d["mtime_ns"], d["size"], d["url"], d["tag"],
+               bytes.fromhex(d["sha256"]), d["block_size"], [bytes.fromhex(b) for b in d["blocks"]],
+               bytes.fromhex(origin))
+        e = _decode_entry(raw, {})
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError, IndexError) as ex:
+        raise FormatError(f"malformed link entry {name!r}: {ex!r}") from None
+    assert isinstance(e, LinkEntry)
+    return e
 
 
 def _origin(raw: object, shared: dict[object, Any]) -> str:

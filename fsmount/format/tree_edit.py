@@ -13,6 +13,7 @@ from fsmount.format.objects import (
     DirEntry,
     Entry,
     FileEntry,
+    LinkEntry,
     SymlinkEntry,
     Tree,
     tree_object,
@@ -122,7 +123,7 @@ class TreeEditor:
 
     # -- edits -------------------------------------------------------------------
 
-    def put(self, path: str, entry: FileEntry | SymlinkEntry) -> None:
+    def put(self, path: str, entry: FileEntry | SymlinkEntry | LinkEntry) -> None:
         """Place a file or symlink at `path`, making parent directories as needed."""
         parts = split_path(path)
         if not parts:

@@ -21,7 +21,7 @@ import trio
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError
-from fsmount.format.objects import DirEntry, Entry, FileEntry, SymlinkEntry, Tree
+from fsmount.format.objects import DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry, Tree
 from fsmount.format.records import VersionRecord
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
@@ -162,6 +162,8 @@ class ReadOnlyFS:
     def _entry_attr(self, ino: int, e: Entry) -> Attr:
         if isinstance(e, FileEntry):
             return Attr(ino, stat.S_IFREG | (e.mode & 0o777), e.nlink, e.size, e.mtime_ns, e.block_size)
+        if isinstance(e, LinkEntry):  # an external file is a regular file too
+            return Attr(ino, stat.S_IFREG | (e.mode & 0o777), 1, e.size, e.mtime_ns, e.block_size)
         if isinstance(e, SymlinkEntry):
             return Attr(ino, stat.S_IFLNK | 0o777, 1, len(_key(e.target)), e.mtime_ns, self.record.block_size)
         raise AssertionError("directories have records")
@@ -274,6 +276,8 @@ class ReadOnlyFS:
         if ino in self.inodes.dirs:
             raise FsError(errno.EISDIR)
         e = await self._entry(ino)
+        if isinstance(e, LinkEntry):  # hook: an external file, read as its chunks (cache/external.py)
+            e = self.reader.links.register(e)
         if not isinstance(e, FileEntry):
             raise FsError(errno.ELOOP if isinstance(e, SymlinkEntry) else errno.EINVAL)
         fh = self._next_fh

@@ -21,7 +21,7 @@ from fsmount.commit.finalize import ChangeSet, finalize
 from fsmount.commit.locks import Lock, writer_lock
 from fsmount.commit.uploader import SourceFile, Uploader, UploadStats, file_sha256
 from fsmount.errors import FsError, FsmountError, NotFoundError, UsageError
-from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry, SymlinkEntry
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, Entry, FileEntry, SymlinkEntry
 from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
 from fsmount.format.tree_edit import lookup, split_path, walk_tree
 from fsmount.overlay.upper import DIR, FILE, SPECIAL, SYMLINK, WHITEOUT, Row, UpperLayer
@@ -172,7 +172,7 @@ def commit_upper(
     return CommitResult(record, stats, resumed)
 
 
-def _same_as_lower(upper: UpperLayer, row: Row, old: FileEntry | SymlinkEntry) -> bool:
+def _same_as_lower(upper: UpperLayer, row: Row, old: Entry) -> bool:
     """Whether commit would keep `old` for this row: same bytes and mode, or the same link target.
 
     A file rewritten with identical bytes is hashed here (only when its size and mode match), so

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FormatError, FsError
-from fsmount.format.objects import DirEntry, Entry, SymlinkEntry, Tree, validate_name
+from fsmount.format.objects import DirEntry, Entry, LinkEntry, SymlinkEntry, Tree, validate_name
 from fsmount.format.tree_edit import DEFAULT_DIR_MODE
 from fsmount.overlay.nodes import (
     NeedsIO,
@@ -141,6 +141,8 @@ class PathResolver:
             return Node(path, DIR, e.mode, e.mtime_ns, 4096)
         if isinstance(e, SymlinkEntry):
             return Node(path, SYMLINK, 0o777, e.mtime_ns, len(os.fsencode(e.target)), target=e.target)
+        if isinstance(e, LinkEntry):  # external files (cache/external.py): read-only mounts only, for now
+            raise FsError(errno.EOPNOTSUPP, f"{path}: an external file; writable mounts do not serve it")
         if e.link is not None:
             link = e.link.hex()
             group = self.upper.links.get(link)

@@ -1,0 +1,76 @@
+"""External files over HTTP: a real server on 127.0.0.1 with Range and ETag; changes and redirects refused."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli, run_json
+
+BLOCK = 64 * 1024
+FILES: dict[str, bytes] = {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/moved.bin":
+            self.send_response(302)
+            self.send_header("Location", "/big.bin")
+            self.end_headers()
+            return
+        data = FILES.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        body, status = data, 200
+        if m:
+            a, b = int(m[1]), min(int(m[2]), len(data) - 1)
+            body, status = data[a:b + 1], 206
+        self.send_response(status)
+        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+        self.send_header("Content-Length", str(len(body)))
+        if m:
+            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def http_url(monkeypatch: pytest.MonkeyPatch, file_store_url: str) -> Iterator[str]:
+    monkeypatch.setenv("FSMOUNT_STORE", file_store_url)
+    FILES.clear()
+    FILES["big.bin"] = os.urandom(3 * BLOCK + 5)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_links(http_url: str, tmp_path: Path) -> None:
+    run_json("create", "--project", "web", "--name", "files", "--block-size", "64KiB")
+    proc = run_cli("add", "--links", f"{http_url}/moved.bin", check=False)
+    assert proc.returncode != 0 and "redirect" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    run_cli("add", "--links", f"{http_url}/big.bin")
+    run_cli("close")
+    copy = Path(run_cli("get", "web/files", "--cache-dir", str(tmp_path / "c1")).stdout.strip())
+    assert (copy / "big.bin").read_bytes() == FILES["big.bin"]
+    FILES["big.bin"] = os.urandom(len(FILES["big.bin"]))  # same size, new ETag
+    proc = run_cli("get", "web/files", "--cache-dir", str(tmp_path / "c2"), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{http_url}/big.bin changed since it was added" in proc.stderr, proc.stderr
