@@ -11,7 +11,7 @@ from fsmount.errors import FsmountError
 from fsmount.logs import setup_logging
 from fsmount.service.config import parse_fstab_options
 
-from . import check_commands, dataset_commands, mount_commands, overlay_commands, read_commands
+from . import check_commands, dataset_commands, mount_commands, overlay_commands, read_commands, ui_commands
 from .group import FsmountGroup, store_options
 
 
@@ -39,7 +39,8 @@ def main(
     ctx.obj = {"store": store, "endpoint_url": endpoint_url, "cache_dir": cache_dir, "cache_size": cache_size}
 
 
-for _module in (dataset_commands, read_commands, check_commands, mount_commands, overlay_commands):
+for _module in (dataset_commands, read_commands, check_commands, mount_commands, overlay_commands,
+                ui_commands):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)
 
