@@ -87,7 +87,8 @@ class Pages:
         ctx: dict[str, Any] = {"st": st, "rec": rec, "kind": kind, "start": start, "page_size": CHANGE_PAGE}
         if rec is not None:
             nodes, cut = model.lineage_graph(self.ws, st.id)
-            ctx["svg"] = Markup(graph.render(nodes, st.id, lambda v: v_url(v), cut))
+            ctx["svg"] = Markup(graph.render(nodes, st.id, v_url, cut))  # graph.render escapes every text
+            ctx["parent_labels"] = {p: nodes[p].label if p in nodes else p[:12] for p in rec.parents}
             ctx["counts"] = changes.count(self.load, rec.base, rec.root)
             ctx["changed"] = changes.page(self.load, rec.base, rec.root, kind, start, CHANGE_PAGE)
             ctx["attachments"] = attachments(Dataset(self.ws, st))

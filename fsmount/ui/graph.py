@@ -80,16 +80,17 @@ def render(nodes: dict[str, Node], target: str, href: Callable[[str], str], cut:
         merge = len(child.node.parents) > 1
         for i, pid in enumerate(child.node.parents):
             par = placed[pid]
+            k = len(child.node.parents)
             x1, y1 = par.x + NODE_W, par.y + NODE_H // 2
-            x2, y2 = child.x, child.y + NODE_H // 2
+            x2, y2 = child.x, child.y + NODE_H * (i + 1) // (k + 1)  # ends spread in merge order
             mid = (x1 + x2) // 2
             out.append(f'<path class="edge" data-from="{pid}" data-to="{child.node.id}" data-order="{i + 1}" '
                        f'd="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2 - 6},{y2}" marker-end="url(#arrow)"/>')
             if merge:
-                cx, cy = x2 - 16, y2 + (i - (len(child.node.parents) - 1) / 2) * 14
-                out.append(f'<g class="order"><title>parent {i + 1} of {len(child.node.parents)} '
-                           f'(later parents win)</title><circle cx="{cx}" cy="{cy:.0f}" r="7"/>'
-                           f'<text x="{cx}" y="{cy + 4:.0f}">{i + 1}</text></g>')
+                cx = x2 - 20
+                out.append(f'<g class="order"><title>parent {i + 1} of {k} (later parents win)</title>'
+                           f'<circle cx="{cx}" cy="{y2}" r="7"/>'
+                           f'<text x="{cx}" y="{y2 + 4}">{i + 1}</text></g>')
     for p in placed.values():
         n = p.node
         cls = "node current" if n.id == target else "node" if n.readable else "node unreadable"
