@@ -48,8 +48,25 @@ def _files(e: Entry | None) -> int:
     return e.nfiles if isinstance(e, DirEntry) else 1
 
 
-def _names(a: Tree, b: Tree) -> list[str]:
-    return sorted({e.name for e in a.entries} | {e.name for e in b.entries})
+def _pairs(a: Tree, b: Tree) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """(name, entry in a, entry in b) for every name of either tree, in name order: one merge pass
+    over the two sorted entry lists (no set, sort or lookup per name)."""
+    ea, eb = a.entries, b.entries
+    i = j = 0
+    while i < len(ea) or j < len(eb):
+        x = ea[i] if i < len(ea) else None
+        y = eb[j] if j < len(eb) else None
+        if y is None or (x is not None and x.name < y.name):
+            yield x.name, x, None  # type: ignore[union-attr]
+            i += 1
+        elif x is None or y.name < x.name:
+            yield y.name, None, y
+            j += 1
+        else:
+            if x is not y and x != y:  # equal entries (most of a changed folder) are passed over here
+                yield x.name, x, y
+            i += 1
+            j += 1
 
 
 def _pair_counts(load: TreeLoader, ea: Entry | None, eb: Entry | None) -> Counts:
@@ -72,9 +89,7 @@ def count(load: TreeLoader, old: bytes, new: bytes) -> Counts:
         a_h, b_h = stack.pop()
         if a_h == b_h:
             continue
-        a, b = load(a_h), load(b_h)
-        for name in _names(a, b):
-            ea, eb = a.get(name), b.get(name)
+        for _, ea, eb in _pairs(load(a_h), load(b_h)):
             if isinstance(ea, DirEntry) and isinstance(eb, DirEntry):
                 stack.append((ea.tree, eb.tree))
             else:
@@ -87,9 +102,7 @@ def dir_counts(load: TreeLoader, old: bytes, new: bytes) -> DirCounts:
     out = DirCounts()
     if old == new:
         return out
-    a, b = load(old), load(new)
-    for name in _names(a, b):
-        ea, eb = a.get(name), b.get(name)
+    for name, ea, eb in _pairs(load(old), load(new)):
         c = _pair_counts(load, ea, eb)
         if c.total:
             out.total.add(c)
@@ -110,8 +123,8 @@ def page(load: TreeLoader, old: bytes, new: bytes, kind: str, start: int, limit:
     skip = start
     empty = Tree()
 
-    def frame(pre: str, a: Tree, b: Tree) -> tuple[str, Iterator[str], Tree, Tree]:
-        return pre, iter(_names(a, b)), a, b
+    def frame(pre: str, a: Tree, b: Tree) -> tuple[str, Iterator[tuple[str, Entry | None, Entry | None]]]:
+        return pre, _pairs(a, b)
 
     def emit(c: Change) -> None:
         nonlocal skip
@@ -122,12 +135,12 @@ def page(load: TreeLoader, old: bytes, new: bytes, kind: str, start: int, limit:
 
     stack = [] if old == new else [frame(prefix, load(old), load(new))]
     while stack and len(out) < limit:
-        pre, names, a, b = stack[-1]
-        name = next(names, None)
-        if name is None:
+        pre, pairs = stack[-1]
+        item = next(pairs, None)
+        if item is None:
             stack.pop()
             continue
-        ea, eb = a.get(name), b.get(name)
+        name, ea, eb = item
         path = pre + name
         if isinstance(ea, DirEntry) and isinstance(eb, DirEntry):
             if ea.tree != eb.tree:
