@@ -1,7 +1,8 @@
 """`fsmount ui` on a 1,000,000-file version: how long its pages take on a warm cache.
 
 Builds (trees only, every file sharing one 1 KiB block, in a file:// store) a version of N files
-in N/1000 folders and a child that modifies 10 files and adds 10, starts `fsmount ui` on a free
+in N/1000 folders, a child that modifies 10 files and adds 10, and a version of 100,000 files in
+one folder; starts `fsmount ui` on a free
 port, opens each page once (cold), then times R more loads of each (warm: the server's cache and
 decoded-tree memory are filled) and reports the median and the worst. Target: a version page of
 the 1,000,000-file version under one second warm.
@@ -28,8 +29,9 @@ from fsmount.commit.registry import read_state
 from fsmount.format.objects import FileEntry
 
 
-def build(work: Path, nfiles: int, per_dir: int) -> tuple[str, str, str]:
-    """(store URL, big version id, child id): the child modifies 10 files and adds 10."""
+def build(work: Path, nfiles: int, per_dir: int, flat_files: int) -> tuple[str, str, str, str]:
+    """(store URL, big version id, child id, flat id): the child modifies 10 files and adds 10;
+    the flat version has `flat_files` files in one folder."""
     store = f"file://{work / 'store'}"
     seed = work / "seed"
     seed.mkdir()
@@ -59,8 +61,14 @@ def build(work: Path, nfiles: int, per_dir: int) -> tuple[str, str, str]:
         changes.puts[f"d{i // per_dir:05d}/{name}"] = dataclasses.replace(other, name=name, origin=child.id)
         changes.puts[f"new/n{i:07d}.bin"] = dataclasses.replace(other, name=f"n{i:07d}.bin", origin=child.id)
     finalize(ws.store, ws.reader, read_state(ws.store, child.id), changes, block_size=entry.block_size)
+    flat = Dataset.create(dataset_name="flat", dataset_project="bench", workspace=ws)
+    changes = ChangeSet()
+    for i in range(flat_files):
+        name = f"f{i:07d}.bin"
+        changes.puts[f"flat/{name}"] = dataclasses.replace(entry, name=name, origin=flat.id)
+    finalize(ws.store, ws.reader, read_state(ws.store, flat.id), changes, block_size=entry.block_size)
     ws.close()
-    return store, big.id, child.id
+    return store, big.id, child.id, flat.id
 
 
 def load(url: str, path: str) -> int:
@@ -80,12 +88,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--per-dir", type=int, default=1000)
+    ap.add_argument("--flat-files", type=int, default=100_000, help="files of the one-folder version")
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     res = Results(f"UI benchmarks ({machine_summary()})")
     with temp_dir() as work:
         t0 = time.perf_counter()
-        store, big, child = build(work, args.files, args.per_dir)
+        store, big, child, flat = build(work, args.files, args.per_dir, args.flat_files)
         print(f"# built a {args.files}-file version in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         env = {**os.environ, "XDG_DATA_HOME": str(work / "data")}
         proc = subprocess.Popen([sys.executable, "-m", "fsmount.cli", "ui", "--store", store, "--cache-dir",
@@ -102,6 +111,9 @@ def main() -> None:
                 "files.root": f"/v/{big}/files",
                 "files.dir": f"/v/{big}/files/d00000",
                 "files.after": f"/v/{big}/files/d00000?after=f0000500.bin",
+                "files.flat": f"/v/{flat}/files/flat",
+                "files.flat.last_page": f"/v/{flat}/files/flat?start={max(0, args.flat_files - 500)}",
+                "files.flat.after": f"/v/{flat}/files/flat?after=f{args.flat_files // 2:07d}.bin",
                 "diff": f"/diff?a={big}&b={child}&kind=modified",
                 "datasets": "/",
             }
@@ -124,6 +136,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(15)
     res.add("ui.files", args.files, "files", f"{args.files // args.per_dir} folders of {args.per_dir}")
+    res.add("ui.flat_files", args.flat_files, "files", "one folder (files.flat*)")
     res.print_all()
 
 

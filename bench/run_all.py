@@ -21,6 +21,7 @@ QUICK = {
     "bench_dataset.py": ["--size-gib", "0.25", "--small-files", "1000"],
     "bench_mount.py": ["--quick"],
     "bench_overlay.py": ["--size-gib", "0.25", "--small-files", "1000", "--tar-files", "2000"],
+    "bench_ui.py": ["--files", "100000", "--flat-files", "20000", "--repeat", "5"],
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from fsmount.fs.launcher import mounted
+from fsmount.fs.mountpoint import is_mounted
 
 from .ui_helpers import Lineage, UiServer, make_lineage
 
@@ -180,3 +184,24 @@ def test_token(lineage: Lineage, tmp_path: Path) -> None:
 def test_foreign_host_header_is_refused_without_token(client: httpx.Client) -> None:
     assert client.get("/", headers={"host": "evil.example:80"}).status_code == 403
     assert client.get("/", headers={"host": "localhost"}).status_code == 200
+
+
+def test_mounts_page_shows_a_live_mount_and_its_counters(
+    lineage: Lineage, tmp_path: Path, require_fuse: None
+) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    s = UiServer(lineage.store, tmp_path / "cache-ui")  # same runtime dir as the mount (isolated_env)
+    try:
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            assert "No fsmount mounts" in c.get("/mounts").text
+            with mounted(lineage.base, mnt, store=lineage.store, cache_dir=str(tmp_path / "cache-mnt")):
+                assert (mnt / "notes.txt").read_text() == "first notes\n"
+                r = c.get("/mounts")
+                assert str(mnt) in r.text and "cats" in r.text
+                assert re.search(r"12 B in [1-9][0-9]* reads", r.text)  # the daemon's own counters
+                assert '<meta http-equiv="refresh"' in r.text
+            assert not is_mounted(str(mnt))
+            assert "No fsmount mounts" in c.get("/mounts").text
+    finally:
+        s.stop()
