@@ -16,7 +16,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fsmount.api.dataset import Dataset
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, UsageError
@@ -91,7 +90,7 @@ class Pages:
             ctx["parent_labels"] = {p: nodes[p].label if p in nodes else p[:12] for p in rec.parents}
             ctx["counts"] = changes.count(self.load, rec.base, rec.root)
             ctx["changed"] = changes.page(self.load, rec.base, rec.root, kind, start, CHANGE_PAGE)
-            ctx["attachments"] = attachments(Dataset(self.ws, st))
+            ctx["attachments"] = attachments(self.ws.store, st.id)
         return self.render("version.html", **ctx)
 
     def files(self, request: Request) -> Response:

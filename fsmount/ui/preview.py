@@ -79,7 +79,7 @@ def _table(records: list[Any]) -> Preview:
     return Preview("table", columns=["value"], rows=[[_cell(r)] for r in records])
 
 
-def _csv(data: bytes, name: str) -> Preview:
+def csv_table(data: bytes, name: str) -> Preview:
     text = data.decode(errors="replace")
     lines = text.splitlines()[: ROWS + 1]
     rows = list(csv.reader(lines, delimiter="\t" if suffix(name) == ".tsv" else ","))
@@ -111,11 +111,12 @@ def _jsonl(data: bytes) -> Preview:
     return _table(records)
 
 
-def _parquet(reader: ObjectReader, e: FileEntry) -> Preview:
+def parquet_table(data: bytes) -> Preview:
+    """Schema and first rows of a whole Parquet file's bytes (pyarrow, when installed)."""
     if pq is None:
         return Preview("binary", note="Parquet preview needs pyarrow (pip install pyarrow)")
     try:
-        f = pq.ParquetFile(io.BytesIO(read_prefix(reader, e, e.size)))
+        f = pq.ParquetFile(io.BytesIO(data))
         schema = [(fld.name, str(fld.type)) for fld in f.schema_arrow]
         table = next(f.iter_batches(batch_size=ROWS), None)
     except Exception as err:  # pyarrow raises several kinds for a damaged file
@@ -144,14 +145,14 @@ def preview(reader: ObjectReader, e: FileEntry, limit: int = DEFAULT_LIMIT) -> P
     if image_type(e.name):
         return Preview("image")
     if ext == ".parquet":
-        return _parquet(reader, e)
+        return parquet_table(read_prefix(reader, e, e.size))
     if ext == ".json":
         return _json(reader, e)
     data = read_prefix(reader, e, TEXT_BYTES)
     if _is_binary(data):
         return Preview("binary")
     if ext in (".csv", ".tsv"):
-        return _csv(data, e.name)
+        return csv_table(data, e.name)
     if ext in (".jsonl", ".ndjson"):
         return _jsonl(data)
     return _text(data, e)
