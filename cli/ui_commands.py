@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from fsmount.api.workspace import Workspace
@@ -17,14 +19,22 @@ from .group import with_workspace
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --token.")
 @click.option("--token", default=None, help="Every request must carry it (cookie from ?token=, or header).")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False),
+              help="Read the token from the first line of this file (kept out of the process list).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.option("--preview-limit", default="16MiB", show_default=True,
               help="Files larger than this show their size and hash only.")
 @with_workspace
 def ui(
-    ws: Workspace, port: int, host: str, token: str | None, open_browser: bool, preview_limit: str
+    ws: Workspace, port: int, host: str, token: str | None, token_file: str | None, open_browser: bool,
+    preview_limit: str,
 ) -> None:
     """Serve a local web page: datasets, versions with their lineage graph, files, diffs, mounts."""
+    if token_file is not None:
+        if token is not None:
+            raise UsageError("--token and --token-file: give one")
+        lines = Path(token_file).read_text().splitlines()
+        token = lines[0].strip() if lines else ""
     limit = parse_size(preview_limit, what="--preview-limit")
     # Imported here, not at the top: the web stack is the optional extra fsmount[ui], and every other
     # command should start without loading (or needing) it.

@@ -181,6 +181,22 @@ def test_token(lineage: Lineage, tmp_path: Path) -> None:
         s.stop()
 
 
+def test_token_file(lineage: Lineage, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    s = UiServer(lineage.store, tmp_path / "cache", "--token-file", str(tmp_path / "token"),
+                 env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")})
+    try:
+        assert TOKEN not in " ".join(map(str, s.proc.args))
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            assert c.get("/").status_code == 401
+            assert c.get("/", headers={"x-fsmount-token": TOKEN}).status_code == 200
+    finally:
+        s.stop()
+    (tmp_path / "empty").write_text("")
+    p = _start(lineage.store, tmp_path, "--token-file", str(tmp_path / "empty"))
+    assert p.returncode == 2 and "at least 8 characters" in p.stderr
+
+
 def test_foreign_host_header_is_refused_without_token(client: httpx.Client) -> None:
     assert client.get("/", headers={"host": "evil.example:80"}).status_code == 403
     assert client.get("/", headers={"host": "localhost"}).status_code == 200
@@ -203,5 +219,19 @@ def test_mounts_page_shows_a_live_mount_and_its_counters(
                 assert '<meta http-equiv="refresh"' in r.text
             assert not is_mounted(str(mnt))
             assert "No fsmount mounts" in c.get("/mounts").text
+    finally:
+        s.stop()
+
+
+@pytest.mark.s3
+def test_an_s3_store(s3_store_url: str, tmp_path: Path) -> None:
+    lin = make_lineage(tmp_path, s3_store_url)
+    s = UiServer(s3_store_url, tmp_path / "cache-ui")  # AWS_ENDPOINT_URL points at moto (fixture)
+    try:
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            r = c.get(f"/v/{lin.merged}")
+            assert r.status_code == 200 and f'data-id="{lin.base}"' in r.text and s3_store_url in r.text
+            assert "<td>dog</td>" in c.get(f"/v/{lin.merged}/files/tables/labels.csv").text
+            assert c.get(f"/v/{lin.merged}/raw/images/bird.png").content.startswith(b"\x89PNG")
     finally:
         s.stop()

@@ -50,8 +50,8 @@ def _version(ws: Workspace, folder: Path, name: str, version: str, files: dict[s
     return ds.id
 
 
-def make_lineage(tmp: Path) -> Lineage:
-    store = f"file://{tmp / 'store'}"
+def make_lineage(tmp: Path, store: str | None = None) -> Lineage:
+    store = store or f"file://{tmp / 'store'}"
     ws = Workspace(store, cache_dir=tmp / "cache-build")
     try:
         base = _version(ws, tmp / "src-base", "cats", "1.0", {
