@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
-from fsmount.errors import FsmountError, NotFoundError, UsageError
+from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
 from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry
 from fsmount.ui import changes, graph, model, preview
 from fsmount.ui.auth import Gate
@@ -128,7 +128,7 @@ class Pages:
         try:
             a = registry.resolve(self.ws.store, a_ref, states=states)
             b = registry.resolve(self.ws.store, b_ref, states=states)
-        except (NotFoundError, UsageError) as e:
+        except (NotFoundError, UsageError, StateError) as e:  # unknown, ambiguous, or not final
             raise model.PageNotFound(str(e)) from None
         ra, rb = self.ws.reader.record(a.id), self.ws.reader.record(b.id)
         parts = model.clean_path(request.query_params.get("dir", ""))
