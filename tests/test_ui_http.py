@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fsmount.api.dataset import Dataset
 from fsmount.fs.launcher import mounted
 from fsmount.fs.mountpoint import is_mounted
 
@@ -233,5 +234,33 @@ def test_an_s3_store(s3_store_url: str, tmp_path: Path) -> None:
             assert r.status_code == 200 and f'data-id="{lin.base}"' in r.text and s3_store_url in r.text
             assert "<td>dog</td>" in c.get(f"/v/{lin.merged}/files/tables/labels.csv").text
             assert c.get(f"/v/{lin.merged}/raw/images/bird.png").content.startswith(b"\x89PNG")
+    finally:
+        s.stop()
+
+
+def test_a_big_folder_is_paged(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "many"
+    src.mkdir(parents=True)
+    for i in range(1201):
+        (src / f"f{i:04d}.txt").write_text(f"{i}\n")
+    store = f"file://{tmp_path / 'store'}"
+    ds = Dataset.create(dataset_name="many", dataset_project="p", store=store)
+    ds.add_files(tmp_path / "src")
+    ds.finalize()
+    s = UiServer(store, tmp_path / "cache-ui")
+    try:
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            def names(**q: object) -> list[str]:
+                text = c.get(f"/v/{ds.id}/files/many", params=q).text
+                return re.findall(r'class="file-link" href="[^"]+">([^<]+)<', text)
+
+            first = names()
+            assert len(first) == 500 and first[0] == "f0000.txt" and first[-1] == "f0499.txt"
+            assert names(start=1000) == [f"f{i:04d}.txt" for i in range(1000, 1201)]
+            assert names(after="f0700.txt")[:2] == ["f0701.txt", "f0702.txt"]
+            assert names(after="f0700.zz")[0] == "f0701.txt"  # between two names: the next one
+            assert names(start=5000) == []
+            page = c.get(f"/v/{ds.id}/files/many", params={"start": 500}).text
+            assert "1,201" in page and "start=1000" in page and "start=0" not in page.split("previous")[1]
     finally:
         s.stop()
