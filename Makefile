@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv systemd rsync
+# the UI's browser tests (tests/test_ui_browser.py): Debian's chromium and its chromedriver
+APT_PACKAGES += chromium chromium-driver fonts-dejavu-core
 BENCH_PACKAGES := rclone s3fs
 # Where `make install` puts things (overridable, e.g. for a staging root).
 BINDIR ?= /usr/local/bin
@@ -24,6 +26,7 @@ all: test
 system-deps:
 	@if ! command -v fusermount3 >/dev/null || ! pkg-config --exists fuse3 2>/dev/null \
 	    || ! command -v gcc >/dev/null || ! command -v systemd-analyze >/dev/null || ! command -v rsync >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
 	    || ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
 	  echo ">> installing system packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

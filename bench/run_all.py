@@ -22,6 +22,7 @@ QUICK = {
     "bench_epoch.py": ["--quick"],
     "bench_mount.py": ["--quick"],
     "bench_overlay.py": ["--size-gib", "0.25", "--small-files", "1000", "--tar-files", "2000"],
+    "bench_ui.py": ["--files", "100000", "--flat-files", "20000", "--repeat", "5"],
 }
 
 

@@ -18,6 +18,7 @@ from . import (
     mount_commands,
     overlay_commands,
     read_commands,
+    ui_commands,
     warm_commands,
 )
 from .group import FsmountGroup, store_options
@@ -48,7 +49,7 @@ def main(
 
 
 for _module in (dataset_commands, read_commands, check_commands, mount_commands, overlay_commands,
-                warm_commands, catalog_commands):
+                warm_commands, catalog_commands, ui_commands):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Top to bottom, as in docs/ARCHITECTURE.md. fsmount/__init__.py, config.py, errors.py and logs.py are shared.
-LAYERS = ["cli", "fs", "service", "overlay", "api", "check", "commit", "cache", "format", "store"]
+LAYERS = ["cli", "ui", "fs", "service", "overlay", "api", "check", "commit", "cache", "format", "store"]
 SHARED = {"config", "errors", "logs", ""}
 
 
