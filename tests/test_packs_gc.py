@@ -16,7 +16,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.format.hashing import state_key
 from fsmount.format.packs import objects_needed, selected_files
 from tests.fs_helpers import cli_mount
-from tests.helpers import hash_tree, run_json, write_tree
+from tests.helpers import hash_tree, run_cli, run_json, write_tree
 
 KIB = 1024
 
@@ -83,6 +83,8 @@ def test_gc_keeps_partly_used_packs_and_repack_frees_them(store_url: str, tmp_pa
     assert hash_tree(Path(again.get_mutable_local_copy(tmp_path / "copy"))) == hash_tree(src)
     assert again.verify_dataset_hash() == []
     assert [(c.kind, c.path) for c in again.changes()] == [(c.kind, c.path) for c in changes_before]
+    check = run_cli("check", "--store", store_url, "--cache-dir", str(tmp_path / "cache2"), check=False)
+    assert check.returncode == 0, check.stdout + check.stderr  # the store's walk follows the new root
     # Its state says where it is read from now; a reader of format 1 refuses it instead of misreading.
     raw = msgpack.unpackb(ws2.store.get(state_key(v2.id)), raw=False)
     assert raw["format"] == 2 and raw["root"] == again.record.root != ws2.reader.record(v2.id).root

@@ -77,7 +77,7 @@ class FsmountFileSystem(AbstractFileSystem):
                 raise
             except (NotFoundError, UsageError, StateError):
                 return None
-            rec = self._refs[ref] = self.workspace.reader.record(st.id)
+            rec = self._refs[ref] = registry.readable_record(self.workspace.reader, st)
         return rec
 
     def _split(self, path: str) -> tuple[str, VersionRecord, str]:

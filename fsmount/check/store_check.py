@@ -158,8 +158,8 @@ class _Checker:
                 self.problem(record_key(vid), "the record and the state name different parents")
             for p in st.parents:
                 parent = self.states.get(p)
-                if parent is None:
-                    self.problem(f"state/{vid}", f"parent {p} does not exist")
+                if parent is None:  # `delete --force` of a parent: the child keeps its own full tree
+                    self.report.notes.append(f"state/{vid}: parent {p} was deleted (delete --force)")
                 elif st.state in READABLE_STATES and parent.state not in READABLE_STATES:
                     self.problem(f"state/{vid}", f"parent {p} is {parent.state}, not final")
         for vid in sorted(set(self.records) - set(self.states)):
@@ -293,13 +293,14 @@ class _Checker:
             st = self.states.get(vid)
             if st is None or st.state not in (*READABLE_STATES, "draft"):
                 continue  # aborted, failed or deleted: gc may have taken its objects
-            (full if st.state in READABLE_STATES else trees_only).setdefault(rec.root, f"version {vid}:")
+            root = st.root if st.root is not None and st.state in READABLE_STATES else rec.root  # repacked
+            (full if st.state in READABLE_STATES else trees_only).setdefault(root, f"version {vid}:")
             trees_only.setdefault(rec.base, f"the base of version {vid}:")
         self.walk(full, blocks=True)
         self.walk(trees_only, blocks=False)
         for vid, rec in sorted(self.records.items()):
             st = self.states.get(vid)
-            totals = self.totals.get(rec.root)
+            totals = self.totals.get(st.root if st is not None and st.root is not None else rec.root)
             if totals is not None and st is not None and st.state in READABLE_STATES \
                     and totals != (rec.files, rec.nbytes):
                 self.problem(record_key(vid), f"the record counts {rec.files} files and {rec.nbytes} bytes,"

@@ -130,7 +130,7 @@ class Pages:
             b = registry.resolve(self.ws.store, b_ref, states=states)
         except (NotFoundError, UsageError, StateError) as e:  # unknown, ambiguous, or not final
             raise model.PageNotFound(str(e)) from None
-        ra, rb = self.ws.reader.record(a.id), self.ws.reader.record(b.id)
+        ra, rb = registry.readable_record(self.ws.reader, a), registry.readable_record(self.ws.reader, b)
         parts = model.clean_path(request.query_params.get("dir", ""))
         ha, hb = _tree_or_none(self.ws, ra.root, parts), _tree_or_none(self.ws, rb.root, parts)
         if ha is None and hb is None:

@@ -68,7 +68,7 @@ def state_of(ws: Workspace, vid: str) -> VersionState:
 
 def record_of(ws: Workspace, st: VersionState) -> VersionRecord | None:
     """The record of a final or published version; None for drafts, aborted and failed ones."""
-    return ws.reader.record(st.id) if st.state in READABLE_STATES else None
+    return registry.readable_record(ws.reader, st) if st.state in READABLE_STATES else None  # repacked root
 
 
 def readable(ws: Workspace, vid: str) -> tuple[VersionState, VersionRecord]:
