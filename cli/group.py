@@ -51,11 +51,13 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--store",
             "store",
             default=None,
-            help="Store URL: file://PATH or s3://BUCKET[/PREFIX] (env FSMOUNT_STORE;"
-            " default ~/.local/share/fsmount/store).",
+            help="Store URL: file://PATH, s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] or"
+            " azure://ACCOUNT/CONTAINER[/PREFIX] (env FSMOUNT_STORE; default ~/.local/share/fsmount/store).",
         ),
         click.option(
-            "--endpoint-url", default=None, help="S3 endpoint (MinIO, Ceph, moto...); else AWS_ENDPOINT_URL."
+            "--endpoint-url", default=None,
+            help="S3 endpoint (MinIO, Ceph, moto...), a GCS emulator or Azurite's account URL;"
+            " else AWS_ENDPOINT_URL."
         ),
         click.option(
             "--cache-dir",

@@ -93,7 +93,7 @@ class MountRequest:
 
     ref: str
     mountpoint: str
-    store: str | None = option("text", "Store URL (file://PATH or s3://BUCKET[/PREFIX]).", "URL")
+    store: str | None = option("text", "Store URL (file://, s3://, gs:// or azure://).", "URL")
     endpoint_url: str | None = option("url", "S3 endpoint (MinIO, Ceph, moto...).", "URL")
     cache_dir: str | None = option("path", "Local cache folder.", "DIR")
     cache_size: str | None = option("size", "Cache byte cap, e.g. 20GiB.", "SIZE")
