@@ -239,6 +239,16 @@ def runtime_dir() -> Path:
     return data_home() / "mounts"
 
 
+def cache_local_store() -> bool:
+    """$FSMOUNT_CACHE_LOCAL_STORE=1: copy even a local-disk file:// store into the cache."""
+    return os.environ.get("FSMOUNT_CACHE_LOCAL_STORE", "") not in ("", "0")
+
+
+def exec_daemon() -> bool:
+    """$FSMOUNT_EXEC_DAEMON=1: `fsmount mount` starts its daemon as a new process instead of a fork."""
+    return os.environ.get("FSMOUNT_EXEC_DAEMON", "") not in ("", "0")
+
+
 def under_journald() -> bool:
     """True when stderr goes to journald ($JOURNAL_STREAM), which adds its own timestamps."""
     return bool(os.environ.get("JOURNAL_STREAM"))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fsmount import config
 from fsmount.errors import FsmountError, UsageError
 from fsmount.fs import control
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 # -P: the current folder is not put on sys.path, so a ./fsmount folder (a checkout of this
 # repository, say) cannot shadow the installed package in the daemon.
 CLI = [sys.executable, "-P", "-m", "fsmount.cli"]
-EXEC_DAEMON_ENV = "FSMOUNT_EXEC_DAEMON"  # "1": start the daemon as a new process even from the CLI
 
 
 def daemon_argv(req: MountRequest) -> list[str]:
@@ -51,7 +51,7 @@ def start(req: MountRequest, wait: float = 60.0) -> int:
     Python started and most modules imported, which was most of what `fsmount mount` waited for
     (docs/BENCHMARKS.md). With other threads running (forking them is unsafe) it is a new process.
     """
-    if threading.active_count() > 1 or os.environ.get(EXEC_DAEMON_ENV):
+    if threading.active_count() > 1 or config.exec_daemon():
         return start_background(daemon_argv(req), req.mountpoint, wait)
     mountpoint = os.path.abspath(req.mountpoint)
     check_fuse()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from fsmount import config
 from fsmount.errors import ObjectNotFound, PreconditionFailed, StoreError
 from fsmount.store.base import ObjectInfo, ObjectStore, content_hash
 
@@ -26,7 +27,6 @@ NETWORK_FS_TYPES = {
     0x00C36400: "ceph", 0x01021997: "9p", 0x5346414F: "afs", 0x0BD00BD0: "lustre", 0x01161970: "gfs2",
     0x47504653: "gpfs", 0x013111A8: "ibrix", 0x6B414653: "kafs",
 }
-CACHE_LOCAL_STORE_ENV = "FSMOUNT_CACHE_LOCAL_STORE"  # "1": copy even a local-disk store into the cache
 
 
 def fs_type(path: str | os.PathLike[str]) -> int | None:
@@ -55,7 +55,7 @@ class LocalStore(ObjectStore):
             log.debug("store folder %s is not writable; read-only use only", self.root)
         kind = fs_type(self.root)
         self.network_fs = "unknown" if kind is None else NETWORK_FS_TYPES.get(kind)
-        self.in_place = self.network_fs is None and os.environ.get(CACHE_LOCAL_STORE_ENV, "") in ("", "0")
+        self.in_place = self.network_fs is None and not config.cache_local_store()
 
     def _path(self, key: str) -> Path:
         return self.root / key
