@@ -56,7 +56,7 @@ def test_the_existing_spellings_are_kept() -> None:
     assert flags["write"] == ("--write", "-w") and flags["fuse_options"] == ("-o",)
     assert {o.conf_key for o in OPTIONS} == {
         "store", "endpoint_url", "cache_dir", "cache_size", "overlay", "credentials_file", "log_level",
-        "log_file", "metrics_file", "metrics_port", "timeout", "allow_other", "write", "options"}
+        "log_file", "metrics_file", "metrics_port", "timeout", "allow_other", "write", "options", "warm"}
 
 
 def test_daemon_log_level_policy() -> None:
