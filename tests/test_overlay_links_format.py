@@ -70,7 +70,8 @@ def test_unlink_and_rename_touch_only_the_paths_below(tmp_path: Path, file_store
     ds = Dataset.create("idx", "proj", workspace=ws)
     ds.add_files(write_tree(tmp_path / "src", {"f.txt": b"x"}))
     ds.finalize()
-    fs, _ = writable_fs(ws, registry.read_state(ws.store, ds.id), str(tmp_path / "mnt"), str(tmp_path / "ov"), 5)
+    state = registry.read_state(ws.store, ds.id)
+    fs, _ = writable_fs(ws, state, str(tmp_path / "mnt"), str(tmp_path / "ov"), 5)
     try:
         for i in range(200_000):  # what a `find` over a big tree leaves behind
             fs._ino(f"big/d{i // 1000}/f{i}")
