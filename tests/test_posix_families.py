@@ -23,10 +23,18 @@ pytestmark = [pytest.mark.fuse, pytest.mark.usefixtures("require_fuse"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod, other users)")]
 
 
+def _searchable_tmp() -> str:
+    """A temp folder every user can pass through (pytest's own folders are 0700; /tmp may be too)."""
+    for d in ("/var/tmp", "/tmp", "/dev/shm"):
+        if all(os.stat(p).st_mode & 0o001 for p in [d, *map(str, Path(d).parents)]):
+            return d
+    pytest.skip("no temp folder other users can reach")
+
+
 @contextlib.contextmanager
 def open_folder() -> Iterator[Path]:
-    """A fresh folder under /tmp that other users can reach (pytest's own are 0700)."""
-    top = Path(tempfile.mkdtemp(prefix="fsmount-posix-", dir="/tmp"))
+    """A fresh folder that other users can reach."""
+    top = Path(tempfile.mkdtemp(prefix="fsmount-posix-", dir=_searchable_tmp()))
     try:
         os.chmod(top, 0o755)
         yield top
