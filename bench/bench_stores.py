@@ -130,7 +130,8 @@ class Azure:
         self.port = free_port()
         node = shutil.which("node") or "node"
         self.proc = start([node, str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-                           "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence"],
+                           "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+                           "--inMemoryPersistence"],
                           self.port, work / "azurite.log")
         conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
                 f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZ_ACCOUNT};")
