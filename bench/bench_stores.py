@@ -92,8 +92,9 @@ class Gcs:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = start([str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
-                           "127.0.0.1", "-port", str(self.port), "-external-url", self.url, "-log-level", "warn"],
+        self.proc = start([str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory",
+                           "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url,
+                           "-log-level", "warn"],
                           self.port, work / "fake-gcs.log")
         self.client = storage.Client(project="bench", credentials=AnonymousCredentials(),
                                      client_options={"api_endpoint": self.url})
@@ -128,8 +129,9 @@ class Azure:
 
         self.port = free_port()
         node = shutil.which("node") or "node"
-        self.proc = start([node, str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--silent",
-                           "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence"],
+        self.proc = start([node, str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                           "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+                           "--inMemoryPersistence"],
                           self.port, work / "azurite.log")
         conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
                 f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZ_ACCOUNT};")
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 sdk_down = timed(lambda: store.download(down))  # noqa: B023
                 mb = nbytes / 1e6
                 for name, secs, base in (("sync", sync_s, sdk_up), ("get", get_s, sdk_down)):
-                    rows += [(f"{kind}.{name}.fsmount", mb / secs, "MB/s"), (f"{kind}.{name}.sdk", mb / base, "MB/s"),
+                    rows += [(f"{kind}.{name}.fsmount", mb / secs, "MB/s"),
+                             (f"{kind}.{name}.sdk", mb / base, "MB/s"),
                              (f"{kind}.{name}.ratio", base / secs, f"x (target >= {TARGET})")]
                 shutil.rmtree(down, ignore_errors=True)
             finally:
