@@ -21,6 +21,7 @@ GAUGES = {
     "directories",
     "inodes_numbered",
     "prefetch_inflight_bytes",
+    "pack_inflight_bytes",
     "held_bytes",
     "largest_read",
     "pending",  # writable mounts: pending changes in the overlay
