@@ -25,10 +25,17 @@ def data_home() -> Path:
     return Path(base) / "fsmount"
 
 
-def private_dir(path: Path) -> Path:
-    """`path` made (0700) if missing, and tightened to 0700 if it is ours and open to others."""
+def private_dir(path: Path, what: str = "folder") -> Path:
+    """`path` made (0700) if missing, and tightened to 0700 if it is ours and open to others.
+
+    A shared folder (sticky, like /tmp) is refused, never tightened: run as root, tightening /tmp
+    would lock every other user out of it.
+    """
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = path.stat()
+    if st.st_mode & 0o1000:
+        raise UsageError(f"{what} {path} is a shared folder (sticky, like /tmp): give fsmount a folder of "
+                         "its own, e.g. inside it")
     if st.st_uid == os.geteuid() and st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path

@@ -37,9 +37,7 @@ def runtime_dir() -> Path:
     st = d.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise FsmountError(f"runtime folder {d} is not a folder of yours")
-    if st.st_mode & 0o077:
-        os.chmod(d, 0o700)
-    return d
+    return config.private_dir(d, "runtime folder")
 
 
 def mount_key(mountpoint: str) -> str:

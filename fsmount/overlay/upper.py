@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+from fsmount import config
 from fsmount.config import data_home
 from fsmount.errors import FormatError, FsError, UsageError
 from fsmount.overlay.datafiles import RESERVE_BYTES, SPARES, DataFiles
@@ -118,9 +119,7 @@ class UpperLayer:
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.folder.stat().st_uid == os.geteuid() and self.folder.stat().st_mode & 0o077:
-            os.chmod(self.folder, 0o700)
+        config.private_dir(self.folder, "overlay folder")
         self.db_path = self.folder / "upper.db"
         self._lock = threading.RLock()
         self.files = DataFiles(self.folder, self._lock)
