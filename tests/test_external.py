@@ -175,3 +175,21 @@ def test_link_entry_round_trips_and_is_validated() -> None:
     bad = LinkEntry("x.bin", 0o644, 1, 10, "s3://b/x.bin", '"etag"', bytes(32), 4, (bytes(32),), "0" * 32)
     with pytest.raises(FormatError, match="do not add up"):
         decode_tree(encode_tree([bad]))  # 10 bytes in 4-byte chunks need 3 hashes
+
+
+def test_warm_fetches_external_files_into_the_cache(
+    env_store: str, source: tuple[str, Callable[[str, bytes], None]], tmp_path: Path
+) -> None:
+    """`fsmount warm` fetches links' chunks too: the source may then change, reads keep the added bytes."""
+    url, change = source
+    vid = _version(url)
+    cache = str(tmp_path / "warm-cache")
+    res = run_json("warm", vid, "--cache-dir", cache, "-q")
+    assert res["fetched"] >= 6, res  # big.bin's 4 chunks, a.txt, c.csv
+    big = FILES["sub/big.bin"]
+    assert isinstance(big, bytes)
+    change("sub/big.bin", os.urandom(len(big)))
+    got = Path(run_cli("get", vid, "--cache-dir", cache).stdout.strip())
+    assert hash_tree(got) == _expected()  # served from what warm cached, never the changed bytes
+    again = run_json("warm", vid, "--cache-dir", cache, "-q")
+    assert again["fetched"] == 0 and again["already_cached"] == res["objects"]

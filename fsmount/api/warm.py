@@ -25,7 +25,7 @@ from typing import Any
 
 from fsmount.cache.fetcher import FROM_STORE, ObjectReader
 from fsmount.errors import FsError, FsmountError, NotFoundError
-from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry, Tree
+from fsmount.format.objects import EMPTY_TREE_HASH, DirEntry, FileEntry, LinkEntry, Tree
 from fsmount.format.tree_edit import lookup, split_path
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ def _selection_roots(
             trees.append(e.tree)
         elif isinstance(e, FileEntry):
             files.append(e)
+        elif isinstance(e, LinkEntry):  # an external file: its chunks, read from its URL
+            files.append(reader.links.register(e))
         # a symlink needs no object
     return names, trees, files
 
@@ -154,11 +156,13 @@ def plan_warm(
     names, frontier, direct = _selection_roots(reader, root, paths)
     plan = WarmPlan(names)
     seen_files: set[int] = set()
+    kept: list[FileEntry] = []  # held, so that no id() in seen_files is reused by a later entry
 
     def add_file(e: FileEntry) -> None:
         if id(e) in seen_files:  # the same entry named twice (a file and its folder)
             return
         seen_files.add(id(e))
+        kept.append(e)
         plan.files += 1
         plan.file_bytes += e.size
         for h, off, length, _ in e.spans():
@@ -184,9 +188,13 @@ def plan_warm(
                             frontier.append(e.tree)
                     elif isinstance(e, FileEntry):
                         add_file(e)
+                    elif isinstance(e, LinkEntry):
+                        add_file(reader.links.register(e))
     plan.trees = len(seen_trees)
     cache = reader.cache
-    plan.cached = {h for h in plan.objects if h in cache}
+    # A local store read in place needs no warming (nothing of it is cached); external files do.
+    plan.cached = {h for h in plan.objects
+                   if (reader.in_place and not reader.links.knows(h)) or h in cache}
     if cap is not None and plan.total_bytes > cap:
         raise FsError(
             errno.ENOSPC,

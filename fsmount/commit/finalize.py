@@ -138,6 +138,7 @@ def finalize(
             raise StateError(f"parent {p} is not final")
     trees = TreeUploader(store, reader)
     base = merged_base(reader, state.parents, trees)
+    trees.flush()  # the merged parents' new trees: the editor below reads them back through the reader
     editor = apply_changes(reader, base, changes)
     root, stats = editor.write(trees)
     # The editor writes only the directories it changed, yet the record (root, base) or an inherited
