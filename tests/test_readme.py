@@ -244,6 +244,17 @@ def test_the_cli_tour_runs_as_written(
     assert "discarded 1" in t.out(f"fsmount discard {mnt_root}/work --yes")
     assert t.out(f"cat {mnt_root}/work/labels.csv") == "img_01.jpg,dog\nimg_04.jpg,cat\n", "the committed fix"
 
+    warmed = t.out("fsmount warm cv/pets images")
+    assert "fetched" in warmed or "cached" in warmed, warmed
+    part0 = {str(p.relative_to(scratch / "part0")) for p in (scratch / "part0").rglob("*") if p.is_file()}
+    now = {str(p.relative_to(scratch / "now")) for p in (scratch / "now").rglob("*") if p.is_file()}
+    assert part0 and part0 < now, "part 0 of 2: some of the version's files, not all"
+    assert "equal to" in t.out("fsmount get cv/pets --copy ./now && fsmount verify cv/pets --folder ./now")
+    assert "cv/pets" in t.out("fsmount search --project cv --name 'pe.s'")
+    flat = json.loads(fsmount(env, "info", "flat/pets", "--json"))
+    # the merge of 1.0.1 and 1.0.2, later winning: 1.0.2's files, and img_03 that only 1.0.1 has
+    assert flat["parents"] == [] and flat["files"] == len(now | {"images/img_03.jpg"}) == 6
+
     # What the tour leaves: no mount, the versions it describes, the REF forms it names.
     assert not any(os.path.ismount(d) for d in mnt_root.iterdir()), "the tour unmounts what it mounted"
     assert json.loads(fsmount(env, "status", "--json"))["mounts"] == []
