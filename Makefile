@@ -66,7 +66,7 @@ lint: $(STAMP)
 
 test: system-deps $(STAMP) lint test-servers
 	rm -rf .pytest-tmp  # coreutils rm: pytest's own cleanup recurses, and the deep-tree tests nest 1,100 levels
-	$(VENV)/bin/pytest -q tests --basetemp=.pytest-tmp
+	$(VENV)/bin/pytest -q -n 3 tests --basetemp=.pytest-tmp
 
 demo: system-deps $(STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

@@ -103,7 +103,7 @@ def test_sync_reuploads_a_block_verify_marked_bad(version: tuple[Workspace, Data
     _damage(url, object_key(bad), _flip(ws.store.get(object_key(bad))))
     assert run_cli("verify", ds.id, "--store", url, check=False).returncode == 1
     res = run_json("sync", "--folder", str(src), "--project", "p", "--name", "d", "--store", url)
-    assert res["added"] == res["modified"] == res["removed"] == []
+    assert res["counts"] == {"added": 0, "modified": 0, "removed": 0}
     assert digest(open_store(url).get(object_key(bad))) == bad
     assert run_json("verify", ds.id, "--store", url)["ok"]
     assert run_json("verify", res["id"], "--store", url)["ok"]
