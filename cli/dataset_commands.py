@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fsmount import config
-from fsmount.api import dataset as api
+from fsmount.api import sync as api
 from fsmount.api.dataset import Dataset
 from fsmount.api.scan import folder_bytes
 from fsmount.api.workspace import Workspace

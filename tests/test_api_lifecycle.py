@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.errors import NotFoundError, StateError, UsageError
 from tests.helpers import expected_hashes, hash_tree, write_tree
@@ -161,7 +161,7 @@ def test_publish_delete_and_gc(ws: Workspace, tmp_path: Path) -> None:
         child.publish()
     with pytest.raises(StateError, match="parent of 1"):
         parent.delete()
-    from fsmount.api.dataset import gc
+    from fsmount.api.sync import gc
 
     assert gc(ws, grace=0)["deleted"] == 0  # everything is reachable
     parent.delete(force=True)

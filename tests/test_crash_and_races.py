@@ -167,7 +167,7 @@ def test_publish_and_tag_processes_at_once_keep_both(
 
 def test_close_reuploads_blocks_collected_since_an_earlier_upload(tmp_path: Path) -> None:
     """gc may run between `upload` (one process) and `close` (another): close notices and repairs."""
-    from fsmount.api.dataset import gc
+    from fsmount.api.sync import gc
     from fsmount.commit import staging
 
     store = tmp_path / "store"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.cache.local_cache import ContentCache
 from fsmount.check.store_check import check_store

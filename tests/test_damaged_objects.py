@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.check.store_check import check_store
 from fsmount.commit.uploader import HEAD_FIRST

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import gc
+from fsmount.api.sync import gc
 from fsmount.api.workspace import Workspace
 from fsmount.commit import gc as gc_mod
 from fsmount.commit import locks, registry

@@ -13,7 +13,7 @@ import boto3
 import msgpack
 import pytest
 
-from fsmount.api.dataset import gc
+from fsmount.api.sync import gc
 from fsmount.api.workspace import Workspace
 from fsmount.commit.registry import create_state, update_state
 from fsmount.errors import FormatError

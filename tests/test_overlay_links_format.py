@@ -13,7 +13,8 @@ import pytest
 from fsmount.api.workspace import Workspace
 from fsmount.commit import registry
 from fsmount.errors import FormatError
-from fsmount.format.objects import FileEntry, decode_tree, encode_tree, unpack
+from fsmount.format.objects import FileEntry, decode_tree, encode_tree
+from fsmount.format.strict import unpack
 from fsmount.fs.writable import writable_fs
 
 ORIGIN = "ab" * 16

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.format.objects import FileEntry
 from fsmount.format.packs import objects_needed, selected_files

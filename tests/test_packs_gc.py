@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import gc, sync
+from fsmount.api.sync import gc, sync
 from fsmount.api.workspace import Workspace
 from fsmount.format.hashing import state_key
 from fsmount.format.packs import objects_needed, selected_files

@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from fsmount import Dataset
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.check.store_check import CheckReport, check_store
 from fsmount.format.hashing import object_key, record_key, state_key

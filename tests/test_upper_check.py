@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmount.api.dataset import sync
+from fsmount.api.sync import sync
 from fsmount.api.workspace import Workspace
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.upper import SPARES, UpperLayer

@@ -1,11 +1,10 @@
-"""The stored objects: directory trees, version records and state, with their msgpack codecs.
+"""Directory trees and their entries (file, dir, symlink, link), with the validated msgpack codec.
 
 docs/FORMAT.md describes every field; a change here is a change there.
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ import msgpack
 from fsmount.errors import FormatError
 from fsmount.format.hashing import HASH_LEN, digest
 from fsmount.format.names import is_version_id
-
-FORMAT = 1  # the format number written on every metadata object
+from fsmount.format.strict import FORMAT, check_hash, check_int, unpack, unpack_strict
 
 KIND_FILE = 0
 KIND_DIR = 1
@@ -243,54 +241,14 @@ def _apply_links(entries: list[Entry], raw: object) -> None:
         e = entries[i]
         assert isinstance(e, FileEntry)
         entries[i] = FileEntry(e.name, e.mode, e.mtime_ns, e.size, e.sha256, e.block_size, e.blocks, e.origin,
-                               value[0], _check_int(value[1], 1, MAX_NLINK))
-
-
-def _check_hash(h: object) -> bytes:
-    if not isinstance(h, bytes) or len(h) != HASH_LEN:
-        raise FormatError("malformed hash in tree")
-    return h
-
-
-def _check_int(v: object, lo: int = 0, hi: int | None = None) -> int:
-    if type(v) is not int or v < lo or (hi is not None and v > hi):
-        raise FormatError("malformed number in tree")
-    return v
-
-
-def _check_time(v: object, what: str) -> float:
-    """`created`, `finalized`, `updated`: a finite int or float, never a bool, str or nil."""
-    if type(v) not in (int, float) or not math.isfinite(v):  # type: ignore[arg-type]
-        raise FormatError(f"malformed time {what!r}: {v!r}")
-    return float(v)  # type: ignore[arg-type]
-
-
-def _check_text(v: object, what: str) -> str:
-    if type(v) is not str:
-        raise FormatError(f"malformed text field {what!r}")
-    return v
-
-
-def _check_ids(v: object, own_id: str) -> tuple[str, ...]:
-    """`parents`: an array of version ids, without duplicates and without the version's own id."""
-    if not isinstance(v, tuple | list) or not all(is_version_id(p) for p in v):
-        raise FormatError("malformed parents: not an array of version ids")
-    if len(set(v)) != len(v) or own_id in v:
-        raise FormatError("malformed parents: a parent repeats or is the version itself")
-    return tuple(v)
-
-
-def _check_tags(v: object) -> tuple[str, ...]:
-    if not isinstance(v, tuple | list) or not all(type(t) is str for t in v):
-        raise FormatError("malformed tags: not an array of str")
-    return tuple(v)
+                               value[0], check_int(value[1], 1, MAX_NLINK))
 
 
 def _decode_block(b: object) -> BlockRef:
     if isinstance(b, bytes):
-        return _check_hash(b)
+        return check_hash(b)
     if isinstance(b, tuple | list) and len(b) == 3:
-        return (_check_hash(b[0]), _check_int(b[1]), _check_int(b[2]))
+        return (check_hash(b[0]), check_int(b[1]), check_int(b[2]))
     raise FormatError("malformed block locator in tree")
 
 
@@ -324,7 +282,7 @@ def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
         size, sha, bs, raw_blocks = raw[4], raw[5], raw[6], raw[7]
         if type(size) is not int or size < 0 or type(bs) is not int or not 1 <= bs <= MAX_BLOCK_SIZE:
             raise FormatError(f"malformed size or block size for {name!r}")
-        _check_hash(sha)
+        check_hash(sha)
         if not isinstance(raw_blocks, tuple | list):
             raise FormatError(f"malformed block list for {name!r}")
         bs = shared.setdefault(bs, bs)
@@ -338,7 +296,7 @@ def _decode_entry(raw: object, shared: dict[object, Any]) -> Entry:
             raise FormatError(f"blocks of {name!r} do not add up to its size")
         return FileEntry(name, mode, mtime, size, sha, bs, blocks, _origin(raw[8], shared))
     if kind == KIND_DIR and len(raw) == 7:
-        return DirEntry(name, mode, mtime, _check_hash(raw[4]), _check_int(raw[5]), _check_int(raw[6]))
+        return DirEntry(name, mode, mtime, check_hash(raw[4]), check_int(raw[5]), check_int(raw[6]))
     if kind == KIND_SYMLINK and len(raw) == 6:
         target = raw[4]
         if not isinstance(target, str) or "\0" in target or not target or not _fits(target, MAX_TARGET_BYTES):
@@ -361,7 +319,7 @@ def _decode_link(
         raise FormatError(f"malformed version tag for link {name!r}")
     if type(sha) is not bytes or len(sha) not in (0, HASH_LEN) or not isinstance(raw_blocks, tuple | list):
         raise FormatError(f"malformed SHA-256 or chunk list for link {name!r}")
-    blocks = tuple(_check_hash(b) for b in raw_blocks)
+    blocks = tuple(check_hash(b) for b in raw_blocks)
     if blocks and (not sha or len(blocks) != -(-size // bs)):  # hashed: one hash per chunk
         raise FormatError(f"chunk hashes of link {name!r} do not add up to its size")
     bs = shared.setdefault(bs, bs)
@@ -395,51 +353,6 @@ def _origin(raw: object, shared: dict[object, Any]) -> str:
     if origin is None:
         origin = shared[raw] = raw.hex()
     return origin
-
-
-def _check_format(obj: object, expected_type: str, newest: int = FORMAT) -> dict[str, Any]:
-    """The format number rule; `newest` is the highest format this reader knows for the type."""
-    if not isinstance(obj, dict):
-        raise FormatError(f"malformed {expected_type} object")
-    fmt = obj.get("format")
-    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-        raise FormatError(f"malformed {expected_type} object: no valid format number")
-    if fmt > newest:
-        raise FormatError(
-            f"{expected_type} written by a newer fsmount (format {fmt}, this one reads {newest}):"
-            " upgrade fsmount"
-        )
-    if obj.get("type") != expected_type:
-        raise FormatError(f"expected a {expected_type} object, found {obj.get('type')!r}")
-    return obj
-
-
-def _str_keyed_map(pairs: Sequence[tuple[object, object]]) -> dict[str, Any]:
-    """Every map, at any depth: keys must be str (FORMAT.md §3); a repeated key, the last counts."""
-    for k, _ in pairs:
-        if type(k) is not str:
-            raise ValueError(f"map key {k!r} is not a str")
-    return dict(pairs)  # type: ignore[arg-type]
-
-
-def _no_ext(code: int, data: bytes) -> object:
-    raise ValueError(f"msgpack ext type {code} is never valid")
-
-
-def _unpackb(data: bytes) -> object:
-    """One msgpack object, strictly: str keys only, valid UTF-8, no ext types, no trailing bytes."""
-    return msgpack.unpackb(
-        data, raw=False, use_list=False, strict_map_key=True, object_pairs_hook=_str_keyed_map,
-        ext_hook=_no_ext, timestamp=0,
-    )
-
-
-def unpack(data: bytes, expected_type: str, newest: int = FORMAT) -> dict[str, Any]:
-    try:
-        obj = _unpackb(data)
-    except (ValueError, msgpack.UnpackException, TypeError) as e:
-        raise FormatError(f"undecodable {expected_type} object: {e}") from None
-    return _check_format(obj, expected_type, newest)
 
 
 def decode_tree(data: bytes) -> Tree:
@@ -478,7 +391,7 @@ def decode_file_entry(data: bytes) -> FileEntry:
     """Inverse of encode_file_entry, validated. Also reads the older 8-element form that overlays
     wrote before (no kind; origin as 32 hex digits): `[name, mode, mtime, size, sha, bs, blocks, origin]`."""
     try:
-        raw = _unpackb(data)
+        raw = unpack_strict(data)
     except (ValueError, msgpack.UnpackException, TypeError) as e:
         raise FormatError(f"undecodable file entry: {e}") from None
     if isinstance(raw, tuple) and len(raw) == 8:

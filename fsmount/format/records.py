@@ -11,15 +11,15 @@ import msgpack
 
 from fsmount.errors import FormatError
 from fsmount.format.names import is_version_id
-from fsmount.format.objects import (
+from fsmount.format.objects import MAX_BLOCK_SIZE
+from fsmount.format.strict import (
     FORMAT,
-    MAX_BLOCK_SIZE,
-    _check_hash,
-    _check_ids,
-    _check_int,
-    _check_tags,
-    _check_text,
-    _check_time,
+    check_hash,
+    check_ids,
+    check_int,
+    check_tags,
+    check_text,
+    check_time,
     unpack,
 )
 
@@ -78,19 +78,19 @@ class VersionRecord:
                 raise FormatError("malformed id in version record")
             return cls(
                 id=vid,
-                project=_check_text(d["project"], "project"),
-                name=_check_text(d["name"], "name"),
-                version=_check_text(d["version"], "version"),
-                parents=_check_ids(d["parents"], vid),
-                root=_check_hash(d["root"]),
-                base=_check_hash(d["base"]),
-                created=_check_time(d["created"], "created"),
-                finalized=_check_time(d["finalized"], "finalized"),
-                author=_check_text(d["author"], "author"),
-                message=_check_text(d["message"], "message"),
-                files=_check_int(d["files"]),
-                nbytes=_check_int(d["bytes"]),
-                block_size=_check_int(d["block_size"], lo=1, hi=MAX_BLOCK_SIZE),
+                project=check_text(d["project"], "project"),
+                name=check_text(d["name"], "name"),
+                version=check_text(d["version"], "version"),
+                parents=check_ids(d["parents"], vid),
+                root=check_hash(d["root"]),
+                base=check_hash(d["base"]),
+                created=check_time(d["created"], "created"),
+                finalized=check_time(d["finalized"], "finalized"),
+                author=check_text(d["author"], "author"),
+                message=check_text(d["message"], "message"),
+                files=check_int(d["files"]),
+                nbytes=check_int(d["bytes"]),
+                block_size=check_int(d["block_size"], lo=1, hi=MAX_BLOCK_SIZE),
             )
         except KeyError as e:
             raise FormatError(f"malformed version record: no field {e}") from None
@@ -155,23 +155,23 @@ class VersionState:
                 raise FormatError(f"malformed id {vid!r}")
             st = cls(
                 id=vid,
-                project=_check_text(d["project"], "project"),
-                name=_check_text(d["name"], "name"),
-                version=_check_text(d["version"], "version"),
-                parents=_check_ids(d["parents"], vid),
-                state=_check_text(d["state"], "state"),
-                tags=_check_tags(d["tags"]),
-                description=_check_text(d["description"], "description"),
-                created=_check_time(d["created"], "created"),
-                updated=_check_time(d["updated"], "updated"),
-                author=_check_text(d["author"], "author"),
+                project=check_text(d["project"], "project"),
+                name=check_text(d["name"], "name"),
+                version=check_text(d["version"], "version"),
+                parents=check_ids(d["parents"], vid),
+                state=check_text(d["state"], "state"),
+                tags=check_tags(d["tags"]),
+                description=check_text(d["description"], "description"),
+                created=check_time(d["created"], "created"),
+                updated=check_time(d["updated"], "updated"),
+                author=check_text(d["author"], "author"),
                 etag=etag,
             )
             if d["format"] >= REPACKED_STATE_FORMAT:
-                st.root = _check_hash(d["root"])
+                st.root = check_hash(d["root"])
                 if "replaced" in d:
-                    st.replaced = _check_hash(d["replaced"])
-                    st.repacked = _check_time(d["repacked"], "repacked")
+                    st.replaced = check_hash(d["replaced"])
+                    st.repacked = check_time(d["repacked"], "repacked")
         except KeyError as e:
             raise FormatError(f"malformed state object: no field {e}") from None
         except FormatError as e:
@@ -223,10 +223,10 @@ class DatasetAlias:
             if not all(is_version_id(i) for i in ids):
                 raise FormatError("malformed ids: not version ids")
             return cls(
-                project=_check_text(d["project"], "project"),
-                name=_check_text(d["name"], "name"),
+                project=check_text(d["project"], "project"),
+                name=check_text(d["name"], "name"),
                 ids=ids,
-                updated=_check_time(d["updated"], "updated"),
+                updated=check_time(d["updated"], "updated"),
                 etag=etag,
             )
         except KeyError as e:
@@ -283,12 +283,12 @@ class MetadataIndex:
             for row in rows:
                 if not isinstance(row, tuple | list) or len(row) != 5:
                     raise FormatError("an attachment is not a 5-element array")
-                name, kind = _check_text(row[0], "name"), _check_text(row[1], "kind")
+                name, kind = check_text(row[0], "name"), check_text(row[1], "kind")
                 if kind not in ATTACHMENT_KINDS:
                     raise FormatError(f"unknown attachment kind {kind!r}")
-                out[name] = Attachment(name, kind, _check_int(row[2]), _check_hash(row[3]),
-                                       bool(_check_int(row[4], hi=1)))
-            return cls(id=vid, attachments=out, updated=_check_time(d["updated"], "updated"), etag=etag)
+                out[name] = Attachment(name, kind, check_int(row[2]), check_hash(row[3]),
+                                       bool(check_int(row[4], hi=1)))
+            return cls(id=vid, attachments=out, updated=check_time(d["updated"], "updated"), etag=etag)
         except KeyError as e:
             raise FormatError(f"malformed metadata object: no field {e}") from None
         except FormatError as e:
