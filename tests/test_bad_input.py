@@ -231,3 +231,21 @@ def test_a_bad_state_is_skipped_with_one_warning(version: str, env_store: str) -
     assert gc.returncode == 1, gc.stderr
     assert "error: state/" in gc.stderr.strip().splitlines()[-1]
     assert run_cli("get", "b/d", check=False).returncode == 0
+
+
+def test_delete_refuses_while_a_state_is_unreadable(env_store: str, tmp_path: Path) -> None:
+    """An unreadable state may be a child of the version to delete: delete names it and deletes
+    nothing, unless --force (gc's rule too)."""
+    src = write_tree(tmp_path / "src", {"x": "x"})
+    proc = run_cli("sync", "--folder", str(src), "--project", "q", "--name", "del", "--json")
+    vid = json.loads(proc.stdout)["id"]
+    garbage = "d" * 32
+    _put_state(env_store, garbage, b"\xc1garbage")
+    for args in (("delete", vid), ("delete", "--project", "q", "--name", "del", "--entire-dataset")):
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert f"state/{garbage}" in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+        assert run_cli("info", vid, check=False).returncode == 0  # still there
+    forced = run_cli("delete", vid, "--force", check=False)
+    assert forced.returncode == 0, forced.stderr
+    assert run_cli("info", vid, check=False).returncode != 0

@@ -56,8 +56,11 @@ def set_description(store: ObjectStore, version_id: str, description: str) -> Ve
 
 
 def delete(store: ObjectStore, version_id: str, force: bool = False) -> None:
-    """Remove a version's state and record; refused while another version has it as parent."""
-    states = registry.list_states(store)
+    """Remove a version's state and record; refused while another version has it as parent.
+
+    The parent check must see every version: an unreadable state (it may be a child) stops the
+    delete with its key named, unless `force`."""
+    states = registry.list_states(store, strict=not force)
     children = [s for s in states if version_id in s.parents]
     if children and not force:
         names = ", ".join(c.id[:12] for c in children[:3])
@@ -82,7 +85,7 @@ def delete_dataset(store: ObjectStore, project: str, name: str, force: bool = Fa
     of them as parent, unless `force`); returns the versions removed."""
     names.check_project(project)
     names.check_name(name)
-    states = registry.list_states(store)
+    states = registry.list_states(store, strict=not force)
     mine = [s for s in states if (s.project, s.name) == (project, name)]
     if not mine:
         moved = registry.renamed_to(store, states, project, name)
