@@ -15,7 +15,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.errors import UsageError
 
 from .group import json_option, with_workspace
-from .output import emit, human_bytes
+from .output import emit, human_bytes, shown
 
 
 @click.command()
@@ -38,8 +38,8 @@ def search(
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
             size = "-" if r["bytes"] is None else human_bytes(r["bytes"])
-            click.echo(f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {r['state']:<9}  {when}"
-                       f"  {size:>10}  {','.join(r['tags'])}")
+            click.echo(f"{r['id']}  {shown(r['project'])}/{shown(r['name'])}@{shown(r['version'])}"
+                       f"  {r['state']:<9}  {when}  {size:>10}  {shown(','.join(r['tags']))}")
 
     emit({"datasets": rows}, as_json, text)
 
@@ -151,7 +151,8 @@ def metadata(
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{r['name']}  {r['kind']}  {human_bytes(r['size'])}  {r['hash']}")
+            click.echo(f"{shown(r['name'])}  {shown(r['kind'])}  {human_bytes(r['size'])}"
+                       f"  {shown(r['hash'])}")
 
     emit({"id": ds.id, "metadata": rows}, as_json, text)
 

@@ -14,6 +14,8 @@ import click
 from fsmount.api.workspace import Workspace
 from fsmount.errors import FsmountError
 
+from .output import shown
+
 log = logging.getLogger("fsmount.cli")
 
 
@@ -24,7 +26,7 @@ class FsmountGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FsmountError as e:
-            click.echo(f"fsmount: error: {e}", err=True)
+            click.echo(f"fsmount: error: {shown(e)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("fsmount: interrupted", err=True)
@@ -36,11 +38,11 @@ class FsmountGroup(click.Group):
             sys.exit(0)
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
-            click.echo(f"fsmount: error: {e.strerror or e}{where}", err=True)
+            click.echo(f"fsmount: error: {shown(e.strerror or e)}{shown(where)}", err=True)
             sys.exit(1)
         except Exception as e:  # a bug: still one line, the traceback goes to the debug log
             log.debug("unexpected error", exc_info=True)
-            click.echo(f"fsmount: internal error: {type(e).__name__}: {e}", err=True)
+            click.echo(f"fsmount: internal error: {type(e).__name__}: {shown(e)}", err=True)
             sys.exit(70)
 
 

@@ -17,7 +17,7 @@ from fsmount.fs.launcher import umount as do_umount
 from fsmount.service.config import parse_conf
 from fsmount.service.request import OPTIONS, MountRequest, daemon_log_level
 
-from .output import emit, human_bytes
+from .output import emit, human_bytes, shown
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def umount(mountpoint: str, lazy: bool) -> None:
 
 
 def _print_counters(info: dict, status: dict | None) -> None:
-    click.echo(f"{info['mountpoint']}: {info.get('name', '')} {info['version']}")
+    click.echo(f"{shown(info['mountpoint'])}: {shown(info.get('name', ''))} {shown(info['version'])}")
     click.echo(f"  store {info.get('store')}  pid {info.get('pid')}  log {info.get('log')}")
     if status is None:
         click.echo("  daemon not answering (died?): run 'fsmount umount' on it")
@@ -141,7 +141,7 @@ def status(mountpoint: str | None, as_json: bool) -> None:
 
         def listing() -> None:
             for m in mounts:
-                click.echo(f"{m['mountpoint']}  {m.get('name', '')}  {m['version']}"
+                click.echo(f"{shown(m['mountpoint'])}  {shown(m.get('name', ''))}  {shown(m['version'])}"
                            f"{'' if m['alive'] else '  (daemon dead)'}")
             if not mounts:
                 click.echo("no fsmount mounts")

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: object) -> str:
+    """A name from a store as text on a terminal: control characters (escape sequences, newlines,
+    carriage returns) as `\\xNN`, so a hostile name can neither move the cursor nor fake a line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def emit(obj: dict[str, Any], as_json: bool, text: str | Callable[[], None] | None = None) -> None:
@@ -56,7 +65,7 @@ def echo_changes(report: dict[str, Any]) -> None:
     """`A path` / `M path` / `R path` lines, then how many were left out of each kind."""
     for kind, paths in report["paths"].items():
         for p in paths:
-            click.echo(f"{kind[0].upper()} {p}")
+            click.echo(f"{kind[0].upper()} {shown(p)}")
         more = report["counts"][kind] - len(paths)
         if more:
             click.echo(f"  ... and {more} more {kind} (--list shows all)")

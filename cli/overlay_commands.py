@@ -10,7 +10,7 @@ import click
 from fsmount.errors import UsageError
 from fsmount.fs.launcher import Mount
 
-from .output import emit
+from .output import emit, shown
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def print_pending(reply: dict[str, Any], as_json: bool) -> None:
     def text() -> None:
         for kind in ("added", "modified", "removed"):
             for p in reply.get(kind, []):
-                click.echo(f"{kind[0].upper()} {p}")
+                click.echo(f"{kind[0].upper()} {shown(p)}")
         if not any(reply.get(k) for k in ("added", "modified", "removed")):
             click.echo("no pending changes")
 

@@ -15,7 +15,7 @@ from fsmount.format.objects import DirEntry, FileEntry, SymlinkEntry
 from fsmount.fs.launcher import Mount
 
 from .group import json_option, quiet_option, with_workspace
-from .output import emit, human_bytes, progress_bar
+from .output import emit, human_bytes, progress_bar, shown
 from .overlay_commands import print_pending
 
 
@@ -60,13 +60,13 @@ def list_(ws: Workspace, ref: str | None, project: str | None, name: str | None,
         }
         for d in items
     ]
-    shown = {d.id: _state_text(d) for d in items}
+    states = {d.id: _state_text(d) for d in items}
 
     def text() -> None:
         for r in rows:
             click.echo(
-                f"{r['id']}  {r['project']}/{r['name']}@{r['version']}  {shown[r['id']]:<9}  "
-                f"{','.join(r['tags'])}"
+                f"{r['id']}  {shown(r['project'])}/{shown(r['name'])}@{shown(r['version'])}"
+                f"  {states[r['id']]:<9}  {shown(','.join(r['tags']))}"
             )
 
     emit({"datasets": rows}, as_json, text)
@@ -92,8 +92,8 @@ def _list_files(ws: Workspace, ref: str, filters: tuple[str, ...], modified: boo
 
     def text() -> None:
         for r in rows:
-            click.echo(f"{r['size']:>12}  {(r.get('sha256') or '-')[:16]:<16}  {r['path']}"
-                       + (f" -> {r['target']}" if "target" in r else ""))
+            click.echo(f"{r['size']:>12}  {(r.get('sha256') or '-')[:16]:<16}  {shown(r['path'])}"
+                       + (f" -> {shown(r['target'])}" if "target" in r else ""))
         click.echo(f"{len(rows)} files, {human_bytes(sum(r['size'] for r in rows))}")
 
     emit({"id": ds.id, "files": rows}, as_json, text)
@@ -111,9 +111,9 @@ def info(ws: Workspace, ref: str, as_json: bool) -> None:
     def text() -> None:
         for k in ("id", "project", "name", "version", "state", "description", "author", "message"):
             if d.get(k):
-                click.echo(f"{k + ':':<13}{_state_text(ds) if k == 'state' else d[k]}")
+                click.echo(f"{k + ':':<13}{_state_text(ds) if k == 'state' else shown(d[k])}")
         click.echo(f"{'created:':<13}{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d['created']))}")
-        click.echo(f"{'tags:':<13}{', '.join(d['tags']) or '-'}")
+        click.echo(f"{'tags:':<13}{shown(', '.join(d['tags'])) or '-'}")
         click.echo(f"{'parents:':<13}{', '.join(d['parents']) or '-'}")
         if "lineage" in d:
             click.echo(f"{'lineage:':<13}{' <- '.join(x[:12] for x in d['lineage'])}")
@@ -121,14 +121,15 @@ def info(ws: Workspace, ref: str, as_json: bool) -> None:
             for kind in ("added", "modified", "removed"):
                 click.echo(f"{kind + ':':<13}{len(d[kind])}")
                 for p in d[kind][:20]:
-                    click.echo(f"  {p}")
+                    click.echo(f"  {shown(p)}")
                 if len(d[kind]) > 20:
                     click.echo(f"  ... {len(d[kind]) - 20} more")
         else:
             click.echo(f"{'staged:':<13}{d['staged_files']} entries, {d['uploaded_files']} uploaded")
         for m in d.get("metadata", []):
             size = human_bytes(m["size"])
-            click.echo(f"{'metadata:':<13}{m['name']} ({m['kind']}, {size}) {m['hash'][:16]}")
+            click.echo(f"{'metadata:':<13}{shown(m['name'])} ({shown(m['kind'])}, {size})"
+                       f" {shown(m['hash'][:16])}")
 
     emit(d, as_json, text)
 
@@ -161,9 +162,9 @@ def ls(ws: Workspace, ref: str, path: str, long: bool, recursive: bool, as_json:
 
     def text() -> None:
         for r in rows:
-            name = r["path"] + ("/" if r["kind"] == "dir" else "")
+            name = shown(r["path"]) + ("/" if r["kind"] == "dir" else "")
             if r["kind"] == "symlink":
-                name += f" -> {r['target']}"
+                name += f" -> {shown(r['target'])}"
             if long:
                 click.echo(f"{r['kind'][0]} {r['mode'][2:]:>4} {r.get('size', 0):>12}  {name}")
             else:
@@ -196,7 +197,7 @@ def diff(ws: Workspace, ref_a: str, ref_b: str | None, as_json: bool) -> None:
 
     def text() -> None:
         for c in changes:
-            click.echo(f"{c.kind[0].upper()} {c.path}")
+            click.echo(f"{c.kind[0].upper()} {shown(c.path)}")
 
     emit(out, as_json, text)
 

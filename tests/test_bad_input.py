@@ -249,3 +249,21 @@ def test_delete_refuses_while_a_state_is_unreadable(env_store: str, tmp_path: Pa
     forced = run_cli("delete", vid, "--force", check=False)
     assert forced.returncode == 0, forced.stderr
     assert run_cli("info", vid, check=False).returncode != 0
+
+
+def test_hostile_names_are_escaped_on_a_terminal(file_env: str, tmp_path: Path) -> None:
+    """A name with an escape sequence or a newline (legal on POSIX, so a store may hold it) is shown
+    with \\xNN escapes: it can neither drive the terminal nor fake an extra line of output."""
+    evil = "evil\x1b[2J\nA fake-line\r\x9bx"
+    src = write_tree(tmp_path / "src", {evil: "x", "ok.txt": "y"})
+    synced = run_cli("sync", "--folder", str(src), "--project", "q", "--name", "esc", "--json")
+    vid = json.loads(synced.stdout)["id"]
+    for args in (("ls", vid), ("ls", "-l", vid), ("list", vid), ("info", vid)):
+        out = run_cli(*args).stdout
+        assert not any(c in out for c in "\x1b\r\x9b"), (args, out)
+        assert "A fake-line" not in out.splitlines() and "evil\\x1b[2J\\x0aA fake-line" in out, (args, out)
+    as_json = json.loads(run_cli("ls", vid, "--json").stdout)  # JSON keeps the name exact
+    assert evil in {r["path"] for r in as_json["entries"]}
+    missing = run_cli("ls", vid, "no\x1bsuch\ndir", check=False)
+    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "\x1b" not in missing.stderr

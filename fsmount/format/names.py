@@ -89,22 +89,23 @@ def check_project(project: object) -> str:
     return project
 
 
+def _check_label(what: str, value: object) -> str:
+    """Printable, 1-255 UTF-8 bytes, no whitespace at its start or end."""
+    text = _check_text(what, value)
+    why = _problem(text, MAX_NAME_BYTES)
+    if why:
+        raise _refuse(what, text, why)
+    return text
+
+
 def check_tag(tag: object) -> str:
     """A tag: printable, 1-255 UTF-8 bytes, no whitespace at its start or end."""
-    tag = _check_text("tag", tag)
-    why = _problem(tag, MAX_NAME_BYTES)
-    if why:
-        raise _refuse("tag", tag, why)
-    return tag
+    return _check_label("tag", tag)
 
 
 def check_metadata_name(name: object) -> str:
     """A metadata attachment's name: the rules of a tag (printable, 1-255 UTF-8 bytes, unpadded)."""
-    name = _check_text("metadata name", name)
-    why = _problem(name, MAX_NAME_BYTES)
-    if why:
-        raise _refuse("metadata name", name, why)
-    return name
+    return _check_label("metadata name", name)
 
 
 def check_version(version: object) -> str:
