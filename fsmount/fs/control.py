@@ -4,7 +4,8 @@ The runtime folder is fsmount.config.runtime_dir() ($FSMOUNT_RUNTIME_DIR, else
 $XDG_RUNTIME_DIR/fsmount, else data_home()/mounts). Each mount writes `<key>.json` there
 (mountpoint, version, pid, socket) and its daemon log `<key>.log`. The socket is an abstract
 unix socket (no path-length limit, nothing to clean up after a crash); it answers every
-connection with one JSON object and closes. Only the mount's own user (or root) gets an answer.
+connection with one JSON object and closes. Only the mount's own user (or root) gets an answer,
+and a client talks only to a daemon of its own user or root (SO_PEERCRED, both ways).
 `ask()` is the client side: one request to the daemon of a mountpoint.
 """
 
@@ -127,12 +128,23 @@ def request(sock_name: str, payload: dict[str, Any], timeout: float | None = 5.0
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(sock_name)
+        _check_server(s, sock_name)
         s.sendall(json.dumps(payload).encode() + b"\n")
         s.shutdown(socket.SHUT_WR)
         chunks = []
         while data := s.recv(65536):
             chunks.append(data)
     return json.loads(b"".join(chunks))
+
+
+def _check_server(sock: socket.socket, sock_name: str) -> None:
+    """Abstract socket names are not protected by file modes: anyone may bind one first. Talk only
+    to a daemon of our own user or root, as the daemon answers only its user or root."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    if uid not in (os.geteuid(), 0):
+        raise FsmountError(f"control socket {sock_name.lstrip(chr(0))!r} is served by uid {uid}, not by"
+                           " you or root: not a daemon of yours")
 
 
 def query(sock_name: str, timeout: float = 5.0) -> dict[str, Any]:
