@@ -222,3 +222,11 @@ def test_make_install_into_a_staging_root_says_what_it_did(tmp_path: Path) -> No
     assert os.readlink(dirs["BINDIR"] / "fsmount") == str(UNITS.parent / ".venv/bin/fsmount")
     assert (dirs["UNITDIR"] / "fsmount@.service").read_bytes() == (UNITS / "fsmount@.service").read_bytes()
     assert (dirs["CONFDIR"] / "example.conf.sample").exists()
+
+
+def test_fstab_names_several_warm_paths_by_repeating_the_option() -> None:
+    """fstab's commas separate options, so `warm=a,b` cannot list two paths: `warm=a,warm=b` does."""
+    s = parse_fstab_options("p/n", "/mnt/x", "ro,warm=train,warm=val/cats,allow_other")
+    assert s.warm_paths == ["train", "val/cats"] and s.allow_other
+    with pytest.raises(ConfigError, match="'val'"):
+        parse_fstab_options("p/n", "/mnt/x", "warm=train,val")
