@@ -10,6 +10,7 @@ import pytest
 
 from fsmount import Dataset
 from fsmount.api import metadata as api_metadata
+from fsmount.api.sync import gc
 from fsmount.api.workspace import Workspace
 from fsmount.commit import attachments
 from fsmount.errors import IntegrityError, NotFoundError, UsageError
@@ -144,3 +145,34 @@ def test_two_writers_attaching_at_once_both_land(store_url: str, tmp_path: Path)
     for t in threads:
         t.join()
     assert {m["name"] for m in ds.list_metadata()} == {f"{p}{i}" for p in "ab" for i in range(8)}
+
+
+def test_gc_frees_metadata_no_version_names(store_url: str, tmp_path: Path) -> None:
+    """A replaced attachment's blob, a deleted version's blobs and its index go at gc; every blob a
+    version still names stays readable. Keys gc does not recognise are left alone."""
+    ws = Workspace(store_url)
+    ds = _final(ws, tmp_path)
+    ds.set_metadata({"v": 1})  # replaced below: its blob becomes unused
+    ds.set_metadata({"v": 2})
+    ds.set_metadata(b"shared", metadata_name="raw")
+    gone = Dataset.create("gone", "cv", workspace=ws)
+    gone.set_metadata(b"only on the deleted version", metadata_name="mine")
+    gone.set_metadata(b"shared", metadata_name="raw")
+    ws.store.put_conditional(attachments.INDEX_PREFIX + "not-a-version", b"x", if_match=None)
+    ws.store.put_conditional(attachments.BLOB_PREFIX + "zz/stray", b"x", if_match=None)
+    Dataset.get(ref=gone.id, only_final=False, workspace=ws).delete(force=True)
+
+    def blobs() -> set[str]:
+        return {i.key for i in ws.store.list(attachments.BLOB_PREFIX)}
+
+    before = blobs()
+    assert gc(ws, grace=3600)["deleted"] == 0  # young: kept for the grace period
+    res = gc(ws, grace=0)
+    left = blobs()
+    want = {attachments.blob_key(hashlib.sha256(b).digest()) for b in (b"shared",)}
+    assert want <= left and attachments.BLOB_PREFIX + "zz/stray" in left
+    assert len(before - left) == 2 and res["deleted"] >= 2  # {"v": 1} and the deleted version's own
+    keys = {i.key for i in ws.store.list(attachments.INDEX_PREFIX)}
+    assert keys == {attachments.index_key(ds.id), attachments.INDEX_PREFIX + "not-a-version"}
+    again = Dataset.get(ref=ds.id, workspace=ws)
+    assert again.get_metadata() == {"v": 2} and again.get_metadata("raw") == b"shared"

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 
 from fsmount.commit import registry
+from fsmount.commit.locks import writer_lock
 from fsmount.errors import (
     ConflictError,
     FormatError,
@@ -41,6 +43,15 @@ def index_key(version_id: str) -> str:
 def blob_key(h: bytes) -> str:
     hx = h.hex()
     return f"{BLOB_PREFIX}{hx[:2]}/{hx}"
+
+
+_BLOB_KEY_RE = re.compile(r"attachments/([0-9a-f]{2})/(\1[0-9a-f]{62})")
+
+
+def hash_from_blob_key(key: str) -> bytes | None:
+    """Inverse of blob_key; None for anything else under attachments/ (gc leaves it alone)."""
+    m = _BLOB_KEY_RE.fullmatch(key)
+    return bytes.fromhex(m.group(2)) if m else None
 
 
 def read_index(store: ObjectStore, version_id: str) -> MetadataIndex:
@@ -90,8 +101,9 @@ def put_attachment(
             f"metadata {name!r} is {len(data)} bytes: the limit is {MAX_ATTACHMENT_BYTES // 2**20} MiB")
     registry.read_state(store, version_id)  # the version exists (any state)
     att = Attachment(name, kind, len(data), digest(data), ui_visible)
-    _put_blob(store, att.sha256, data)
-    _update(store, version_id, lambda idx: idx.attachments.__setitem__(name, att))
+    with writer_lock(store):  # gc must not take the blob between its write and the index's
+        _put_blob(store, att.sha256, data)
+        _update(store, version_id, lambda idx: idx.attachments.__setitem__(name, att))
     return att
 
 
@@ -104,7 +116,7 @@ def remove_attachment(store: ObjectStore, version_id: str, name: str) -> None:
 
 
 def delete_index(store: ObjectStore, version_id: str) -> None:
-    """With the version: its index goes; blobs stay (another version may share them)."""
+    """With the version: its index goes; blobs stay until gc (another version may share them)."""
     store.delete(index_key(version_id))
 
 

@@ -7,12 +7,13 @@ import time
 
 from fsmount import config
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.commit import registry
+from fsmount.commit import attachments, registry
 from fsmount.commit.drafts import stale_drafts
 from fsmount.commit.locks import STALE_AFTER, Lock, gc_lock
 from fsmount.commit.repack import repack as repack_packs
 from fsmount.errors import UsageError
 from fsmount.format.hashing import hash_from_key
+from fsmount.format.names import is_version_id
 from fsmount.format.objects import DirEntry, FileEntry
 from fsmount.format.records import READABLE_STATES, VersionState
 from fsmount.store.base import ObjectInfo, ObjectStore
@@ -60,6 +61,9 @@ def gc(
                 kept_young += 1
                 continue
             doomed.append(info)
+        unused, young = _unused_attachments(store, states, cutoff)
+        kept_young += young
+        doomed += unused
         if not dry_run:
             _delete(store, lock, doomed)
     result = {
@@ -73,6 +77,32 @@ def gc(
         result.update(packs_repacked=repacked.packs_sparse, packs_written=repacked.packs_written,
                       bytes_copied=repacked.bytes_copied, versions_repointed=repacked.versions_repointed)
     return result
+
+
+def _unused_attachments(
+    store: ObjectStore, states: list[VersionState], cutoff: float
+) -> tuple[list[ObjectInfo], int]:
+    """Metadata blobs no version's index names, and indexes of versions that are gone (a delete
+    stopped between the state and the index), older than `cutoff`; and how many were too young."""
+    ids = {s.id for s in states}
+    used: set[bytes] = set()
+    doomed: list[ObjectInfo] = []
+    young = 0
+    for info in store.list(attachments.INDEX_PREFIX):
+        vid = info.key.removeprefix(attachments.INDEX_PREFIX)
+        if vid in ids:  # a damaged index raises: gc stops rather than free the blobs it names
+            used.update(a.sha256 for a in attachments.read_index(store, vid).attachments.values())
+        elif is_version_id(vid) and info.mtime < cutoff:  # other keys are not ours to delete
+            doomed.append(info)
+    for info in store.list(attachments.BLOB_PREFIX):
+        h = attachments.hash_from_blob_key(info.key)
+        if h is None or h in used:
+            continue
+        if info.mtime >= cutoff:
+            young += 1
+        else:
+            doomed.append(info)
+    return doomed, young
 
 
 def check_grace(grace: float) -> None:
