@@ -21,13 +21,14 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from fsmount import config
 from fsmount.errors import FsmountError, UsageError
 from fsmount.fs.mountpoint import is_mounted
+
+if TYPE_CHECKING:
+    import trio
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ REQUEST_WAIT = 2.0  # seconds a connection may take to send its request line
 
 async def _read_request(stream: trio.SocketStream) -> dict[str, Any]:
     """One JSON line (or nothing: a client that only listens gets the counters)."""
+    import trio  # only a daemon serves: trio costs the CLI ~0.7 s of start-up (see serve)
+
     buf = b""
     with trio.move_on_after(REQUEST_WAIT):
         while b"\n" not in buf and len(buf) < 65536:
@@ -222,17 +225,21 @@ async def _answer(req: dict[str, Any], snapshot: Callable[[], dict[str, Any]],
 
 async def serve(sock_name: str, snapshot: Callable[[], dict[str, Any]],
                 handlers: dict[str, Handler] | None = None,
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status: trio.TaskStatus[None] | None = None) -> None:
     """Answer each connection's request (one JSON line; none means status) with JSON, until cancelled.
 
     `{"op": "status"}` answers `snapshot()`; other ops go to `handlers` (a writable mount's
     commit, diff, discard), whose answers carry `"ok": true`, or `"ok": false` and `"error"`.
+    trio is imported here, not at the top: every CLI command imports this module (mount
+    registrations, `ask`), only a mount's daemon serves, and trio is ~0.7 s of the CLI's start-up.
     """
+    import trio
+
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(sock_name)
     sock.listen(16)
     listener = trio.SocketListener(sock)
-    task_status.started()
+    (task_status or trio.TASK_STATUS_IGNORED).started()
     me = os.getuid()
 
     async def handle(stream: trio.SocketStream) -> None:

@@ -60,7 +60,7 @@ def open_store(
         bucket, _, prefix = url.removeprefix("gs://").partition("/")
         _checked(_GCS_BUCKET, bucket, "GCS bucket name", "3-222 lowercase letters, digits, '-', '_' and '.'")
         return GCSStore(bucket, prefix, endpoint_url=config.gcs_endpoint_url(endpoint_url),
-                        **options)  # type: ignore[arg-type]
+                        **options)
     if url.startswith("azure://"):
         from fsmount.store.azure import AzureStore
 
@@ -71,8 +71,8 @@ def open_store(
                  "3-63 lowercase letters, digits and single hyphens")
         endpoint = config.check_endpoint_url(endpoint_url) if endpoint_url else None
         return AzureStore(account, container, prefix, settings=config.azure_settings(), endpoint_url=endpoint,
-                          **options)  # type: ignore[arg-type]
+                          **options)
     from fsmount.store.s3 import S3Store
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return S3Store(check_bucket(bucket), prefix, endpoint_url=endpoint_url, **options)  # type: ignore[arg-type]
+    return S3Store(check_bucket(bucket), prefix, endpoint_url=endpoint_url, **options)

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
 
 from fsmount.config import AzureSettings
 from fsmount.errors import (
     AccessDenied,
-    ConditionalWritesUnsupported,
     ObjectNotFound,
     PreconditionFailed,
     StoreError,
     StoreUnreachable,
     UsageError,
 )
-from fsmount.store.base import ObjectInfo, ObjectStore, content_hash
-from fsmount.store.cloud import (
-    CONDITIONAL_WRITES_IGNORED,
-    conditional_writes_probed,
-    metadata_sha256,
-    sha256_hex,
-)
+from fsmount.store.base import ObjectInfo
+from fsmount.store.cloud import CONDITIONAL_WRITES_IGNORED, CloudStore, metadata_sha256, sha256_hex
 
 try:
     import requests
-    import requests.adapters
     from azure.core import MatchConditions
     from azure.core.exceptions import (
         AzureError,
@@ -42,24 +33,20 @@ try:
     )
     from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
+
+    from fsmount.store.sessions import pooled
 except ImportError as e:  # pragma: no cover - exercised by a subprocess test without the extra
     raise UsageError("azure:// stores need the azure extra: pip install 'fsmount[azure]'") from e
-
-try:
-    from azure.identity import DefaultAzureCredential as _DefaultAzureCredential
-
-    DefaultAzureCredential: Any = _DefaultAzureCredential
-except ImportError:  # optional: keys, SAS tokens and connection strings work without it
-    DefaultAzureCredential = None
 
 log = logging.getLogger(__name__)
 
 SHA256_META = "fsmount_sha256"  # blob metadata names are C# identifiers: no hyphens
 _OCTETS = ContentSettings(content_type="application/octet-stream")
 _RANDOM_ETAG = '"0x8D0123456789ABC"'
+T = TypeVar("T")
 
 
-class AzureStore(ObjectStore):
+class AzureStore(CloudStore):
     """One container (and optional name prefix) of a storage account as an object store.
 
     Write-once creates send If-None-Match: *, conditional updates If-Match: <ETag>. Uploads carry a
@@ -77,27 +64,23 @@ class AzureStore(ObjectStore):
         *,
         settings: AzureSettings,
         endpoint_url: str | None = None,
-        max_connections: int = 64,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        max_attempts: int = 5,
+        **options: Any,
     ) -> None:
+        super().__init__(f"azure://{account}/{container}", prefix, **options)  # cloud.Transfers' fields
         self.account, self.container = account, container
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.url = f"azure://{account}/{container}/{self.prefix}".rstrip("/")
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=max_connections)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        options: dict[str, Any] = {
+        self._ignored = CONDITIONAL_WRITES_IGNORED.format(what="this Azure Blob server",
+                                                          cond="If-None-Match/If-Match")
+        t = self.transfers
+        session = pooled(requests.Session(), t.max_connections)
+        sdk: dict[str, Any] = {
             "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
-                                             retry_total=max_attempts - 1, random_jitter_range=1),
+                                             retry_total=t.max_attempts - 1, random_jitter_range=1),
             "transport": RequestsTransport(session=session, session_owner=True,
-                                           connection_timeout=connect_timeout, read_timeout=read_timeout),
-            "connection_timeout": connect_timeout,
-            "read_timeout": read_timeout,
+                                           connection_timeout=t.connect_timeout, read_timeout=t.read_timeout),
+            "connection_timeout": t.connect_timeout,
+            "read_timeout": t.read_timeout,
         }
-        self.client = self._client(settings, endpoint_url, options)
+        self.client = self._client(settings, endpoint_url, sdk)
         self.endpoint_url = self.client.url.rsplit("/", 1)[0]
 
     def _client(self, s: AzureSettings, endpoint_url: str | None, options: dict[str, Any]) -> Any:
@@ -113,20 +96,19 @@ class AzureStore(ObjectStore):
             credential = {"account_name": self.account, "account_key": s.key}
         elif s.sas_token:
             credential = s.sas_token.lstrip("?")
-        elif DefaultAzureCredential is not None:
-            credential = DefaultAzureCredential()
         else:
-            raise AccessDenied(f"no Azure credentials for {self.url}: set AZURE_STORAGE_CONNECTION_STRING,"
-                               " AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or install azure-identity")
+            credential = _default_credential(self.url)
         return ContainerClient(account_url, self.container, credential=credential, **options)
 
     def _blob(self, key: str) -> Any:
         return self.client.get_blob_client(self.prefix + key)
 
     def _call(self, what: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one SDK call; its failures become fsmount's errors."""
+        return self._guard(what, key, lambda: fn(*args, **kwargs))
+
+    def _guard(self, what: str, key: str, fn: Callable[[], T]) -> T:
         try:
-            return fn(*args, **kwargs)
+            return fn()
         except ResourceNotFoundError as e:
             if getattr(e, "error_code", None) == "ContainerNotFound":
                 raise StoreError(f"container {self.container!r} does not exist in {self.account}") from None
@@ -171,10 +153,6 @@ class AzureStore(ObjectStore):
         sha = metadata_sha256((props.metadata or {}).get(SHA256_META))
         return ObjectInfo(key, int(props.size), props.last_modified.timestamp(), sha), str(props.etag)
 
-    def head(self, key: str) -> ObjectInfo | None:
-        found = self._stat(key)
-        return found[0] if found else None
-
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         def fetch() -> tuple[bytes, str]:
             downloader = self._blob(key).download_blob(max_concurrency=4)
@@ -184,81 +162,29 @@ class AzureStore(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _upload(self, key: str, data: bytes, etag: str | None, *, create: bool = False) -> str:
-        """Upload `data`: only if absent (`create`), only over `etag`, or unconditionally; the new ETag."""
+    def _write(self, key: str, data: bytes, version: str | None, *, create: bool = False) -> str:
+        """One Put Blob: If-None-Match: * to create, If-Match: `version` to update; the new ETag."""
         cond: dict[str, Any] = {"overwrite": not create}
-        if etag is not None:
-            cond.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+        if version is not None:
+            cond.update(etag=version, match_condition=MatchConditions.IfNotModified)
         resp = self._call("put", key, self._blob(key).upload_blob, data, length=len(data),
                           metadata={SHA256_META: sha256_hex(key, data)}, content_settings=_OCTETS,
                           validate_content=True, max_concurrency=4, **cond)
         return str(resp["etag"])
 
-    def put(self, key: str, data: bytes) -> bool:
-        meant = content_hash(key)
-        for attempt in range(5):
-            try:
-                self._upload(key, data, None, create=True)
-                return True
-            except PreconditionFailed:
-                found = self._stat(key)
-                if found is not None:
-                    info, etag = found
-                    if meant is None or self.is_intact(info, len(data), meant):
-                        return False
-                    try:  # damaged: replace exactly that object, so a racing repair is not undone
-                        self._upload(key, data, etag)
-                        return True
-                    except PreconditionFailed:
-                        pass
-                time.sleep(0.05 * 2**attempt)
-        raise StoreError(f"could not write {key} to {self.url}: concurrent writes kept conflicting")
+    def _probe_ident(self) -> Hashable:
+        return ("azure", self.endpoint_url, self.container)
 
-    def _replace(self, key: str, data: bytes) -> None:
-        self._upload(key, data, None)  # Put Blob replaces the blob atomically
+    def _other_version(self, version: str) -> str:
+        return _RANDOM_ETAG
 
-    def put_conditional(self, key: str, data: bytes, if_match: str | None) -> str:
-        self.check_conditional_writes()
-        if if_match is None:
-            return self._upload(key, data, None, create=True)
-        return self._upload(key, data, if_match)
-
-    def check_conditional_writes(self) -> None:
-        """Refuse (ConditionalWritesUnsupported) a server ignoring If-None-Match/If-Match (probed once)."""
-        if not conditional_writes_probed(("azure", self.endpoint_url, self.container), self._probe):
-            raise ConditionalWritesUnsupported(CONDITIONAL_WRITES_IGNORED.format(
-                what="this Azure Blob server", cond="If-None-Match/If-Match"))
-
-    def _probe(self) -> bool:
-        """Create a probe blob, then make two writes whose conditions cannot hold: both must fail."""
-        key = f"locks/probe-{uuid.uuid4().hex}"
-        body = b"fsmount conditional-write probe"
-        self._upload(key, body, None, create=True)
-        try:
-            for etag, create in ((None, True), (_RANDOM_ETAG, False)):
-                try:
-                    self._upload(key, body, etag, create=create)
-                    log.debug("%s accepted an upload with a condition that must fail", self.url)
-                    return False
-                except PreconditionFailed:
-                    pass
-            return True
-        finally:
-            self.delete(key)
-
-    def delete(self, key: str) -> None:
-        try:
-            self._call("delete", key, self._blob(key).delete_blob)
-        except ObjectNotFound:
-            pass
+    def _delete(self, key: str) -> None:
+        self._call("delete", key, self._blob(key).delete_blob)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         strip = len(self.prefix)
-        it = iter(self._call("list", prefix, self.client.list_blobs, name_starts_with=self.prefix + prefix))
-        while True:
-            props = self._call("list", prefix, next, it, None)
-            if props is None:
-                return
+        for props in self._iterate("list", prefix,
+                                   lambda: self.client.list_blobs(name_starts_with=self.prefix + prefix)):
             yield ObjectInfo(props.name[strip:], int(props.size), props.last_modified.timestamp())
 
     def close(self) -> None:
@@ -267,3 +193,15 @@ class AzureStore(ObjectStore):
 
 def _code(e: AzureError) -> str:
     return str(getattr(e, "error_code", None) or getattr(e, "status_code", None) or type(e).__name__)
+
+
+def _default_credential(url: str) -> Any:
+    """azure-identity's DefaultAzureCredential, imported only when no key, SAS or connection string is
+    set: it is optional, and a fifth of this module's import time (azure.identity pulls in msal)."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise AccessDenied(f"no Azure credentials for {url}: set AZURE_STORAGE_CONNECTION_STRING,"
+                           " AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN,"
+                           " or install azure-identity") from None
+    return DefaultAzureCredential()

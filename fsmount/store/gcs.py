@@ -4,39 +4,32 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
 
 from fsmount.errors import (
     AccessDenied,
-    ConditionalWritesUnsupported,
     ObjectNotFound,
     PreconditionFailed,
     StoreError,
     StoreUnreachable,
     UsageError,
 )
-from fsmount.store.base import ObjectInfo, ObjectStore, content_hash
-from fsmount.store.cloud import (
-    CONDITIONAL_WRITES_IGNORED,
-    conditional_writes_probed,
-    metadata_sha256,
-    sha256_hex,
-)
+from fsmount.store.base import ObjectInfo
+from fsmount.store.cloud import CONDITIONAL_WRITES_IGNORED, CloudStore, metadata_sha256, sha256_hex
 
 try:
     import google.auth
     import google.auth.exceptions
     import requests
-    import requests.adapters
     from google.api_core import exceptions as gexc
     from google.api_core.retry import Retry
     from google.auth.credentials import AnonymousCredentials, Credentials
     from google.auth.transport.requests import AuthorizedSession
     from google.cloud import storage
     from google.cloud.storage.retry import DEFAULT_RETRY
+
+    from fsmount.store.sessions import pooled
 except ImportError as e:  # pragma: no cover - exercised by a subprocess test without the extra
     raise UsageError("gs:// stores need the gcs extra: pip install 'fsmount[gcs]'") from e
 
@@ -44,11 +37,12 @@ log = logging.getLogger(__name__)
 
 SHA256_META = "fsmount-sha256"  # custom metadata: the SHA-256 of the body (GCS keeps crc32c and md5 only)
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+T = TypeVar("T")
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 gexc.RetryError, gexc.ServiceUnavailable, gexc.GatewayTimeout)
 
 
-class GCSStore(ObjectStore):
+class GCSStore(CloudStore):
     """One bucket (and optional name prefix) as an object store.
 
     Write-once creates send ifGenerationMatch=0, conditional updates ifGenerationMatch=<generation>
@@ -58,27 +52,17 @@ class GCSStore(ObjectStore):
     Each thread has its own client and connection pool, so transfers run in parallel.
     """
 
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint_url: str | None = None,
-        max_connections: int = 64,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        max_attempts: int = 5,
-    ) -> None:
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 **options: Any) -> None:
+        super().__init__(f"gs://{bucket}", prefix, **options)  # options: cloud.Transfers' fields
         self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url  # an emulator (anonymous access), else Google's own API
-        self._timeout = (connect_timeout, read_timeout)
-        self._max_connections = max_connections
+        t = self.transfers
+        self._timeout = (t.connect_timeout, t.read_timeout)
         # Every attempt may take a full timeout; the retry budget stops at about max_attempts of them.
         self._retry: Retry | None = None
-        if max_attempts > 1:
-            budget = (connect_timeout + read_timeout) * (max_attempts - 1) / 2 + 1.0
+        if t.max_attempts > 1:
+            budget = (t.connect_timeout + t.read_timeout) * (t.max_attempts - 1) / 2 + 1.0
             self._retry = DEFAULT_RETRY.with_timeout(budget).with_delay(initial=0.2, maximum=8.0)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -86,6 +70,7 @@ class GCSStore(ObjectStore):
         self._project: str | None = None
         self._sessions: list[requests.Session] = []
         self._closed = False
+        self._ignored = CONDITIONAL_WRITES_IGNORED.format(what="this GCS server", cond="ifGenerationMatch")
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -109,10 +94,7 @@ class GCSStore(ObjectStore):
         bucket = getattr(self._local, "bucket", None)
         if bucket is None:
             creds, project = self._creds()
-            session = AuthorizedSession(creds)
-            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=self._max_connections)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+            session = pooled(AuthorizedSession(creds), self.transfers.max_connections)
             options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
             client = storage.Client(project=project, credentials=creds, _http=session, client_options=options)
             bucket = client.bucket(self.bucket)
@@ -128,9 +110,11 @@ class GCSStore(ObjectStore):
         return {"timeout": self._timeout, "retry": self._retry}
 
     def _call(self, what: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one SDK call; its failures become fsmount's errors."""
+        return self._guard(what, key, lambda: fn(*args, **kwargs))
+
+    def _guard(self, what: str, key: str, fn: Callable[[], T]) -> T:
         try:
-            return fn(*args, **kwargs)
+            return fn()
         except gexc.NotFound as e:
             if "bucket" in str(e).lower() and "object" not in str(e).lower():
                 raise StoreError(f"bucket {self.bucket!r} does not exist") from None
@@ -167,15 +151,11 @@ class GCSStore(ObjectStore):
                 return b""
             raise
 
-    def _stat(self, key: str) -> tuple[ObjectInfo, int] | None:
+    def _stat(self, key: str) -> tuple[ObjectInfo, str] | None:
         blob = self._call("head", key, self._bucket().get_blob, self._name(key), **self._opts())
         if blob is None:
             return None
-        return _info(key, blob), int(blob.generation)
-
-    def head(self, key: str) -> ObjectInfo | None:
-        found = self._stat(key)
-        return found[0] if found else None
+        return _info(key, blob), str(blob.generation)
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         blob = self._bucket().blob(self._name(key))
@@ -184,88 +164,37 @@ class GCSStore(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _upload(self, key: str, data: bytes, generation: int | None) -> str:
-        """Upload `data` (ifGenerationMatch=`generation` unless None); returns the new generation."""
+    def _write(self, key: str, data: bytes, version: str | None, *, create: bool = False) -> str:
+        """One upload with ifGenerationMatch: 0 to create, `version` to update; the new generation."""
+        cond: dict[str, int] = {}
+        if create:
+            cond["if_generation_match"] = 0
+        elif version is not None:
+            try:
+                cond["if_generation_match"] = int(version)
+            except ValueError:
+                raise PreconditionFailed(f"{key} changed concurrently (generation {version!r})") from None
         blob = self._bucket().blob(self._name(key))
         blob.metadata = {SHA256_META: sha256_hex(key, data)}
-        cond = {} if generation is None else {"if_generation_match": generation}
         self._call("put", key, blob.upload_from_string, data, content_type="application/octet-stream",
                    checksum="crc32c", **cond, **self._opts())
         return str(blob.generation)
 
-    def put(self, key: str, data: bytes) -> bool:
-        meant = content_hash(key)
-        for attempt in range(5):
-            try:
-                self._upload(key, data, 0)
-                return True
-            except PreconditionFailed:
-                found = self._stat(key)
-                if found is not None:
-                    info, generation = found
-                    if meant is None or self.is_intact(info, len(data), meant):
-                        return False
-                    try:  # damaged: replace exactly that generation, so a racing repair is not undone
-                        self._upload(key, data, generation)
-                        return True
-                    except PreconditionFailed:
-                        pass
-                time.sleep(0.05 * 2**attempt)
-        raise StoreError(f"could not write {key} to {self.url}: concurrent writes kept conflicting")
+    def _probe_ident(self) -> Hashable:
+        return ("gs", str(self.endpoint_url), self.bucket)
 
-    def _replace(self, key: str, data: bytes) -> None:
-        self._upload(key, data, None)  # an upload replaces the object atomically
+    def _other_version(self, version: str) -> str:
+        return str(int(version) + 987654321)
 
-    def put_conditional(self, key: str, data: bytes, if_match: str | None) -> str:
-        self.check_conditional_writes()
-        if if_match is None:
-            generation = 0
-        else:
-            try:
-                generation = int(if_match)
-            except ValueError:
-                raise PreconditionFailed(f"{key} changed concurrently (etag {if_match!r})") from None
-        return self._upload(key, data, generation)
-
-    def check_conditional_writes(self) -> None:
-        """Refuse (ConditionalWritesUnsupported) a server that ignores ifGenerationMatch (probed once)."""
-        if not conditional_writes_probed(("gs", str(self.endpoint_url), self.bucket), self._probe):
-            raise ConditionalWritesUnsupported(CONDITIONAL_WRITES_IGNORED.format(what="this GCS server",
-                                                                                 cond="ifGenerationMatch"))
-
-    def _probe(self) -> bool:
-        """Create a probe object, then make two writes whose conditions cannot hold: both must fail."""
-        key = f"locks/probe-{uuid.uuid4().hex}"
-        body = b"fsmount conditional-write probe"
-        generation = int(self._upload(key, body, 0))
-        try:
-            for cond in (0, generation + 987654321):
-                try:
-                    self._upload(key, body, cond)
-                    log.debug("%s accepted ifGenerationMatch=%d, which must fail", self.url, cond)
-                    return False
-                except PreconditionFailed:
-                    pass
-            return True
-        finally:
-            self.delete(key)
-
-    def delete(self, key: str) -> None:
-        try:
-            self._call("delete", key, self._bucket().delete_blob, self._name(key), **self._opts())
-        except ObjectNotFound:
-            pass
+    def _delete(self, key: str) -> None:
+        self._call("delete", key, self._bucket().delete_blob, self._name(key), **self._opts())
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         strip = len(self.prefix)
         bucket = self._bucket()
-        pages = self._call("list", prefix, bucket.client.list_blobs, bucket, prefix=self._name(prefix),
-                           fields="items(name,size,updated),nextPageToken", **self._opts())
-        it = iter(pages)
-        while True:
-            blob = self._call("list", prefix, next, it, None)
-            if blob is None:
-                return
+        for blob in self._iterate("list", prefix, lambda: bucket.client.list_blobs(
+                bucket, prefix=self._name(prefix), fields="items(name,size,updated),nextPageToken",
+                **self._opts())):
             yield ObjectInfo(blob.name[strip:], int(blob.size or 0), blob.updated.timestamp())
 
     def close(self) -> None:
