@@ -11,9 +11,10 @@ Where the work runs (one slow disk or store call must not stall the mount):
   listing of a directory with many upper files goes to a worker thread); one that needs a
   fetch, a copy-up or a walk raises NeedsIO before changing anything and runs on a worker thread;
 - a change (create, mkdir, unlink, rename, link, setattr: a sqlite transaction) runs inline
-  while the overlay's disk is fast, and on a worker thread for a while once one took longer
-  than SLOW_CHANGE (see `_op`); truncates always run on a worker thread; removed data files
-  are moved to trash/ and unlinked by the overlay's background thread (overlay/datafiles.py);
+  while the overlay's disk is fast, and on a worker thread for a while once one blocked longer
+  than SLOW_CHANGE (fs/slowdisk.py: time off the CPU, not preemption); truncates always run
+  on a worker thread; removed data files are moved to trash/ and unlinked by the overlay's
+  background thread (overlay/datafiles.py);
 - while a worker runs a change, `self._meta` (a trio lock) holds every other metadata
   operation back (see `_op`), so the inode table (touched only on the trio thread) always
   changes in the order the view did;
@@ -32,7 +33,6 @@ import functools
 import logging
 import os
 import stat
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -49,6 +49,7 @@ from fsmount.fs.inodes import ROOT_INO
 from fsmount.fs.nowait import NoWait
 from fsmount.fs.options import FsOptions
 from fsmount.fs.path_inodes import PathInodes
+from fsmount.fs.slowdisk import DiskPace
 from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.nodes import NeedsIO, Node
@@ -57,8 +58,6 @@ from fsmount.overlay.upper import UpperLayer, default_overlay_dir
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SLOW_CHANGE = 0.02  # seconds: a call slower than this inline means the overlay's disk is slow
-OFFLOAD_FOR = 10.0  # seconds every change then runs on a worker thread
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
 
 
@@ -125,27 +124,14 @@ class WritableFS:
         self.writes = 0
         self.bytes_written = 0
         self.offloaded = 0  # reads and writes of data files that went to a worker thread
+        self.flushes = 0  # FLUSH requests (answered ENOSYS: the kernel sends one per mount)
         self._nowait = NoWait(upper.folder)
-        self._offload_until = 0.0  # changes go to a worker thread until then (the disk was slow)
-        self.slow_changes = 0
+        self.pace = DiskPace(trio.current_time)  # inline while the overlay's disk is fast (slowdisk.py)
         self._writing = 0  # offloaded writes in flight (they do not hold `_meta`)
         self._writes_done = trio.Event()
 
     def start(self, nursery: trio.Nursery) -> None:
         self.blocks.start(nursery)
-
-    def _timed(self, t0: float) -> None:
-        """A call on the overlay's disk that began at `t0` ran inline: if it was slow, the disk is,
-        and such calls go to worker threads for the next OFFLOAD_FOR seconds."""
-        took = time.perf_counter() - t0
-        if took > SLOW_CHANGE:
-            log.debug("a call took %.1f ms on the event loop: the overlay's disk work goes to worker"
-                      " threads for %d s", took * 1e3, OFFLOAD_FOR)
-            self._offload_until = trio.current_time() + OFFLOAD_FOR
-            self.slow_changes += 1
-
-    def _disk_fast(self) -> bool:
-        return trio.current_time() >= self._offload_until
 
     async def _quiesce(self) -> None:
         """Under `_meta`: wait for offloaded writes already in flight (new ones wait for `_meta`)."""
@@ -162,23 +148,21 @@ class WritableFS:
         no copy and no walk (else it raises NeedsIO before changing anything) and, for a change
         (`change`: a sqlite transaction), while the overlay's disk is fast. Otherwise it runs on
         a worker thread while holding `_meta`; so does every operation that arrives while another
-        holds it, and an `offload` one (a truncate frees blocks). A change (or write) that took
-        longer than SLOW_CHANGE inline sends every one to a worker thread for the next OFFLOAD_FOR
-        seconds: a worker-thread hop costs 0.1-0.4 ms (on a loaded 2-core machine), a sqlite
-        commit in WAL mode 20-50 us, so they run inline while the disk keeps up and stop
-        blocking the loop as soon as it does not. The caller's
-        inode-table update right after the await still happens before any other task runs.
+        holds it, and an `offload` one (a truncate frees blocks). A change (or write) that blocked
+        longer than SLOW_CHANGE inline sends every one to a worker thread for the next
+        OFFLOAD_FOR seconds (fs/slowdisk.py). The caller's inode-table update right after the
+        await still happens before any other task runs.
         """
         try:
-            if not offload and not self._meta.locked() and (not change or self._disk_fast()):
-                t0 = time.perf_counter()
+            if not offload and not self._meta.locked() and (not change or self.pace.fast()):
+                t0 = self.pace.start()
                 try:
                     result = self.view.inline(fn, *args)
                 except NeedsIO:
                     pass
                 else:
                     if change:
-                        self._timed(t0)
+                        self.pace.timed(t0, getattr(fn, '__name__', fn))
                     return result
             async with self._meta:
                 return await trio.to_thread.run_sync(functools.partial(fn, *args))
@@ -425,10 +409,10 @@ class WritableFS:
             n = None if h.append else self._nowait.pwrite(fd, data, offset)
             if n is not None:
                 return n
-            if self._disk_fast():  # RWF_NOWAIT refuses every write that extends a file: timed inline
-                t0 = time.perf_counter()
+            if self.pace.fast():  # RWF_NOWAIT refuses every write that extends a file: timed inline
+                t0 = self.pace.start()
                 n = self.view.write(f.vfh, offset, data)
-                self._timed(t0)
+                self.pace.timed(t0)
                 return n
             self.offloaded += 1
             self._writing += 1
@@ -514,7 +498,8 @@ class WritableFS:
             "writes": self.writes,
             "bytes_written": self.bytes_written,
             "offloaded": self.offloaded,
-            "slow_changes": self.slow_changes,
+            "slow_changes": self.pace.slow_changes,
+            "flushes": self.flushes,
             "open_files": len(self._files),
             "inodes": len(self._paths),
             **self.blocks.stats.as_dict(),
