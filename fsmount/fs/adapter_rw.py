@@ -11,7 +11,8 @@ from typing import Any
 import pyfuse3
 
 from fsmount.fs.adapter import Operations, fuse_errors
-from fsmount.fs.writable import WAttr, WritableFS
+from fsmount.fs.wattr import WAttr
+from fsmount.fs.writable import WritableFS
 
 log = logging.getLogger(__name__)
 

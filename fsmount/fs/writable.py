@@ -34,7 +34,7 @@ import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -46,10 +46,11 @@ from fsmount.format.records import VersionRecord, VersionState
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, OpErrors
 from fsmount.fs.inodes import ROOT_INO
-from fsmount.fs.nowait import NoWait
 from fsmount.fs.options import FsOptions
 from fsmount.fs.path_inodes import PathInodes
 from fsmount.fs.slowdisk import DiskPace
+from fsmount.fs.wattr import WAttr, node_attr, unlinked_attr
+from fsmount.fs.writable_data import DataIO
 from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.nodes import NeedsIO, Node
@@ -59,26 +60,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
-
-
-class WAttr(NamedTuple):
-    """What stat(2) shows for one inode of a writable mount (core.Attr plus owner, times, rdev)."""
-
-    ino: int
-    mode: int
-    nlink: int
-    size: int
-    mtime_ns: int
-    blksize: int
-    uid: int
-    gid: int
-    atime_ns: int
-    ctime_ns: int
-    rdev: int = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
 
 
 def _join(parent: str, name: str) -> str:
@@ -121,23 +102,12 @@ class WritableFS:
         self._next_fh = 1
         self._meta = trio.Lock()
         self.commits = 0
-        self.writes = 0
-        self.bytes_written = 0
-        self.offloaded = 0  # reads and writes of data files that went to a worker thread
         self.flushes = 0  # FLUSH requests (answered ENOSYS: the kernel sends one per mount)
-        self._nowait = NoWait(upper.folder)
         self.pace = DiskPace(trio.current_time)  # inline while the overlay's disk is fast (slowdisk.py)
-        self._writing = 0  # offloaded writes in flight (they do not hold `_meta`)
-        self._writes_done = trio.Event()
+        self.data = DataIO(self.view, self.pace)  # reads and writes of data files (writable_data.py)
 
     def start(self, nursery: trio.Nursery) -> None:
         self.blocks.start(nursery)
-
-    async def _quiesce(self) -> None:
-        """Under `_meta`: wait for offloaded writes already in flight (new ones wait for `_meta`)."""
-        while self._writing:
-            self._writes_done = trio.Event()
-            await self._writes_done.wait()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -186,10 +156,8 @@ class WritableFS:
 
     def _attr(self, n: Node) -> WAttr:
         from_upper = n.row is not None or (n.link is not None and n.link in self.upper.links)
-        mode = n.st_mode if from_upper else n.st_mode & ~0o7000  # a version's set-id bits never show
-        return WAttr(self._ino(n.path, n.link), mode, n.nlink, n.size, n.mtime_ns, self.record.block_size,
-                     self.uid if n.uid is None else n.uid, self.gid if n.gid is None else n.gid,
-                     n.atime, n.ctime, n.rdev)
+        return node_attr(n, self._ino(n.path, n.link), from_upper, self.record.block_size, self.uid, self.gid)
+
     # -- names and attributes ------------------------------------------------------------------
 
     async def lookup(self, parent: int, name: str) -> WAttr:
@@ -221,10 +189,7 @@ class WritableFS:
             for f in self._files.values():
                 h = self.view.handle(f.vfh)
                 if f.ino == ino and h.fd is not None:
-                    st = os.fstat(h.fd)
-                    return WAttr(ino, stat.S_IFREG | stat.S_IMODE(st.st_mode), 0, st.st_size,
-                                 st.st_mtime_ns, self.record.block_size, self.uid, self.gid, st.st_atime_ns,
-                                 st.st_ctime_ns)
+                    return unlinked_attr(ino, os.fstat(h.fd), self.record.block_size, self.uid, self.gid)
         path = self._path(ino)
         return self._attr(await self._op(self.view.lookup, path))
 
@@ -381,49 +346,20 @@ class WritableFS:
         f = self._open(fh)
         h = self.view.handle(f.vfh)
         if h.fd is not None:
-            fd = h.fd
-            try:
-                buf = self._nowait.pread(fd, size, offset)
-                if buf is not None:
-                    return buf
-                self.offloaded += 1
-                return await trio.to_thread.run_sync(os.pread, fd, size, offset)
-            except OSError as e:
-                raise FsError(e.errno or errno.EIO, str(e)) from None
+            return await self.data.pread(h.fd, size, offset)
         if f.lower is None or f.lower.entry is not h.lower:
             assert h.lower is not None
             f.lower = OpenFile(f.ino, h.lower)
         return await self.blocks.read(f.lower, offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        self.writes += 1
-        self.bytes_written += len(data)
+        self.data.writes += 1
+        self.data.bytes_written += len(data)
         f = self._open(fh)
         h = self.view.handle(f.vfh)
         if h.fd is None or self._meta.locked():  # a copy-up, or a commit under way: in order
             return await self._op(self.view.write, f.vfh, offset, data, change=True)
-        if not h.writable:
-            raise FsError(errno.EBADF)
-        fd = h.fd
-        try:
-            n = None if h.append else self._nowait.pwrite(fd, data, offset)
-            if n is not None:
-                return n
-            if self.pace.fast():  # RWF_NOWAIT refuses every write that extends a file: timed inline
-                t0 = self.pace.start()
-                n = self.view.write(f.vfh, offset, data)
-                self.pace.timed(t0)
-                return n
-            self.offloaded += 1
-            self._writing += 1
-            try:
-                return await trio.to_thread.run_sync(self.view.write, f.vfh, offset, data)
-            finally:
-                self._writing -= 1
-                if not self._writing:
-                    self._writes_done.set()
-        except OSError as e:
-            raise FsError(e.errno or errno.EIO, str(e)) from None
+        return await self.data.write(f.vfh, h, offset, data)
 
     async def fsync(self, fh: int) -> None:
         await trio.to_thread.run_sync(self.view.fsync, self._open(fh).vfh)
@@ -449,7 +385,7 @@ class WritableFS:
                      publish: bool = False) -> CommitResult:
         """Commit the overlay (writes wait meanwhile); the mount then stands on the new version."""
         async with self._meta:
-            await self._quiesce()
+            await self.data.quiesce()
 
             def run() -> CommitResult:
                 with self.view.lock:
@@ -474,7 +410,7 @@ class WritableFS:
         whose contents or attributes may differ now): the kernel's caches of both must go.
         """
         async with self._meta:
-            await self._quiesce()
+            await self.data.quiesce()
             n = self.pending_count()
             await trio.to_thread.run_sync(self.upper.reset, self.record.id, self.record.root)
             rec = self.record
@@ -495,9 +431,9 @@ class WritableFS:
             "overlay": str(self.upper.folder),
             "pending": self.pending_count(),
             "commits": self.commits,
-            "writes": self.writes,
-            "bytes_written": self.bytes_written,
-            "offloaded": self.offloaded,
+            "writes": self.data.writes,
+            "bytes_written": self.data.bytes_written,
+            "offloaded": self.data.offloaded,
             "slow_changes": self.pace.slow_changes,
             "flushes": self.flushes,
             "open_files": len(self._files),
