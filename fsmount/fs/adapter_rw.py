@@ -11,7 +11,8 @@ from typing import Any
 import pyfuse3
 
 from fsmount.fs.adapter import Operations, fuse_errors
-from fsmount.fs.writable import WAttr, WritableFS
+from fsmount.fs.wattr import WAttr
+from fsmount.fs.writable import WritableFS
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,11 @@ class WritableOperations(Operations):
         await self.fs.fsync(fh)
 
     async def flush(self, fh: int) -> None:
-        return None
+        """ENOSYS, as on read-only mounts: the kernel then never sends FLUSH again (one round trip
+        per close saved). There is nothing to flush: no writeback cache, a write() is in the data
+        file when it returns, and a close reports no error of its own."""
+        self.fs.flushes += 1
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,

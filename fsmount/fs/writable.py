@@ -11,9 +11,10 @@ Where the work runs (one slow disk or store call must not stall the mount):
   listing of a directory with many upper files goes to a worker thread); one that needs a
   fetch, a copy-up or a walk raises NeedsIO before changing anything and runs on a worker thread;
 - a change (create, mkdir, unlink, rename, link, setattr: a sqlite transaction) runs inline
-  while the overlay's disk is fast, and on a worker thread for a while once one took longer
-  than SLOW_CHANGE (see `_op`); truncates always run on a worker thread; removed data files
-  are moved to trash/ and unlinked by the overlay's background thread (overlay/datafiles.py);
+  while the overlay's disk is fast, and on a worker thread for a while once one blocked longer
+  than SLOW_CHANGE (fs/slowdisk.py: time off the CPU, not preemption); truncates always run
+  on a worker thread; removed data files are moved to trash/ and unlinked by the overlay's
+  background thread (overlay/datafiles.py);
 - while a worker runs a change, `self._meta` (a trio lock) holds every other metadata
   operation back (see `_op`), so the inode table (touched only on the trio thread) always
   changes in the order the view did;
@@ -32,9 +33,8 @@ import functools
 import logging
 import os
 import stat
-import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -46,9 +46,11 @@ from fsmount.format.records import VersionRecord, VersionState
 from fsmount.fs.blocks import BlockReader, OpenFile
 from fsmount.fs.core import XATTR_SHA256, XATTR_VERSION, OpErrors
 from fsmount.fs.inodes import ROOT_INO
-from fsmount.fs.nowait import NoWait
 from fsmount.fs.options import FsOptions
 from fsmount.fs.path_inodes import PathInodes
+from fsmount.fs.slowdisk import DiskPace
+from fsmount.fs.wattr import WAttr, node_attr, unlinked_attr
+from fsmount.fs.writable_data import DataIO
 from fsmount.overlay.commit import CommitResult, Pending, commit_upper, finish_interrupted, pending
 from fsmount.overlay.merged import MergedView
 from fsmount.overlay.nodes import NeedsIO, Node
@@ -57,29 +59,7 @@ from fsmount.overlay.upper import UpperLayer, default_overlay_dir
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-SLOW_CHANGE = 0.02  # seconds: a call slower than this inline means the overlay's disk is slow
-OFFLOAD_FOR = 10.0  # seconds every change then runs on a worker thread
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
-
-
-class WAttr(NamedTuple):
-    """What stat(2) shows for one inode of a writable mount (core.Attr plus owner, times, rdev)."""
-
-    ino: int
-    mode: int
-    nlink: int
-    size: int
-    mtime_ns: int
-    blksize: int
-    uid: int
-    gid: int
-    atime_ns: int
-    ctime_ns: int
-    rdev: int = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
 
 
 def _join(parent: str, name: str) -> str:
@@ -122,36 +102,12 @@ class WritableFS:
         self._next_fh = 1
         self._meta = trio.Lock()
         self.commits = 0
-        self.writes = 0
-        self.bytes_written = 0
-        self.offloaded = 0  # reads and writes of data files that went to a worker thread
-        self._nowait = NoWait(upper.folder)
-        self._offload_until = 0.0  # changes go to a worker thread until then (the disk was slow)
-        self.slow_changes = 0
-        self._writing = 0  # offloaded writes in flight (they do not hold `_meta`)
-        self._writes_done = trio.Event()
+        self.flushes = 0  # FLUSH requests (answered ENOSYS: the kernel sends one per mount)
+        self.pace = DiskPace(trio.current_time)  # inline while the overlay's disk is fast (slowdisk.py)
+        self.data = DataIO(self.view, self.pace)  # reads and writes of data files (writable_data.py)
 
     def start(self, nursery: trio.Nursery) -> None:
         self.blocks.start(nursery)
-
-    def _timed(self, t0: float) -> None:
-        """A call on the overlay's disk that began at `t0` ran inline: if it was slow, the disk is,
-        and such calls go to worker threads for the next OFFLOAD_FOR seconds."""
-        took = time.perf_counter() - t0
-        if took > SLOW_CHANGE:
-            log.debug("a call took %.1f ms on the event loop: the overlay's disk work goes to worker"
-                      " threads for %d s", took * 1e3, OFFLOAD_FOR)
-            self._offload_until = trio.current_time() + OFFLOAD_FOR
-            self.slow_changes += 1
-
-    def _disk_fast(self) -> bool:
-        return trio.current_time() >= self._offload_until
-
-    async def _quiesce(self) -> None:
-        """Under `_meta`: wait for offloaded writes already in flight (new ones wait for `_meta`)."""
-        while self._writing:
-            self._writes_done = trio.Event()
-            await self._writes_done.wait()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -162,23 +118,21 @@ class WritableFS:
         no copy and no walk (else it raises NeedsIO before changing anything) and, for a change
         (`change`: a sqlite transaction), while the overlay's disk is fast. Otherwise it runs on
         a worker thread while holding `_meta`; so does every operation that arrives while another
-        holds it, and an `offload` one (a truncate frees blocks). A change (or write) that took
-        longer than SLOW_CHANGE inline sends every one to a worker thread for the next OFFLOAD_FOR
-        seconds: a worker-thread hop costs 0.1-0.4 ms (on a loaded 2-core machine), a sqlite
-        commit in WAL mode 20-50 us, so they run inline while the disk keeps up and stop
-        blocking the loop as soon as it does not. The caller's
-        inode-table update right after the await still happens before any other task runs.
+        holds it, and an `offload` one (a truncate frees blocks). A change (or write) that blocked
+        longer than SLOW_CHANGE inline sends every one to a worker thread for the next
+        OFFLOAD_FOR seconds (fs/slowdisk.py). The caller's inode-table update right after the
+        await still happens before any other task runs.
         """
         try:
-            if not offload and not self._meta.locked() and (not change or self._disk_fast()):
-                t0 = time.perf_counter()
+            if not offload and not self._meta.locked() and (not change or self.pace.fast()):
+                t0 = self.pace.start()
                 try:
                     result = self.view.inline(fn, *args)
                 except NeedsIO:
                     pass
                 else:
                     if change:
-                        self._timed(t0)
+                        self.pace.timed(t0, getattr(fn, '__name__', fn))
                     return result
             async with self._meta:
                 return await trio.to_thread.run_sync(functools.partial(fn, *args))
@@ -202,10 +156,8 @@ class WritableFS:
 
     def _attr(self, n: Node) -> WAttr:
         from_upper = n.row is not None or (n.link is not None and n.link in self.upper.links)
-        mode = n.st_mode if from_upper else n.st_mode & ~0o7000  # a version's set-id bits never show
-        return WAttr(self._ino(n.path, n.link), mode, n.nlink, n.size, n.mtime_ns, self.record.block_size,
-                     self.uid if n.uid is None else n.uid, self.gid if n.gid is None else n.gid,
-                     n.atime, n.ctime, n.rdev)
+        return node_attr(n, self._ino(n.path, n.link), from_upper, self.record.block_size, self.uid, self.gid)
+
     # -- names and attributes ------------------------------------------------------------------
 
     async def lookup(self, parent: int, name: str) -> WAttr:
@@ -237,10 +189,7 @@ class WritableFS:
             for f in self._files.values():
                 h = self.view.handle(f.vfh)
                 if f.ino == ino and h.fd is not None:
-                    st = os.fstat(h.fd)
-                    return WAttr(ino, stat.S_IFREG | stat.S_IMODE(st.st_mode), 0, st.st_size,
-                                 st.st_mtime_ns, self.record.block_size, self.uid, self.gid, st.st_atime_ns,
-                                 st.st_ctime_ns)
+                    return unlinked_attr(ino, os.fstat(h.fd), self.record.block_size, self.uid, self.gid)
         path = self._path(ino)
         return self._attr(await self._op(self.view.lookup, path))
 
@@ -397,49 +346,20 @@ class WritableFS:
         f = self._open(fh)
         h = self.view.handle(f.vfh)
         if h.fd is not None:
-            fd = h.fd
-            try:
-                buf = self._nowait.pread(fd, size, offset)
-                if buf is not None:
-                    return buf
-                self.offloaded += 1
-                return await trio.to_thread.run_sync(os.pread, fd, size, offset)
-            except OSError as e:
-                raise FsError(e.errno or errno.EIO, str(e)) from None
+            return await self.data.pread(h.fd, size, offset)
         if f.lower is None or f.lower.entry is not h.lower:
             assert h.lower is not None
             f.lower = OpenFile(f.ino, h.lower)
         return await self.blocks.read(f.lower, offset, size)
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
-        self.writes += 1
-        self.bytes_written += len(data)
+        self.data.writes += 1
+        self.data.bytes_written += len(data)
         f = self._open(fh)
         h = self.view.handle(f.vfh)
         if h.fd is None or self._meta.locked():  # a copy-up, or a commit under way: in order
             return await self._op(self.view.write, f.vfh, offset, data, change=True)
-        if not h.writable:
-            raise FsError(errno.EBADF)
-        fd = h.fd
-        try:
-            n = None if h.append else self._nowait.pwrite(fd, data, offset)
-            if n is not None:
-                return n
-            if self._disk_fast():  # RWF_NOWAIT refuses every write that extends a file: timed inline
-                t0 = time.perf_counter()
-                n = self.view.write(f.vfh, offset, data)
-                self._timed(t0)
-                return n
-            self.offloaded += 1
-            self._writing += 1
-            try:
-                return await trio.to_thread.run_sync(self.view.write, f.vfh, offset, data)
-            finally:
-                self._writing -= 1
-                if not self._writing:
-                    self._writes_done.set()
-        except OSError as e:
-            raise FsError(e.errno or errno.EIO, str(e)) from None
+        return await self.data.write(f.vfh, h, offset, data)
 
     async def fsync(self, fh: int) -> None:
         await trio.to_thread.run_sync(self.view.fsync, self._open(fh).vfh)
@@ -465,7 +385,7 @@ class WritableFS:
                      publish: bool = False) -> CommitResult:
         """Commit the overlay (writes wait meanwhile); the mount then stands on the new version."""
         async with self._meta:
-            await self._quiesce()
+            await self.data.quiesce()
 
             def run() -> CommitResult:
                 with self.view.lock:
@@ -490,7 +410,7 @@ class WritableFS:
         whose contents or attributes may differ now): the kernel's caches of both must go.
         """
         async with self._meta:
-            await self._quiesce()
+            await self.data.quiesce()
             n = self.pending_count()
             await trio.to_thread.run_sync(self.upper.reset, self.record.id, self.record.root)
             rec = self.record
@@ -511,10 +431,11 @@ class WritableFS:
             "overlay": str(self.upper.folder),
             "pending": self.pending_count(),
             "commits": self.commits,
-            "writes": self.writes,
-            "bytes_written": self.bytes_written,
-            "offloaded": self.offloaded,
-            "slow_changes": self.slow_changes,
+            "writes": self.data.writes,
+            "bytes_written": self.data.bytes_written,
+            "offloaded": self.data.offloaded,
+            "slow_changes": self.pace.slow_changes,
+            "flushes": self.flushes,
             "open_files": len(self._files),
             "inodes": len(self._paths),
             **self.blocks.stats.as_dict(),

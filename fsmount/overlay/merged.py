@@ -75,12 +75,11 @@ class MergedView(FileView):
             row = Row(path, DIR, n.mode, now, uid=n.uid, gid=n.gid)
         b.put(replace(row, mtime_ns=now, ctime_ns=now))
 
-    def _owner(self, parent: str, uid: int | None, gid: int | None, mode: int,
+    def _owner(self, pn: Node, uid: int | None, gid: int | None, mode: int,
                is_dir: bool) -> tuple[int | None, int | None, int]:
-        """Owner and mode of a new entry in `parent`: the caller's uid and gid (kept as None when
-        they are the mounting user's), but the parent's group when the parent is set-group-ID
-        (and then a new directory is set-group-ID too), as on Linux."""
-        pn = self._get(parent)
+        """Owner and mode of a new entry in directory `pn`: the caller's uid and gid (kept as None
+        when they are the mounting user's), but the parent's group when the parent is
+        set-group-ID (and then a new directory is set-group-ID too), as on Linux."""
         if pn.mode & stat.S_ISGID:
             gid = pn.gid
             if is_dir:
@@ -89,12 +88,12 @@ class MergedView(FileView):
         gid = None if gid == self.default_gid else gid
         return uid, gid, mode
 
-    def _new_name(self, path: str) -> str:
-        """Check that `path` can be made (parent a directory, name free); return its parent."""
-        parent = self._parent_dir(path)
+    def _new_name(self, path: str) -> tuple[str, Node]:
+        """Check that `path` can be made (parent a directory, name free); its parent and the node."""
+        parent, pn = self._parent_node(path)
         if self._child(parent, path.rsplit("/", 1)[-1]) is not None:
             raise FsError(errno.EEXIST)
-        return parent
+        return parent, pn
 
     def _drop_name(self, b: Batch, n: Node, now: int) -> str | None:
         """Node `n` loses its name (unlink, or replaced by a rename): one fewer link of its group;
@@ -113,8 +112,8 @@ class MergedView(FileView):
         """Create a new regular file (EEXIST if the path exists) and open it; also its node."""
         with self.lock:
             path = split(path)
-            parent = self._new_name(path)
-            uid, gid, mode = self._owner(parent, uid, gid, mode, False)
+            parent, pn = self._new_name(path)
+            uid, gid, mode = self._owner(pn, uid, gid, mode, False)
             name, fd = self.upper.new_data_file()
             row = Row(path, FILE, stat.S_IMODE(mode), 0, data=name, uid=uid, gid=gid)
             try:
@@ -148,8 +147,8 @@ class MergedView(FileView):
             raise FsError(errno.EINVAL)
         with self.lock:
             path = split(path)
-            parent = self._new_name(path)
-            uid, gid, mode = self._owner(parent, uid, gid, mode, False)
+            parent, pn = self._new_name(path)
+            uid, gid, mode = self._owner(pn, uid, gid, mode, False)
             now = self.clock()
             row = Row(path, SPECIAL, kind | stat.S_IMODE(mode), now, uid=uid, gid=gid, ctime_ns=now,
                       rdev=rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0)
@@ -184,8 +183,8 @@ class MergedView(FileView):
     def mkdir(self, path: str, mode: int = 0o755, uid: int | None = None, gid: int | None = None) -> Node:
         with self.lock:
             path = split(path)
-            parent = self._new_name(path)
-            uid, gid, mode = self._owner(parent, uid, gid, mode, True)
+            parent, pn = self._new_name(path)
+            uid, gid, mode = self._owner(pn, uid, gid, mode, True)
             opaque = self._lower_entry(path) is not None  # a whiteout was here: hide the old contents
             now = self.clock()
             row = Row(path, DIR, stat.S_IMODE(mode), now, opaque=opaque, uid=uid, gid=gid, ctime_ns=now)
@@ -215,8 +214,8 @@ class MergedView(FileView):
             path = split(path)
             if not target or "\0" in target:
                 raise FsError(errno.EINVAL)
-            parent = self._new_name(path)
-            uid, gid, _ = self._owner(parent, uid, gid, 0, False)
+            parent, pn = self._new_name(path)
+            uid, gid, _ = self._owner(pn, uid, gid, 0, False)
             now = self.clock()
             row = Row(path, SYMLINK, 0o777, now, target=target, uid=uid, gid=gid, ctime_ns=now)
             with self.upper.batch() as b:
@@ -262,7 +261,7 @@ class MergedView(FileView):
             src = self._get(old)
             if src.kind == DIR:
                 raise FsError(errno.EPERM)
-            parent = self._new_name(new)
+            parent, _ = self._new_name(new)
             if src.link is not None and src.link not in self.upper.links:
                 self.adopt_group(src)
                 src = self._get(old)

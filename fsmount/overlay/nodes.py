@@ -74,6 +74,9 @@ class Handle:
 
 def split(path: str) -> str:
     """Normalise '/a//b/' to 'a/b'; reject '..' and bad names with EINVAL."""
+    if (path.isascii() and 0 < len(path) <= 255 and path[0] not in "/." and path[-1] != "/"
+            and "//" not in path and "/." not in path):
+        return path  # already normal (no name over 255 bytes, none starting with '.')
     parts = [p for p in path.split("/") if p and p != "."]
     for p in parts:
         if p == "..":

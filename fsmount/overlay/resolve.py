@@ -191,19 +191,33 @@ class PathResolver:
         return None if e is None else self._node_of_entry(path, e)
 
     def _resolve(self, path: str) -> Node | None:
-        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory (iterative)."""
+        """The node at `path`; None if absent; ENOTDIR if an ancestor is not a directory (iterative).
+
+        Ancestors are checked from their row or lower entry without making their nodes (a node
+        of an upper file costs a stat): only the last name gets one."""
         if not path:
             return self._root_node()
-        parent = ""
-        n: Node | None = None
-        for name in path.split("/"):
-            if n is not None and n.kind != DIR:
-                raise FsError(errno.ENOTDIR)
-            n = self._child(parent, name)
-            if n is None:
-                return None
-            parent = join(parent, name)
-        return n
+        parent, _, last = path.rpartition("/")
+        if parent:
+            above = ""
+            for name in parent.split("/"):
+                p = join(above, name)
+                row = self.upper.rows.get(p)
+                if row is not None:
+                    if row.kind == WHITEOUT:
+                        return None
+                    if row.kind != DIR:
+                        raise FsError(errno.ENOTDIR)
+                else:
+                    pt = self._lower_dir(above)
+                    e = self._tree(pt).get(name) if pt is not None else None
+                    if e is None:
+                        return None
+                    if not isinstance(e, DirEntry):
+                        self._node_of_entry(p, e)  # an external file: its own error
+                        raise FsError(errno.ENOTDIR)
+                above = p
+        return self._child(parent, last)
 
     def _get(self, path: str) -> Node:
         n = self._resolve(path)
@@ -213,6 +227,10 @@ class PathResolver:
 
     def _parent_dir(self, path: str) -> str:
         """Check that the parent of `path` is an existing directory; return it."""
+        return self._parent_node(path)[0]
+
+    def _parent_node(self, path: str) -> tuple[str, Node]:
+        """Check that the parent of `path` is an existing directory; return it and its node."""
         if not path:
             raise FsError(errno.EBUSY, "the root cannot be replaced or removed")
         validate = path.rsplit("/", 1)[-1]
@@ -224,7 +242,7 @@ class PathResolver:
         pn = self._get(parent)
         if pn.kind != DIR:
             raise FsError(errno.ENOTDIR)
-        return parent
+        return parent, pn
 
     def _names(self, path: str) -> dict[str, Node]:
         out: dict[str, Node] = {}

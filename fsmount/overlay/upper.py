@@ -17,7 +17,9 @@ file, symlink, special or whiteout row; a file row has exactly one of `data`, `l
 `link`, and a `link` names a row of `links`, whose `nlink` counts the names of the group.
 Every change of rows is one sqlite transaction; write() never touches sqlite. With
 synchronous=NORMAL a committed transaction survives kill -9 of the process (an OS
-crash may lose the last ones unless fsync() was called, which syncs the WAL too).
+crash may lose the last ones unless fsync() was called, which syncs the WAL too). WAL
+checkpoints run on a thread of their own (overlay/wal.py), never inside a change; a row
+already there is changed in place (UPDATE), a new overlay's tables are WITHOUT ROWID.
 All rows are mirrored in memory (`rows`, `children`, `links`, `members`) so lookups never
 query sqlite.
 """
@@ -46,17 +48,20 @@ from fsmount.overlay.rows import (
     FILE,
     INSERT,
     LINKS_TABLE,
+    NEW_SCHEMA,
     SCHEMA,
     SCHEMA_VERSION,
     SELECT,
     SPECIAL,
     SYMLINK,
+    UPDATE,
     WHITEOUT,
     Row,
     parent_of,
     row_from,
     row_values,
 )
+from fsmount.overlay.wal import Checkpointer
 
 __all__ = ["DIR", "FILE", "RESERVE_BYTES", "SPARES", "SPECIAL", "SYMLINK", "WHITEOUT", "Batch", "Row",
            "UpperLayer", "default_overlay_dir", "new_link_id", "parent_of"]
@@ -122,6 +127,7 @@ class UpperLayer:
         config.private_dir(self.folder, "overlay folder")
         self.db_path = self.folder / "upper.db"
         self._lock = threading.RLock()
+        self.checkpointer = Checkpointer(self.db_path)
         self.files = DataFiles(self.folder, self._lock)
         self.data_dir = self.files.data_dir
         self._lock_fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -134,7 +140,11 @@ class UpperLayer:
             self.db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self.db.execute("PRAGMA wal_autocheckpoint=0")  # overlay/wal.py checkpoints on its own thread
+            new = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone() is None
+            self.db.executescript(NEW_SCHEMA if new else SCHEMA)
+            if new:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.Error as e:
             os.close(self._lock_fd)
             raise UsageError(f"cannot open overlay {self.folder}: {e}") from None
@@ -163,6 +173,7 @@ class UpperLayer:
             os.close(self._lock_fd)
             raise
         self._closed = False
+        self.checkpointer.start()
         self.files.start([r.data for r in (*self.rows.values(), *self.links.values()) if r.data])
 
     # -- meta ---------------------------------------------------------------------------
@@ -300,6 +311,7 @@ class UpperLayer:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+            self.checkpointer.poke()
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
@@ -340,7 +352,13 @@ class UpperLayer:
         if op in ("put", "put_link"):
             row = arg
             assert isinstance(row, Row)
-            self.db.execute(INSERT.format(table="entries" if op == "put" else "links"), row_values(row))
+            table, known = ("entries", self.rows) if op == "put" else ("links", self.links)
+            values = row_values(row)
+            # a row already there changes in place (the memory mirror shows the rows as they were
+            # before this batch, which may have deleted it: hence the count check)
+            if row.path not in known or self.db.execute(UPDATE.format(table=table),
+                                                        (*values[1:], row.path)).rowcount != 1:
+                self.db.execute(INSERT.format(table=table), values)
             return [(op, row)]
         if op == "delete_link":
             self.db.execute("DELETE FROM links WHERE path = ?", (arg,))
@@ -417,6 +435,7 @@ class UpperLayer:
         with self._lock:
             self._closed = True
         self.files.close()
+        self.checkpointer.close()
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
         if self._lock_fd >= 0:
