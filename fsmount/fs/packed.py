@@ -49,6 +49,7 @@ class PackReads:
         self.stats = stats
         self.offload = offload
         self.pack_limiter = trio.CapacityLimiter(options.pack_threads)
+        self.page_limiter = trio.CapacityLimiter(options.pack_threads)  # page-ins never queue behind GETs
         self._nursery: trio.Nursery | None = None
         self._pack_fetching: dict[bytes, trio.Event] = {}  # packs being fetched whole -> set when done
         self._pack_misses: OrderedDict[bytes, int] = OrderedDict()  # recent packs -> misses seen
@@ -119,7 +120,7 @@ class PackReads:
 
     async def _page_in(self, h: bytes, ev: trio.Event) -> None:
         try:
-            if await self.offload(self.reader.page_in, h, limiter=self.pack_limiter):
+            if await self.offload(self.reader.page_in, h, limiter=self.page_limiter):
                 self.stats.page_ins += 1
         except Exception as e:  # only costs the readers their own reads
             log.debug("page-in of pack %s failed: %s", h.hex()[:16], e)
