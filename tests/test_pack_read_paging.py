@@ -8,9 +8,11 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import trio
 
 from fsmount.api.workspace import Workspace
+from fsmount.cache import local_cache
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.options import FsOptions
 from fsmount.store.local import LocalStore
@@ -115,3 +117,19 @@ def test_a_byte_changed_in_a_paged_in_pack_is_never_served(file_store_url: str, 
         ws.close()
     assert got == pv.files  # never the changed byte
     assert fs.reader.stats.cache_integrity_errors >= 1, fs.reader.stats
+
+
+def test_a_due_cache_lookup_is_not_a_page_miss(file_store_url: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept pack file is looked up in the cache again every _FD_RECHECK s (an RWF_NOWAIT read then
+    says WouldBlock too): that must not read the pack through again. With a recheck due on every
+    read and the pages resident, an epoch pages nothing in (it paged each pack in every 5 s)."""
+    pv, store, order = _setup(file_store_url, tmp_path)
+    monkeypatch.setattr(local_cache, "_FD_RECHECK", 0.0)
+    ws, fs = _fs(pv, store, tmp_path / "cache")
+    try:
+        got = _epoch(fs, order)
+    finally:
+        ws.close()
+    assert got == pv.files
+    assert fs.blocks.stats.page_ins == 0, fs.blocks.stats

@@ -51,6 +51,10 @@ class WouldBlock(Exception):
     """A non-blocking read (nowait) would have to wait for a lookup or the disk."""
 
 
+class PageMiss(WouldBlock):
+    """A non-blocking read (nowait) of an open cached file whose bytes are not in the page cache."""
+
+
 _FD_MAX = 64  # open cached pack files kept (each may pin an evicted file's space until closed)
 _FD_RECHECK = 5.0  # seconds after which a kept pack file is looked up again (LRU touch, eviction check)
 
@@ -157,9 +161,9 @@ class ContentCache:
             try:
                 n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
             except BlockingIOError:
-                raise WouldBlock() from None
+                raise PageMiss() from None
             if n < length and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
-                raise WouldBlock()
+                raise PageMiss()
             if n < length:
                 del buf[n:]
             return buf

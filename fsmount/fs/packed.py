@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from fsmount.cache.fetcher import FROM_STORE, ObjectReader
-from fsmount.cache.local_cache import WouldBlock
+from fsmount.cache.local_cache import PageMiss, WouldBlock
 from fsmount.errors import IntegrityError, StoreUnreachable
 from fsmount.fs.options import FsOptions
 from fsmount.fs.readstats import ReadStats
@@ -65,29 +65,33 @@ class PackReads:
         """Page-ins of cached packs run as tasks of `nursery` (none without it)."""
         self._nursery = nursery
 
-    def _fast(self, h: bytes, off: int, n: int, sha: bytes) -> Source | None:
-        """The slice without a thread hop (memory or page cache), else None."""
+    def _fast(self, h: bytes, off: int, n: int, sha: bytes) -> Source | bool:
+        """The slice without a thread hop (memory or page cache), else whether that failed because its
+        bytes are not in the page cache (PageMiss) rather than for a cache lookup."""
         try:
             data = self.reader.packed_slice(h, off, n, sha, nowait=True)
+        except PageMiss:
+            return True
         except WouldBlock:
-            return None
-        if data is not None:
-            self.stats.packed_fast += 1
+            return False
+        if data is None:
+            return False
+        self.stats.packed_fast += 1
         return data
 
     async def read(self, h: bytes, off: int, n: int, sha: bytes) -> Source:
         """The verified bytes of the packed file at [off, off+n) of pack `h` whose SHA-256 is `sha`."""
         self.stats.packed_reads += 1
-        data = self._fast(h, off, n, sha)
-        if data is not None:
-            return data
+        fast = self._fast(h, off, n, sha)
+        if not isinstance(fast, bool):
+            return fast
         ev = self._pack_fetching.get(h)
         if ev is not None:
             await self._wait_pack(ev)
-        elif await self._paged_in(h):
-            data = self._fast(h, off, n, sha)
-            if data is not None:
-                return data
+        elif (fast or h in self._paging) and await self._paged_in(h):  # a page-cache miss, or one runs
+            fast = self._fast(h, off, n, sha)
+            if not isinstance(fast, bool):
+                return fast
         data = await self.offload(self.reader.packed_slice, h, off, n, sha)
         if data is None:
             data = await self._packed_miss(h, off, n, sha)
@@ -96,10 +100,11 @@ class PackReads:
     # -- cached packs into the page cache --------------------------------------------------
 
     async def _paged_in(self, h: bytes) -> bool:
-        """A page-cache miss of (maybe) cached pack `h`. Wait for its page-in when one runs; start one
-        when the pack missed before or another pack missed within pack_stream_window s (an epoch
-        reads every file of every pack, each time a thread hop and a seek of its own otherwise).
-        True when this read waited for a page-in that ended (the caller tries the page cache again)."""
+        """A page-cache miss of cached pack `h` (RWF_NOWAIT said so: not a cache lookup due). Wait for
+        its page-in when one runs; start one when the pack missed before or another pack missed
+        within pack_stream_window s (an epoch reads every file of every pack, each time a thread hop
+        and a seek of its own otherwise). True when this read waited for a page-in that ended (the
+        caller tries the page cache again)."""
         ev = self._paging.get(h)
         if ev is None:
             now = trio.current_time()
