@@ -237,12 +237,53 @@ def mounted(ctx: Ctx, ref: str, name: str, cache: Path) -> Iterator[tuple[Path, 
     pid = 0
     try:
         pid = int(daemon_status(mnt, ctx.env)["pid"])
+        s0 = schedstat(pid)
         yield mnt, took
     finally:
         with contextlib.suppress(Exception):
             ctx.counters = daemon_status(mnt, ctx.env)["counters"]
             ctx.cpu = proc_cpu_seconds(pid)
+            s1 = schedstat(pid)
+            ctx.sched = (s1[0] - s0[0], s1[1] - s0[1])  # type: ignore[attr-defined]
         umount(mnt)
+
+
+def schedstat(pid: int) -> tuple[float, float]:
+    """(seconds run, seconds waited runnable for a CPU) of a process's main thread (/proc schedstat):
+    a FUSE daemon on a loaded machine mostly waits for a CPU, not for its own work."""
+    run, wait = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
+    return int(run) / 1e9, int(wait) / 1e9
+
+
+def sched_note(ctx: Ctx) -> str:
+    run, wait = getattr(ctx, "sched", (0.0, 0.0))
+    return f"; daemon main thread ran {run:.1f} s, waited {wait:.1f} s for a CPU"
+
+
+def pack_keys(ctx: Ctx) -> set[str]:
+    """Store keys of the version's large objects (packs; trees are a few KiB), for counting GETs."""
+    keys = set()
+    for page in ctx.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="fsmount/objects/"):
+        keys |= {o["Key"] for o in page.get("Contents", []) if o["Size"] >= 2**20}
+    return keys
+
+
+def gets_of(moto: MotoServer, since: int, keys: set[str]) -> tuple[int, int]:
+    """(object GETs of `keys`, other object GETs) in moto's log after `since`."""
+    with open(moto.log_path, "rb") as f:
+        f.seek(since)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    packs = other = 0
+    for line in lines:
+        parts = line.split('"', 2)[1].split() if '"' in line else []
+        if len(parts) < 2 or parts[0] != "GET" or OBJECTS not in parts[1]:
+            continue
+        key = parts[1].split("?", 1)[0].removeprefix(f"/{BUCKET}/")
+        if key in keys:
+            packs += 1
+        else:
+            other += 1
+    return packs, other
 
 
 def object_count(ref: str, env: dict[str, str]) -> tuple[int, int]:
@@ -358,6 +399,8 @@ def run(args: argparse.Namespace) -> None:
             with mounted(ctx, ref, "cold", cache) as (mnt, took):
                 t, got = read_epoch(mnt, rel, threads)
             gets = moto.count_requests(since, "GET", OBJECTS)
+            packs = pack_keys(ctx)
+            pack_gets, tree_gets = gets_of(moto, since, packs)
             assert got == nbytes
             cold = n / t
             res.add("mount.seconds", took, "s", "`fsmount mount` returning (target < 1)")
@@ -365,7 +408,8 @@ def run(args: argparse.Namespace) -> None:
                 "epoch.cold.fsmount",
                 cold,
                 "files/s",
-                f"fresh mount, empty cache; {what}; " + ctx.note("block_misses", "prefetch_fetched"),
+                f"fresh mount, empty cache; {what}; "
+                + ctx.note("pack_fetches", "ranged_reads", "pack_wait_timeouts") + sched_note(ctx),
             )
             res.add("epoch.cold.ratio_shards", cold / ceiling, "x", "fsmount cold / shards, target >= 0.5")
             res.add(
@@ -375,6 +419,13 @@ def run(args: argparse.Namespace) -> None:
                 f"object GETs at the server during the epoch, {objects} objects",
             )
             res.add("epoch.cold.gets_per_object", gets / max(1, objects), "x", "target <= 1.2 (GETs / packs)")
+            res.add(
+                "epoch.cold.pack_gets_per_pack",
+                pack_gets / max(1, len(packs)),
+                "x",
+                f"GETs of the {len(packs)} packs (whole or ranged) / packs; the other {tree_gets} GETs "
+                "are directory trees (one per folder)",
+            )
             rmtree_force(cache)
 
             cache = work / "cache-warm"
@@ -412,7 +463,7 @@ def run(args: argparse.Namespace) -> None:
                 warm,
                 "files/s",
                 "remount on the cache `fsmount warm` filled, page cache "
-                f"dropped; {after} object GETs; " + ctx.note("block_hits"),
+                f"dropped; {after} object GETs; " + ctx.note("packed_fast", "page_ins") + sched_note(ctx),
             )
             res.add("epoch.warm.local", local, "files/s", "the local folder, page cache dropped")
             res.add("epoch.warm.gets", after, "GETs", "object GETs during the warm epoch, target 0")
@@ -445,6 +496,21 @@ def run(args: argparse.Namespace) -> None:
                 "ttfb.one_get", one * 1000, "ms", "one GET of the same file as a plain object, median of 5"
             )
             res.add("ttfb.ratio", ttfb / one, "x", "target <= 3")
+            size = (src / small).stat().st_size
+            ranged = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                s3.get_object(Bucket=BUCKET, Key=max(packs), Range=f"bytes=0-{size - 1}")["Body"].read()
+                ranged.append(time.perf_counter() - t0)
+            one_ranged = statistics.median(ranged)
+            res.add(
+                "ttfb.one_ranged_get",
+                one_ranged * 1000,
+                "ms",
+                f"one ranged GET of {size} bytes of a pack, median of 5 (what a lone miss costs; "
+                "moto reads the whole pack for it)",
+            )
+            res.add("ttfb.ratio_ranged", ttfb / one_ranged, "x", "fsmount first byte / one ranged GET")
 
             for name, mounter in (("rclone", ctx.rclone), ("s3fs", ctx.s3fs)):
                 if name in skip:

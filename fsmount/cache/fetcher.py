@@ -248,7 +248,7 @@ class ObjectReader:
     # -- packed files: ranges of pack objects, verified by the file's own SHA-256 ------------------
 
     def packed_slice(self, h: bytes, offset: int, length: int, sha256: bytes,
-                     nowait: bool = False) -> bytes | None:
+                     nowait: bool = False) -> bytes | bytearray | None:
         """The bytes of a packed file (range [offset, offset+length) of pack `h`, whose SHA-256 is
         `sha256`) if the pack is at hand: in memory (fetched or being handed to the cache: verified
         by the pack's hash) or in the disk cache (the slice alone is read and checked against
@@ -277,7 +277,7 @@ class ObjectReader:
                 with self._lock:
                     self.stats.cache_misses += 1
             return None
-        if len(piece) != length or digest(piece) != sha256:
+        if len(piece) != length or digest(memoryview(piece)) != sha256:
             self.cache.discard(h)
             with self._lock:
                 self.stats.cache_integrity_errors += 1
@@ -314,6 +314,13 @@ class ObjectReader:
             raise IntegrityError(f"bytes {offset}..{offset + length} of object {h.hex()} in {self.store.url} "
                                  "are corrupt (the file's SHA-256 does not match)")
         return data
+
+    def page_in(self, h: bytes) -> bool:
+        """Bring cached pack `h` into the page cache in one sequential read (ContentCache.page_in),
+        so later packed_slice(nowait=True) calls of its files succeed; False if it is not cached."""
+        if self.in_place and not self.links.knows(h):
+            return False
+        return self.cache.page_in(h)
 
     def has_cached(self, h: bytes) -> bool:
         """Whether object `h` is in memory or in the disk cache (a cheap index lookup, no read)."""

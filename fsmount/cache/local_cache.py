@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -48,6 +49,10 @@ class CorruptEntry(Exception):
 
 class WouldBlock(Exception):
     """A non-blocking read (nowait) would have to wait for a lookup or the disk."""
+
+
+class PageMiss(WouldBlock):
+    """A non-blocking read (nowait) of an open cached file whose bytes are not in the page cache."""
 
 
 _FD_MAX = 64  # open cached pack files kept (each may pin an evicted file's space until closed)
@@ -135,7 +140,8 @@ class ContentCache:
 
     # -- ranges of cached packs ------------------------------------------------------
 
-    def read_range(self, h: bytes, offset: int, length: int, nowait: bool = False) -> bytes | None:
+    def read_range(self, h: bytes, offset: int, length: int,
+                   nowait: bool = False) -> bytes | bytearray | None:
         """Bytes [offset, offset+length) of cached object `h` (possibly short), None if not cached.
 
         NOT checked here: the caller checks the slice against what it must hash to (a packed
@@ -145,51 +151,85 @@ class ContentCache:
         and lets go of it once evicted. With `nowait`, raises WouldBlock instead of a lookup or a
         read that is not in the page cache (preadv RWF_NOWAIT): for the event loop's fast path.
         """
+        pf = self._open_file(h, nowait)
+        if not isinstance(pf, _PackFile):
+            return None if pf is None else pf[offset:offset + length]
+        try:
+            if not nowait:
+                return os.pread(pf.fd, length, offset)
+            buf = bytearray(length)  # the one copy out of the page cache, handed on as it is
+            try:
+                n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
+            except BlockingIOError:
+                raise PageMiss() from None
+            if n < length and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
+                raise PageMiss()
+            if n < length:
+                del buf[n:]
+            return buf
+        finally:
+            self._release_file(pf)
+
+    def page_in(self, h: bytes, chunk: int = 2**22) -> bool:
+        """Read cached object `h`'s file through once (sequential, big reads, into one reused buffer)
+        so its pages are in the page cache: the ranged reads that follow (an epoch reading a pack's
+        files in any order) are then RWF_NOWAIT hits on the event loop, and the disk sees one
+        sequential read per pack instead of one seek per file. Nothing read here is served, so
+        nothing is checked here (read_range's callers check every slice). False if not cached."""
+        pf = self._open_file(h, False)
+        if not isinstance(pf, _PackFile):
+            return pf is not None
+        try:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(pf.fd, 0, 0, os.POSIX_FADV_WILLNEED)  # the kernel may read it in one go
+            buf = bytearray(min(chunk, max(1, pf.size)))
+            pos = 0
+            while pos < pf.size:
+                n = os.preadv(pf.fd, [buf], pos)
+                if n <= 0:
+                    break
+                pos += n
+            return True
+        finally:
+            self._release_file(pf)
+
+    def _open_file(self, h: bytes, nowait: bool) -> _PackFile | bytes | None:
+        """The open file of cached object `h` (one more user: _release_file it), or its bytes when it
+        lives in SQLite, or None if not cached; WouldBlock with `nowait` unless already open."""
         with self._files_lock:
             pf = self._files.get(h)
             if pf is not None and time.monotonic() - pf.checked < _FD_RECHECK:
                 self._files.move_to_end(h)
                 pf.users += 1
-            else:
-                pf = None
-        if pf is None:
-            if nowait:
-                raise WouldBlock()
-            value = self._cache.get(h, default=None, read=True, retry=True)
-            if value is None:
-                self._forget_file(h)
-                return None
-            if isinstance(value, bytes):  # small objects live in SQLite
-                return value[offset:offset + length]
-            with value:
-                pf = _PackFile(os.dup(value.fileno()), os.fstat(value.fileno()).st_size)
-            pf.users = 1
-            with self._files_lock:
-                old = self._files.pop(h, None)
-                self._files[h] = pf
-                gone = [old] if old is not None else []
-                while len(self._files) > _FD_MAX:
-                    gone.append(self._files.popitem(last=False)[1])
-                for g in gone:
-                    g.dead = True
-                    if not g.users:
-                        os.close(g.fd)
-        try:
-            if not nowait:
-                return os.pread(pf.fd, length, offset)
-            buf = bytearray(length)
-            try:
-                n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                raise WouldBlock() from None
-            if n < length and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
-                raise WouldBlock()
-            return bytes(buf[:n])
-        finally:
-            with self._files_lock:
-                pf.users -= 1
-                if pf.dead and not pf.users:
-                    os.close(pf.fd)
+                return pf
+        if nowait:
+            raise WouldBlock()
+        value = self._cache.get(h, default=None, read=True, retry=True)
+        if value is None:
+            self._forget_file(h)
+            return None
+        if isinstance(value, bytes):  # small objects live in SQLite
+            return value
+        with value:
+            pf = _PackFile(os.dup(value.fileno()), os.fstat(value.fileno()).st_size)
+        pf.users = 1
+        with self._files_lock:
+            old = self._files.pop(h, None)
+            self._files[h] = pf
+            gone = [old] if old is not None else []
+            while len(self._files) > _FD_MAX:
+                gone.append(self._files.popitem(last=False)[1])
+            for g in gone:
+                g.dead = True
+                if not g.users:
+                    os.close(g.fd)
+        return pf
+
+    def _release_file(self, pf: _PackFile) -> None:
+        with self._files_lock:
+            pf.users -= 1
+            if pf.dead and not pf.users:
+                os.close(pf.fd)
 
     def _forget_file(self, h: bytes) -> None:
         with self._files_lock:

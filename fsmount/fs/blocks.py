@@ -23,56 +23,24 @@ import logging
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import trio
 
 from fsmount.cache.fetcher import FROM_CACHE, FROM_STORE, ObjectReader
-from fsmount.cache.local_cache import WouldBlock
 from fsmount.errors import IntegrityError, StoreUnreachable
 from fsmount.format.objects import FileEntry
 from fsmount.fs.options import FsOptions
+from fsmount.fs.packed import PackReads, Source, budget_room
+from fsmount.fs.readstats import ReadStats
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Source = bytes  # a verified block held by an open file
+__all__ = ["BlockReader", "OpenFile", "ReadStats", "Source"]
+# Source: a verified block held by an open file (bytes; a packed file's bytes may be a bytearray)
 Buffer = bytes | bytearray | memoryview
 _TIMEOUT_MEMORY = 4096  # objects whose recent timeout is remembered (trio thread only)
-
-
-@dataclass
-class ReadStats:
-    """Counters of the read path, shown by `fsmount status`."""
-
-    reads: int = 0
-    bytes_served: int = 0
-    block_hits: int = 0  # block found in the local cache on first use by an open file
-    block_misses: int = 0  # block had to come from the store on a demand read
-    memory_hits: int = 0  # block being fetched or just fetched by another reader: no cache lookup
-    largest_read: int = 0  # largest request the kernel sent (bytes)
-    prefetch_started: int = 0
-    prefetch_fetched: int = 0  # prefetches that actually went to the store
-    prefetch_bytes: int = 0
-    prefetch_skipped: int = 0  # skipped because the global budget was spent
-    prefetch_errors: int = 0
-    prefetch_inflight_bytes: int = 0
-    held_bytes: int = 0  # verified blocks kept in memory by open files
-    timeouts: int = 0
-    packed_reads: int = 0  # packed small files loaded by open files (any source)
-    packed_fast: int = 0  # ... of them served on the event loop from memory or the page cache (no thread)
-    pack_fetches: int = 0  # whole packs fetched from the store (one GET each)
-    pack_bytes: int = 0
-    pack_waits: int = 0  # reads that waited for a pack being fetched
-    pack_wait_timeouts: int = 0  # ... and gave up after pack_wait, reading their range instead
-    pack_budget_waits: int = 0  # whole-pack fetches that waited for memory budget
-    pack_errors: int = 0  # whole-pack fetches that failed (a damaged pack is then read range by range)
-    pack_inflight_bytes: int = 0
-    ranged_reads: int = 0  # packed files read by a ranged GET of their bytes
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class OpenFile:
@@ -108,7 +76,7 @@ class OpenFile:
     def close(self) -> None:
         self.closed = True
         for src in self.handles.values():
-            if not isinstance(src, bytes):
+            if not isinstance(src, bytes | bytearray):
                 try:
                     src.close()
                 except OSError:
@@ -132,19 +100,14 @@ class BlockReader:
         self._nursery: trio.Nursery | None = None
         self._prefetching: set[bytes] = set()
         self._timed_out: dict[bytes, tuple[float, float]] = {}  # hash -> (fail at once until, timeout)
-        self.pack_limiter = trio.CapacityLimiter(options.pack_threads)
-        self._pack_fetching: dict[bytes, trio.Event] = {}  # packs being fetched whole -> set when done
-        self._pack_misses: OrderedDict[bytes, int] = OrderedDict()  # recent packs -> misses seen
-        self._bad_packs: OrderedDict[bytes, None] = OrderedDict()  # whole fetch failed: read by ranges
-        self._last_miss = -1e9
-        self._pack_size = options.pack_size_hint
-        self._budget_freed = trio.Event()
+        self.packs = PackReads(reader, options, self.stats, self.offload)  # packed small files
         if options.write_behind:
             reader.enable_write_behind(options.write_behind)
 
     def start(self, nursery: trio.Nursery) -> None:
         """Enable prefetch: background fetches run as tasks of `nursery`."""
         self._nursery = nursery
+        self.packs.start(nursery)
 
     # -- offloading ---------------------------------------------------------------
 
@@ -206,7 +169,7 @@ class BlockReader:
             f.handles[i] = src
             return
         f.handles[i] = src
-        if isinstance(src, bytes):
+        if isinstance(src, bytes | bytearray):
             f.held += len(src)
             self.stats.held_bytes += len(src)
         if f.owner is None:
@@ -216,7 +179,7 @@ class BlockReader:
             self._drop(f, gone)
 
     def _drop(self, f: OpenFile, src: Source) -> None:
-        if isinstance(src, bytes):
+        if isinstance(src, bytes | bytearray):
             f.held -= len(src)
             self.stats.held_bytes -= len(src)
         else:
@@ -262,117 +225,15 @@ class BlockReader:
             self._drop(f, f.handles.pop(j))
         return src
 
-    # -- packed small files ------------------------------------------------------------
+    # -- packed small files: fsmount/fs/packed.py -----------------------------------
 
-    def _budget_room(self, n: int) -> bool:
-        st = self.stats
-        used = st.pack_inflight_bytes + st.prefetch_inflight_bytes + st.held_bytes
-        return used + n <= self.options.prefetch_budget
-
-    async def _packed(self, f: OpenFile) -> bytes:
-        """The verified bytes of packed file `f`: from memory or the cache (a slice of its pack), else
-        from the whole pack fetched once for every reader of it, else by a ranged GET (the policy is
-        in _packed_miss; docs/SEMANTICS.md "Packed files")."""
+    async def _packed(self, f: OpenFile) -> Source:
         assert f.pack is not None
         h, off = f.pack
-        n, sha = f.entry.size, f.entry.sha256
-        st = self.stats
-        st.packed_reads += 1
-        try:  # the warm fast path: no thread hop when the slice is in memory or the page cache
-            data = self.reader.packed_slice(h, off, n, sha, nowait=True)
-            if data is not None:
-                st.packed_fast += 1
-                return data
-        except WouldBlock:
-            pass
-        ev = self._pack_fetching.get(h)
-        if ev is not None:
-            await self._wait_pack(ev)
-        data = await self.offload(self.reader.packed_slice, h, off, n, sha)
-        if data is None:
-            data = await self._packed_miss(h, off, n, sha)
-        return data
+        return await self.packs.read(h, off, f.entry.size, f.entry.sha256)
 
-    async def _wait_pack(self, ev: trio.Event) -> None:
-        self.stats.pack_waits += 1
-        with trio.move_on_after(self.options.pack_wait):
-            await ev.wait()
-            return
-        self.stats.pack_wait_timeouts += 1
-
-    async def _packed_miss(self, h: bytes, off: int, n: int, sha: bytes) -> bytes:
-        """A packed file not at hand. Fetch its whole pack (and wait for it) when the pack had a miss
-        before or another miss came within pack_stream_window seconds (an epoch), memory allowing;
-        otherwise, or when the pack cannot be had whole in time, one ranged GET of the file."""
-        opts, st = self.options, self.stats
-        now = trio.current_time()
-        seen = self._pack_misses.pop(h, 0)
-        self._pack_misses[h] = seen + 1
-        if len(self._pack_misses) > _TIMEOUT_MEMORY:
-            self._pack_misses.popitem(last=False)
-        streaming = now - self._last_miss < opts.pack_stream_window
-        self._last_miss = now
-        whole = (seen or streaming) and h not in self._bad_packs and not self.reader.in_place
-        if whole:
-            ev = self._pack_fetching.get(h)
-            if ev is None and await self._room_for_pack():
-                ev = self._pack_fetching.get(h)  # someone may have started it while we waited
-                if ev is None:
-                    await self._fetch_pack(h)
-                    ev = None
-            if ev is not None:
-                await self._wait_pack(ev)
-            data = await self.offload(self.reader.packed_slice, h, off, n, sha)
-            if data is not None:
-                return data
-        st.ranged_reads += 1
-        return await self.offload(self.reader.fetch_range, h, off, n, sha)
-
-    async def _room_for_pack(self) -> bool:
-        """Wait (at most pack_wait s) until the memory budget has room for one more pack fetch."""
-        est = self._pack_size
-        if est > self.options.prefetch_budget:
-            return False
-        if self._budget_room(est):
-            return True
-        self.stats.pack_budget_waits += 1
-        with trio.move_on_after(self.options.pack_wait):
-            while not self._budget_room(est):
-                await self._budget_freed.wait()
-            return True
-        return False
-
-    async def _fetch_pack(self, h: bytes) -> None:
-        """Fetch pack `h` whole (single flight, verified by its hash, into the cache), counted in the
-        budget while it is in flight; every reader waiting for it is woken when it ends."""
-        st = self.stats
-        ev = self._pack_fetching[h] = trio.Event()
-        est = self._pack_size
-        st.pack_inflight_bytes += est
-        try:
-            data, origin = await self.offload(self.reader.load, h, limiter=self.pack_limiter, key=h)
-            if origin == FROM_STORE:
-                st.pack_fetches += 1
-                st.pack_bytes += len(data)
-            self._pack_size = max(self.options.pack_size_hint // 4, len(data))
-        except IntegrityError as e:  # a damaged pack: its files are read by ranges, each checked alone
-            st.pack_errors += 1
-            self._bad_packs[h] = None
-            if len(self._bad_packs) > _TIMEOUT_MEMORY:
-                self._bad_packs.popitem(last=False)
-            log.warning("pack %s: %s; reading its files one range at a time", h.hex()[:16], e)
-        except StoreUnreachable:  # a stalled store: the read fails after one timeout, not two
-            st.pack_errors += 1
-            raise
-        except Exception as e:
-            st.pack_errors += 1
-            log.debug("whole fetch of pack %s failed: %s", h.hex()[:16], e)
-        finally:
-            st.pack_inflight_bytes -= est
-            del self._pack_fetching[h]
-            ev.set()
-            self._budget_freed.set()
-            self._budget_freed = trio.Event()
+    def _budget_room(self, n: int) -> bool:
+        return budget_room(self.stats, self.options, n)
 
     def _piece(self, f: OpenFile, i: int, src: Source, start: int, n: int) -> Buffer:
         """`n` bytes at `start` of span `i`'s block: a slice of memory, once the span fits the block."""
@@ -461,7 +322,7 @@ class BlockReader:
                 self.stats.prefetch_bytes += length
             passed = f.window and f.last_end >= f.spans[i][3] + length  # a sequential reader went past it
             if f.closed or passed or i in f.handles:
-                if not isinstance(src, bytes):
+                if not isinstance(src, bytes | bytearray):
                     src.close()
             else:
                 self._keep(f, i, src)
