@@ -251,6 +251,11 @@ def same_files(a: Path, b: Path) -> bool:
     return all((b / n).read_bytes() == (a / n).read_bytes() for n in sample)
 
 
+def last_json(stdout: str) -> dict[str, object]:
+    """The CLI's JSON answer: its last line that is JSON (a profiler may print after it)."""
+    return dict(json.loads(next(ln for ln in reversed(stdout.splitlines()) if ln.startswith("{"))))
+
+
 def fmt_requests(c: Counter[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(c.items()))
 
@@ -338,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                     sync = Phase(emu).run(cli(argv_sync, env, "sync"))
                     sync_r = sync["out"]
                     sync["cpu"] = sync_r.cpu_seconds  # type: ignore[attr-defined]
-                    ref = str(json.loads(sync_r.stdout.strip().splitlines()[-1])["id"])  # type: ignore[attr-defined]
+                    ref = str(last_json(sync_r.stdout)["id"])  # type: ignore[attr-defined]
                     up = Phase(emu).run(lambda: emu.upload(data, prefix))  # noqa: B023
                     get = Phase(emu).run(cli(["get", ref], env_get, "get"))
                     get_r = get["out"]
                     get["cpu"] = get_r.cpu_seconds  # type: ignore[attr-defined]
-                    copy = Path(json.loads(get_r.stdout.strip().splitlines()[-1])["path"])  # type: ignore[attr-defined]
+                    copy = Path(last_json(get_r.stdout)["path"])  # type: ignore[attr-defined]
                     down = work / f"down-{kind}-{prefix}"
                     dl = Phase(emu).run(lambda: emu.download(prefix, down))  # noqa: B023
                     cold = f"{prefix}-cold"
