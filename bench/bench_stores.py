@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from common import (
     MiB,
@@ -50,6 +50,8 @@ from common import (
     tree_bytes,
     write_random_file,
 )
+
+from tests.emulators import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / ".servers" / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
@@ -73,35 +75,19 @@ class Emulator:
     """A server subprocess whose access log lines are "... \"METHOD PATH HTTP/1.1\" ..."."""
 
     name = ""
-    proc: subprocess.Popen[bytes]
+    server: Server
     log: Path
 
     def start(self, argv: list[str], port: int, log: Path) -> None:
+        """The emulator as the tests start it (tests/emulators.py: polled until its port answers)."""
+        self.server = Server(log.stem, argv, port, log.parent)
         self.log = log
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.name} did not start; see {log}") from None
-                time.sleep(0.05)  # polling for the port
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.server.stop()
 
     def cpu(self) -> float:
-        return proc_cpu_seconds(self.proc.pid)
+        return proc_cpu_seconds(self.server.proc.pid)
 
     def offset(self) -> int:
         return self.log.stat().st_size
