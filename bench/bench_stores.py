@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from common import (
     MiB,
@@ -50,6 +50,8 @@ from common import (
     tree_bytes,
     write_random_file,
 )
+
+from tests.emulators import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE = ROOT / ".servers" / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
@@ -73,35 +75,19 @@ class Emulator:
     """A server subprocess whose access log lines are "... \"METHOD PATH HTTP/1.1\" ..."."""
 
     name = ""
-    proc: subprocess.Popen[bytes]
+    server: Server
     log: Path
 
     def start(self, argv: list[str], port: int, log: Path) -> None:
+        """The emulator as the tests start it (tests/emulators.py: polled until its port answers)."""
+        self.server = Server(log.stem, argv, port, log.parent)
         self.log = log
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.name} did not start; see {log}") from None
-                time.sleep(0.05)  # polling for the port
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.server.stop()
 
     def cpu(self) -> float:
-        return proc_cpu_seconds(self.proc.pid)
+        return proc_cpu_seconds(self.server.proc.pid)
 
     def offset(self) -> int:
         return self.log.stat().st_size
@@ -251,6 +237,11 @@ def same_files(a: Path, b: Path) -> bool:
     return all((b / n).read_bytes() == (a / n).read_bytes() for n in sample)
 
 
+def last_json(stdout: str) -> dict[str, object]:
+    """The CLI's JSON answer: its last line that is JSON (a profiler may print after it)."""
+    return dict(json.loads(next(ln for ln in reversed(stdout.splitlines()) if ln.startswith("{"))))
+
+
 def fmt_requests(c: Counter[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(c.items()))
 
@@ -338,12 +329,12 @@ def main(argv: list[str] | None = None) -> int:
                     sync = Phase(emu).run(cli(argv_sync, env, "sync"))
                     sync_r = sync["out"]
                     sync["cpu"] = sync_r.cpu_seconds  # type: ignore[attr-defined]
-                    ref = str(json.loads(sync_r.stdout.strip().splitlines()[-1])["id"])  # type: ignore[attr-defined]
+                    ref = str(last_json(sync_r.stdout)["id"])  # type: ignore[attr-defined]
                     up = Phase(emu).run(lambda: emu.upload(data, prefix))  # noqa: B023
                     get = Phase(emu).run(cli(["get", ref], env_get, "get"))
                     get_r = get["out"]
                     get["cpu"] = get_r.cpu_seconds  # type: ignore[attr-defined]
-                    copy = Path(json.loads(get_r.stdout.strip().splitlines()[-1])["path"])  # type: ignore[attr-defined]
+                    copy = Path(last_json(get_r.stdout)["path"])  # type: ignore[attr-defined]
                     down = work / f"down-{kind}-{prefix}"
                     dl = Phase(emu).run(lambda: emu.download(prefix, down))  # noqa: B023
                     cold = f"{prefix}-cold"
