@@ -1,4 +1,4 @@
-"""Audit of issue 9's "never wrong bytes" on the paths added since: packs, in-place reads, selections, fsspec, UI.
+"""Audit of issue 9 ("never wrong bytes") on the new paths: packs, in-place reads, selections, fsspec, UI.
 
 One packed version (the real packer, `fsmount sync`); one byte of one packed file is flipped in the
 store (fetched into the cache, or read in place from the local store) or in the cache after a good
@@ -129,7 +129,8 @@ def test_a_flipped_byte_in_a_stored_pack_is_refused_by_every_copy_and_fsspec(
     finally:
         fs.workspace.close()
     r = run_cli("warm", packed.vid, "-q", check=False)
-    assert (r.returncode == 0) == in_place and "Traceback" not in r.stderr, r.stderr  # in place: nothing to warm
+    # warm skips a store read in place (nothing to cache); else the damaged pack fails it
+    assert (r.returncode == 0) == in_place and "Traceback" not in r.stderr, r.stderr
     r = run_cli("verify", packed.vid, check=False)
     assert r.returncode != 0
 
