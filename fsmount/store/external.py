@@ -9,20 +9,26 @@ URL, never different bytes.
 
 Trust (docs/FORMAT.md §4, "Link entry"): whoever can write to the store chooses the URLs a
 reader fetches. So reading (`check_allowed`) follows $FSMOUNT_LINK_ALLOW when it is set (URL
-prefixes; a file:// path is compared after its symlinks are resolved and opened without
-following a last symlink), and otherwise refuses file:// to a process running as root. Redirects
-are never followed, and no read returns more than the chunk asked for.
+prefixes, matched by scheme, host, port and path prefix; a file:// path is compared after its
+symlinks are resolved and opened without following a last symlink), and otherwise refuses
+file:// to a process running as root. An http(s) link to a cloud metadata service or a
+link-local address (169.254.0.0/16, fe80::/10: instance credentials) is refused unless the
+allow-list names it; so is one with '.' or '..' path segments. Redirects are never followed,
+and no read returns more than the chunk asked for.
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import os
+import socket
 import stat
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +75,48 @@ def _file_path(url: str) -> str:
     return rest
 
 
+# Never read unless FSMOUNT_LINK_ALLOW names them: cloud metadata services (instance credentials).
+METADATA_HOSTS = ("metadata.google.internal", "metadata.goog", "metadata", "instance-data")
+
+
+def _blocked_address(host: str) -> str | None:
+    """Why `host` (a name or an address) is a metadata service or link-local, else None.
+    A name is resolved, and refused if any of its addresses is such."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS or name.endswith(".internal"):
+        return "a cloud metadata service"
+    try:
+        addrs = [ipaddress.ip_address(name)]
+    except ValueError:
+        try:
+            addrs = [ipaddress.ip_address(str(a[4][0]).split("%", 1)[0])
+                     for a in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)]
+        except (OSError, UnicodeError, ValueError):
+            return None  # unresolvable: the read fails on its own
+    for a in addrs:
+        mapped = getattr(a, "ipv4_mapped", None) or a
+        if mapped.is_link_local or mapped.is_unspecified or mapped.is_multicast:
+            return f"a link-local or special address ({mapped})"
+    return None
+
+
+def _same_origin_prefix(url: str, prefix: str) -> bool:
+    """Whether `url` lies under allow-list entry `prefix`: same scheme, same host and port (no
+    user info can smuggle another host in: "https://host" does not allow "https://host@evil/"),
+    the same bucket, and a path that starts with the prefix's path."""
+    u, p = urllib.parse.urlsplit(url), urllib.parse.urlsplit(prefix)
+    if u.scheme.lower() != p.scheme.lower():
+        return False
+    if (u.hostname or "") != (p.hostname or "") or u.port != p.port:
+        return False
+    return u.path.startswith(p.path)
+
+
+def _has_dot_segments(url: str) -> bool:
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    return any(seg in (".", "..") for seg in path.split("/"))
+
+
 def check_allowed(url: str) -> None:
     """Refuse (EACCES) to read a link URL this process may not follow (the module's trust rule)."""
     scheme, _ = split_url(url)
@@ -79,6 +127,13 @@ def check_allowed(url: str) -> None:
         if allow is None and os.geteuid() == 0:
             raise AccessDenied(f"external file {url}: file:// links are not read as root unless "
                                "FSMOUNT_LINK_ALLOW lists them")
+    elif scheme in ("http", "https"):
+        if _has_dot_segments(url):
+            raise AccessDenied(f"external file {url}: '.' or '..' in its path")
+        why = _blocked_address(urllib.parse.urlsplit(url).hostname or "")
+        if why is not None and not any(_same_origin_prefix(url, p) for p in allow or []):
+            raise AccessDenied(f"external file {url}: its host is {why}; not read unless "
+                               "FSMOUNT_LINK_ALLOW lists it")
     if allow is None:
         return
     for prefix in allow:
@@ -86,7 +141,8 @@ def check_allowed(url: str) -> None:
             root = os.path.realpath(prefix.removeprefix("file://")).rstrip("/") + "/"
             if scheme == "file" and (target + "/").startswith("file://" + root):
                 return
-        elif target.startswith(prefix):
+        elif scheme != "file" and "://" in prefix and not _has_dot_segments(url) \
+                and _same_origin_prefix(target, prefix):
             return
     raise AccessDenied(f"external file {url}: not under FSMOUNT_LINK_ALLOW")
 
