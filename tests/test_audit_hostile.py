@@ -20,8 +20,15 @@ import pytest
 from fsmount.api.fsspec_fs import FsmountFileSystem
 from fsmount.errors import AccessDenied
 from fsmount.format.hashing import object_key, record_key, state_key
-from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, DirEntry, Entry, FileEntry, LinkEntry, \
-    encode_tree
+from fsmount.format.objects import (
+    EMPTY_TREE_BYTES,
+    EMPTY_TREE_HASH,
+    DirEntry,
+    Entry,
+    FileEntry,
+    LinkEntry,
+    encode_tree,
+)
 from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store import open_store
 from fsmount.store.external import check_allowed
@@ -30,7 +37,8 @@ from tests.helpers import run_cli, write_tree
 ACCESS_DENIED = 3  # exit code of AccessDenied (fsmount/errors.py)
 
 
-def hostile_version(store_url: str, entries: list[Entry], blobs: list[bytes] = (), name: str = "bad") -> str:  # type: ignore[assignment]
+def hostile_version(store_url: str, entries: list[Entry], blobs: tuple[bytes, ...] = (),
+                    name: str = "bad") -> str:
     """A final version whose root tree is `entries` as given (objects `blobs` stored too)."""
     store = open_store(store_url)
     vid = uuid.uuid4().hex
@@ -42,9 +50,9 @@ def hostile_version(store_url: str, entries: list[Entry], blobs: list[bytes] = (
     store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)
     now = time.time()
     n = sum(1 for e in entries if not isinstance(e, DirEntry))
-    rec = VersionRecord(id=vid, project="p", name=name, version="1", parents=(), root=root, base=EMPTY_TREE_HASH,
-                        created=now, finalized=now, author="evil", message="", files=n, nbytes=0,
-                        block_size=4096)
+    rec = VersionRecord(id=vid, project="p", name=name, version="1", parents=(), root=root,
+                        base=EMPTY_TREE_HASH, created=now, finalized=now, author="evil", message="",
+                        files=n, nbytes=0, block_size=4096)
     store.put(record_key(vid), rec.encode())
     st = VersionState(id=vid, project="p", name=name, version="1", parents=(), state="final", tags=(),
                       description="", created=now, updated=now, author="evil")
@@ -137,14 +145,15 @@ def test_a_locator_past_its_packs_end_is_an_error_not_a_short_file(store: str, t
     h = hashlib.sha256(pack).digest()
     good = pack[:1000]
     past = pack[2500:3000] + b"\0" * 500  # claims 1000 bytes at 2500: 500 past the end
-    e_good = FileEntry("good.bin", 0o644, 1, 1000, hashlib.sha256(good).digest(), 4096, ((h, 0, 1000),), "0" * 32)
-    e_past = FileEntry("past.bin", 0o644, 1, 1000, hashlib.sha256(past).digest(), 4096, ((h, 2500, 1000),), "0" * 32)
+    z = "0" * 32
+    e_good = FileEntry("good.bin", 0o644, 1, 1000, hashlib.sha256(good).digest(), 4096, ((h, 0, 1000),), z)
+    e_past = FileEntry("past.bin", 0o644, 1, 1000, hashlib.sha256(past).digest(), 4096, ((h, 2500, 1000),), z)
     e_huge = FileEntry("huge.bin", 0o644, 1, 2**40, bytes(32), 4096, ((h, 0, 2**40),), "0" * 32)
-    vid = hostile_version(store, [e_good, e_huge, e_past], [pack])
+    vid = hostile_version(store, [e_good, e_huge, e_past], (pack,))
     for path in ("past.bin", "huge.bin"):
         for argv in (["get", vid, "--files", path, "--copy", str(tmp_path / uuid.uuid4().hex), "-q"],
-                     ["get", vid, "--part", "0", "--num-parts", "1", "--copy", str(tmp_path / uuid.uuid4().hex),
-                      "-q"]):
+                     ["get", vid, "--part", "0", "--num-parts", "1", "--copy",
+                      str(tmp_path / uuid.uuid4().hex), "-q"]):
             r = run_cli(*argv, check=False)
             assert r.returncode not in (0, 70) and "Traceback" not in r.stderr, (argv, r.stderr)
         fs = FsmountFileSystem(store=store, skip_instance_cache=True)
