@@ -52,19 +52,20 @@ def packing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("packing")
 def test_gc_repack_survives_a_crash_at_every_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """B keeps two files of A's packs; A is deleted; gc --repack copies those ranges into new packs and
+    """B (a child of A) keeps two files of A's packs; A is deleted (--force); gc --repack copies those ranges into new packs and
     repoints B. Crashed anywhere (the gc lock then stays behind until it is stale), the next gc
     finishes it."""
     a, b = write_tree(tmp_path / "a", A), write_tree(tmp_path / "b", B)
 
     def prepare(env: cs.Env, ws: Workspace) -> None:
-        va = sync(a, project="p", name="a", workspace=ws)[0].id
-        env.ctx["b"] = sync(b, project="p", name="b", workspace=ws)[0].id
-        lifecycle.delete(ws.store, va)
+        va = sync(a, project="p", name="b", workspace=ws)[0].id
+        env.ctx["b"] = sync(b, project="p", name="b", workspace=ws)[0].id  # a child: keeps A's locators
+        lifecycle.delete(ws.store, va, force=True)
         env.ctx["before"] = _versions(ws)
 
     def operation(env: cs.Env, ws: Workspace) -> None:
-        gc(ws, grace=0, repack=True, repack_below=0.9)
+        res = gc(ws, grace=0, repack=True, repack_below=0.9)
+        assert res["packs_repacked"] >= 1 and res["versions_repointed"] == 1, res
 
     def recover(env: cs.Env, ws: Workspace) -> str:
         with pytest.MonkeyPatch.context() as mp:
