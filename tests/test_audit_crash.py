@@ -52,9 +52,9 @@ def packing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("packing")
 def test_gc_repack_survives_a_crash_at_every_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """B (a child of A) keeps two files of A's packs; A is deleted (--force); gc --repack copies those ranges into new packs and
-    repoints B. Crashed anywhere (the gc lock then stays behind until it is stale), the next gc
-    finishes it."""
+    """B (a child of A) keeps two files of A's packs; A is deleted (--force); gc --repack copies those
+    ranges into new packs and repoints B. Crashed anywhere (the gc lock then stays behind until it
+    is stale), the next gc finishes it."""
     a, b = write_tree(tmp_path / "a", A), write_tree(tmp_path / "b", B)
 
     def prepare(env: cs.Env, ws: Workspace) -> None:
