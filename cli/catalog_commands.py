@@ -36,7 +36,7 @@ def search(
         try:  # re.compile raises more than re.error: "a{99999999999}" is an OverflowError
             re.compile(pattern)
         except (re.error, OverflowError, RecursionError, ValueError) as e:
-            raise UsageError(f"invalid --name pattern {pattern[:80]!r}: {e}") from None
+            raise UsageError(f"invalid name pattern {pattern[:80]!r}: {e}") from None
     rows = Dataset.list_datasets(project, pattern, list(tags), list(ids), only_completed=not all_states,
                                  workspace=ws)
 
