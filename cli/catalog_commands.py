@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,11 @@ def search(
     all_states: bool, as_json: bool,
 ) -> None:
     """Find versions by project, name pattern, tags and ids (clearml-data search)."""
+    if pattern:
+        try:  # re.compile raises more than re.error: "a{99999999999}" is an OverflowError
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError, ValueError) as e:
+            raise UsageError(f"invalid name pattern {pattern[:80]!r}: {e}") from None
     rows = Dataset.list_datasets(project, pattern, list(tags), list(ids), only_completed=not all_states,
                                  workspace=ws)
 

@@ -16,7 +16,7 @@ from typing import Any
 from fsmount.errors import UsageError
 from fsmount.format.objects import MAX_URL_BYTES, validate_name
 from fsmount.format.tree_edit import split_path
-from fsmount.store.external import LinkInfo, list_links, read_link, stat_link
+from fsmount.store.external import LinkInfo, list_links, read_link, shown, stat_link
 
 DEFAULT_LINK_MODE = 0o644
 Progress = Callable[[int], None]
@@ -59,8 +59,8 @@ def link_events(
             validate_name(part)
         sha, chunks = _hash(info, block_size, progress) if hash_content else (b"", ())
         if not info.tag and not hash_content:
-            raise UsageError(f"external file {url}: its server gives no ETag or Last-Modified, so a change "
-                             "could not be noticed; add it with --hash")
+            raise UsageError(f"external file {shown(url)}: its server gives no ETag or Last-Modified, so a "
+                             "change could not be noticed; add it with --hash")
         entry = {"mode": DEFAULT_LINK_MODE, "mtime_ns": info.mtime_ns, "size": info.size, "url": info.url,
                  "tag": info.tag, "sha256": sha.hex(), "block_size": block_size,
                  "blocks": [c.hex() for c in chunks]}

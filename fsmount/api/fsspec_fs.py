@@ -21,7 +21,7 @@ from fsspec.utils import stringify_path
 
 from fsmount.api.workspace import Workspace
 from fsmount.cache.fetcher import ObjectReader
-from fsmount.cache.ranges import read_range
+from fsmount.cache.file_range import read_file_range
 from fsmount.commit import registry
 from fsmount.errors import AmbiguousRefError, FsmountError, NotFoundError, StateError, UsageError, errno_of
 from fsmount.format.objects import DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry
@@ -32,9 +32,9 @@ _SELF_NAMED = re.compile(r"(tag:[^/]+|[0-9a-f]{4,32})")  # a REF that is one pat
 
 
 def _read(reader: ObjectReader, entry: FileEntry, offset: int, size: int) -> bytes:
-    """read_range, with fsmount's errors (a corrupt block, a changed external file) as OSError."""
+    """read_file_range, with fsmount's errors (a corrupt block, a changed external file) as OSError."""
     try:
-        return read_range(reader, entry, offset, size)
+        return read_file_range(reader, entry, offset, size)
     except FsmountError as e:
         raise OSError(errno_of(e), str(e)) from None
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from fsmount.format.hashing import digest
 from fsmount.format.objects import FileEntry, LinkEntry
-from fsmount.store.external import LinkChanged, check_allowed, read_link
+from fsmount.store.external import LinkChanged, check_allowed, read_link, shown
 
 UNHASHED = bytes(32)  # the sha256 of a view of a link that was not hashed: no whole-file check possible
 _EMPTY = hashlib.sha256(b"").digest()
@@ -75,6 +75,6 @@ class LinkChunks:
         length = min(link.block_size, link.size - offset)
         data = read_link(link.url, offset, length, link.tag, link.size)
         if link.blocks and digest(data) != h:
-            raise LinkChanged(f"external file {link.url} changed since it was added: bytes {offset}.."
+            raise LinkChanged(f"external file {shown(link.url)} changed since it was added: bytes {offset}.."
                               f"{offset + length} do not match the SHA-256 recorded by --hash")
         return data

@@ -5,7 +5,8 @@ every tree and block under the record's root exists with the right size (with re
 right bytes); every record, a draft's included, names trees that exist (its base too: gc keeps a
 base's trees); parents exist and form no cycle; nothing carries a format number from the future.
 A bad object is reported by key and the check goes on. Objects nothing references (orphans) and
-stale lock objects are listed, not counted as problems: gc collects them.
+stale lock objects are listed, not counted as problems: gc collects them. Each metadata index
+names its version and attachment blobs that exist with their sizes (with read_data: their bytes).
 
 Everything is read from the store itself, never from the local cache.
 """
@@ -18,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from fsmount.commit.attachments import BLOB_PREFIX, INDEX_PREFIX, blob_key
 from fsmount.commit.locks import STALE_AFTER
 from fsmount.errors import FormatError, ObjectNotFound
 from fsmount.format.hashing import digest, hash_from_key, is_version_id, object_key, record_key
 from fsmount.format.objects import DirEntry, FileEntry, Tree, decode_tree
-from fsmount.format.records import READABLE_STATES, VersionRecord, VersionState
+from fsmount.format.records import READABLE_STATES, MetadataIndex, VersionRecord, VersionState
 from fsmount.store.base import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
@@ -309,6 +311,7 @@ class _Checker:
         listing = {i.key: i for i in self.store.list("objects/")}
         self.check_blocks(listing)
         self._orphans(listing)
+        self.check_attachments()
         self._locks()
         self.report.problems.sort(key=lambda p: p.key)  # stable: one key's problems keep their order
         return self.report
@@ -324,6 +327,40 @@ class _Checker:
                 self.report.orphans.append(key)
                 stats.orphans += 1
                 stats.orphan_bytes += info.size
+
+    def check_attachments(self) -> None:
+        """Every metadata index (FORMAT.md §14) decodes, names its version, and each attachment's blob
+        exists with its size (with read_data: its bytes hash to its name). Blobs no index names are
+        notes (an attachment replaced or removed; gc does not collect them)."""
+        blobs = {i.key: i for i in self.store.list(BLOB_PREFIX)}
+        used: set[str] = set()
+        for info in self.store.list(INDEX_PREFIX):
+            vid = info.key.removeprefix(INDEX_PREFIX)
+            idx = self._read(info.key, lambda d: MetadataIndex.decode(d, None))
+            if idx is None:
+                continue
+            if idx.id != vid:
+                self.problem(info.key, f"the index names another version ({idx.id})")
+                continue
+            if vid not in self.states:
+                self.report.notes.append(f"{info.key}: the metadata of a deleted version")
+            for att in idx.attachments.values():
+                key = blob_key(att.sha256)
+                used.add(key)
+                blob = blobs.get(key)
+                why = None if blob is not None else "is missing"
+                if blob is not None and blob.size != att.size:
+                    why = f"is {blob.size} bytes, not {att.size}"
+                elif blob is not None and self.read_data:
+                    try:
+                        if digest(self.store.get(key)) != att.sha256:
+                            why = "is damaged: its bytes do not hash to its name"
+                    except ObjectNotFound:
+                        why = "is missing"
+                if why is not None:
+                    self.problem(key, f"attachment {att.name!r} of version {vid} {why}")
+        for key in sorted(set(blobs) - used):
+            self.report.notes.append(f"{key}: an attachment blob no version names")
 
     def _locks(self) -> None:
         now = time.time()

@@ -9,20 +9,29 @@ URL, never different bytes.
 
 Trust (docs/FORMAT.md §4, "Link entry"): whoever can write to the store chooses the URLs a
 reader fetches. So reading (`check_allowed`) follows $FSMOUNT_LINK_ALLOW when it is set (URL
-prefixes; a file:// path is compared after its symlinks are resolved and opened without
-following a last symlink), and otherwise refuses file:// to a process running as root. Redirects
-are never followed, and no read returns more than the chunk asked for.
+prefixes, matched by scheme, host, port and path prefix; a file:// path is compared after its
+symlinks are resolved and opened without following a last symlink), and otherwise refuses
+file:// to a process running as root. An http(s) link to a cloud metadata service or a
+link-local address (169.254.0.0/16, fe80::/10: instance credentials) is refused unless the
+allow-list names it; so is one with '.' or '..' path segments. Redirects are never followed,
+and no read returns more than the chunk asked for.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import http.client
+import ipaddress
 import logging
 import os
+import re
+import socket
 import stat
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,11 +71,74 @@ def split_url(url: str) -> tuple[str, str]:
     return scheme.lower(), rest
 
 
+_SECRET_QUERY = re.compile(r"(?i)(sig|signature|credential|token|key|secret|password|pass|auth)")
+
+
+def shown(url: str) -> str:
+    """`url` for a message or a log: user info and signature-like query values (presigned URLs,
+    SAS tokens) replaced by ***. The URL itself stays in the tree; it just never reaches a log."""
+    try:
+        u = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
+    netloc = u.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = u.query
+    if query:
+        query = "&".join(
+            f"{k}=***" if _SECRET_QUERY.search(k) else (f"{k}={v}" if sep else k)
+            for k, sep, v in (part.partition("=") for part in query.split("&")))
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, query, u.fragment))
+
+
 def _file_path(url: str) -> str:
     rest = split_url(url)[1]
     if not rest.startswith("/"):
         raise UsageError(f"invalid link URL {url!r}: file:// takes an absolute path")
     return rest
+
+
+# Never read unless FSMOUNT_LINK_ALLOW names them: cloud metadata services (instance credentials).
+METADATA_HOSTS = ("metadata.google.internal", "metadata.goog", "metadata", "instance-data")
+
+
+def _blocked_address(host: str) -> str | None:
+    """Why `host` (a name or an address) is a metadata service or link-local, else None.
+    A name is resolved, and refused if any of its addresses is such."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS or name.endswith(".internal"):
+        return "a cloud metadata service"
+    try:
+        addrs = [ipaddress.ip_address(name)]
+    except ValueError:
+        try:
+            addrs = [ipaddress.ip_address(str(a[4][0]).split("%", 1)[0])
+                     for a in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)]
+        except (OSError, UnicodeError, ValueError):
+            return None  # unresolvable: the read fails on its own
+    for a in addrs:
+        mapped = getattr(a, "ipv4_mapped", None) or a
+        if mapped.is_link_local or mapped.is_unspecified or mapped.is_multicast:
+            return f"a link-local or special address ({mapped})"
+    return None
+
+
+def _same_origin_prefix(url: str, prefix: str) -> bool:
+    """Whether `url` lies under allow-list entry `prefix`: same scheme, same host and port (no
+    user info can smuggle another host in: "https://host" does not allow "https://host@evil/"),
+    the same bucket, and a path that starts with the prefix's path."""
+    u, p = urllib.parse.urlsplit(url), urllib.parse.urlsplit(prefix)
+    if u.scheme.lower() != p.scheme.lower():
+        return False
+    if (u.hostname or "") != (p.hostname or "") or u.port != p.port:
+        return False
+    return u.path.startswith(p.path)
+
+
+def _has_dot_segments(url: str) -> bool:
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    return any(seg in (".", "..") for seg in path.split("/"))
 
 
 def check_allowed(url: str) -> None:
@@ -77,8 +149,15 @@ def check_allowed(url: str) -> None:
     if scheme == "file":
         target = "file://" + os.path.realpath(_file_path(url))
         if allow is None and os.geteuid() == 0:
-            raise AccessDenied(f"external file {url}: file:// links are not read as root unless "
+            raise AccessDenied(f"external file {shown(url)}: file:// links are not read as root unless "
                                "FSMOUNT_LINK_ALLOW lists them")
+    elif scheme in ("http", "https"):
+        if _has_dot_segments(url):
+            raise AccessDenied(f"external file {shown(url)}: '.' or '..' in its path")
+        why = _blocked_address(urllib.parse.urlsplit(url).hostname or "")
+        if why is not None and not any(_same_origin_prefix(url, p) for p in allow or []):
+            raise AccessDenied(f"external file {shown(url)}: its host is {why}; not read unless "
+                               "FSMOUNT_LINK_ALLOW lists it")
     if allow is None:
         return
     for prefix in allow:
@@ -86,9 +165,10 @@ def check_allowed(url: str) -> None:
             root = os.path.realpath(prefix.removeprefix("file://")).rstrip("/") + "/"
             if scheme == "file" and (target + "/").startswith("file://" + root):
                 return
-        elif target.startswith(prefix):
+        elif scheme != "file" and "://" in prefix and not _has_dot_segments(url) \
+                and _same_origin_prefix(target, prefix):
             return
-    raise AccessDenied(f"external file {url}: not under FSMOUNT_LINK_ALLOW")
+    raise AccessDenied(f"external file {shown(url)}: not under FSMOUNT_LINK_ALLOW")
 
 
 # -- local files ---------------------------------------------------------------------------
@@ -103,11 +183,11 @@ def _file_info(url: str) -> LinkInfo:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise NotFoundError(f"external file {url}: no such file") from None
+        raise NotFoundError(f"external file {shown(url)}: no such file") from None
     except OSError as e:
-        raise StoreError(f"external file {url}: {e.strerror}") from None
+        raise StoreError(f"external file {shown(url)}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"external file {url}: not a regular file")
+        raise UsageError(f"external file {shown(url)}: not a regular file")
     return LinkInfo(url, st.st_size, _file_tag(st), st.st_mtime_ns)
 
 
@@ -116,17 +196,17 @@ def _file_read(url: str, offset: int, length: int, tag: str, size: int) -> bytes
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise LinkChanged(f"external file {url} is gone since it was added") from None
+        raise LinkChanged(f"external file {shown(url)} is gone since it was added") from None
     except OSError as e:
-        raise StoreError(f"external file {url}: {e.strerror}") from None
+        raise StoreError(f"external file {shown(url)}: {e.strerror}") from None
     try:
         before = os.fstat(fd)
         if _file_tag(before) != tag or before.st_size != size:
-            raise LinkChanged(f"external file {url} changed since it was added "
+            raise LinkChanged(f"external file {shown(url)} changed since it was added "
                               f"(mtime:size was {tag}, now {_file_tag(before)})")
         data = os.pread(fd, length, offset)
         if _file_tag(os.fstat(fd)) != tag or len(data) != length:
-            raise LinkChanged(f"external file {url} changed while it was read")
+            raise LinkChanged(f"external file {shown(url)} changed while it was read")
         return data
     finally:
         os.close(fd)
@@ -169,15 +249,16 @@ def _s3_call(url: str, fn: Any, **kw: Any) -> Any:
         if not type(e).__module__.startswith("botocore"):
             raise
         if not isinstance(getattr(e, "response", None), dict):  # a connection or client-side error
-            raise StoreError(f"external file {url}: {type(e).__name__}") from None
+            raise StoreError(f"external file {shown(url)}: {type(e).__name__}") from None
         code = str(e.response.get("Error", {}).get("Code", ""))  # type: ignore[attr-defined]
         if code in ("PreconditionFailed", "412"):
-            raise LinkChanged(f"external file {url} changed since it was added (its ETag differs)") from None
+            raise LinkChanged(
+                f"external file {shown(url)} changed since it was added (its ETag differs)") from None
         if code in ("NoSuchKey", "404", "NotFound"):
-            raise ObjectNotFound(f"external file {url}: not found") from None
+            raise ObjectNotFound(f"external file {shown(url)}: not found") from None
         if code in ("AccessDenied", "403"):
-            raise AccessDenied(f"external file {url}: access denied") from None
-        raise StoreError(f"external file {url}: {code or e}") from None
+            raise AccessDenied(f"external file {shown(url)}: access denied") from None
+        raise StoreError(f"external file {shown(url)}: {code or e}") from None
 
 
 def _s3_info(url: str) -> LinkInfo:
@@ -185,7 +266,7 @@ def _s3_info(url: str) -> LinkInfo:
     try:
         r = _s3_call(url, store.client.head_object, Bucket=store.bucket, Key=key)
     except ObjectNotFound:
-        raise NotFoundError(f"external file {url}: not found") from None
+        raise NotFoundError(f"external file {shown(url)}: not found") from None
     mtime = int(r["LastModified"].timestamp() * 1e9)
     return LinkInfo(url, int(r["ContentLength"]), str(r["ETag"]), mtime)
 
@@ -196,11 +277,11 @@ def _s3_read(url: str, offset: int, length: int, tag: str, size: int) -> bytes:
         r = _s3_call(url, store.client.get_object, Bucket=store.bucket, Key=key, IfMatch=tag,
                      Range=f"bytes={offset}-{offset + length - 1}")
     except ObjectNotFound:
-        raise LinkChanged(f"external file {url} is gone since it was added") from None
+        raise LinkChanged(f"external file {shown(url)} is gone since it was added") from None
     total = str(r.get("ContentRange", "")).rpartition("/")[2]
     data = r["Body"].read(length + 1)
     if total != str(size) or len(data) != length:
-        raise LinkChanged(f"external file {url} changed since it was added (size differs)")
+        raise LinkChanged(f"external file {shown(url)} changed since it was added (size differs)")
     return data
 
 
@@ -241,14 +322,32 @@ def _http_tag(headers: Any) -> str:
 
 
 def _http_open(url: str, **headers: str) -> Any:
+    """GET `url`; user info in it (https://user:pass@host/) goes as Basic auth, never in the request line."""
+    u = urllib.parse.urlsplit(url)
+    target = url
+    if "@" in u.netloc:
+        user = urllib.parse.unquote(u.username or "")
+        password = urllib.parse.unquote(u.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        target = urllib.parse.urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, u.query, u.fragment))
     try:
-        return _HTTP.open(urllib.request.Request(url, headers=headers, method="GET"), timeout=HTTP_TIMEOUT)
+        return _HTTP.open(urllib.request.Request(target, headers=headers, method="GET"), timeout=HTTP_TIMEOUT)
     except urllib.error.HTTPError as e:
         if e.code == 404:
-            raise NotFoundError(f"external file {url}: not found (HTTP 404)") from None
-        raise StoreError(f"external file {url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise StoreError(f"external file {url}: cannot reach it ({getattr(e, 'reason', e)})") from None
+            raise NotFoundError(f"external file {shown(url)}: not found (HTTP 404)") from None
+        raise StoreError(f"external file {shown(url)}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        raise StoreError(f"external file {shown(url)}: cannot reach it ({_reason(url, e)})") from None
+
+
+def _reason(url: str, e: BaseException) -> str:
+    """An error's reason with any user info or query string of `url` in it masked."""
+    text = str(getattr(e, "reason", e))
+    u = urllib.parse.urlsplit(url)
+    for secret in (u.netloc.rpartition("@")[0] if "@" in u.netloc else "", u.query, url):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _http_info(url: str) -> LinkInfo:
@@ -257,7 +356,7 @@ def _http_info(url: str) -> LinkInfo:
             r.headers.get("Content-Length", "")
         tag, modified = _http_tag(r.headers), r.headers.get("Last-Modified")
     if not size.isdigit():
-        raise UsageError(f"external file {url}: the server tells no size")
+        raise UsageError(f"external file {shown(url)}: the server tells no size")
     when = email.utils.parsedate_to_datetime(modified).timestamp() if modified else time.time()
     return LinkInfo(url, int(size), tag, int(when * 1e9))
 
@@ -266,15 +365,16 @@ def _http_read(url: str, offset: int, length: int, tag: str, size: int) -> bytes
     try:
         r = _http_open(url, Range=f"bytes={offset}-{offset + length - 1}")
     except NotFoundError:
-        raise LinkChanged(f"external file {url} is gone since it was added") from None
+        raise LinkChanged(f"external file {shown(url)} is gone since it was added") from None
     with r:
         whole = r.status == 200 and offset == 0 and length == size
         total = r.headers.get("Content-Range", "").rpartition("/")[2]
         if _http_tag(r.headers) != tag or not (whole or (r.status == 206 and total == str(size))):
-            raise LinkChanged(f"external file {url} changed since it was added (its ETag or size differs)")
+            raise LinkChanged(
+                f"external file {shown(url)} changed since it was added (its ETag or size differs)")
         data = r.read(length + 1)
     if len(data) != length:
-        raise LinkChanged(f"external file {url} changed since it was added (size differs)")
+        raise LinkChanged(f"external file {shown(url)} changed since it was added (size differs)")
     return data
 
 
@@ -306,7 +406,7 @@ def _other_info(url: str) -> LinkInfo:
     store, key = _other(url)
     info = store.head(key)
     if info is None:
-        raise NotFoundError(f"external file {url}: not found")
+        raise NotFoundError(f"external file {shown(url)}: not found")
     return LinkInfo(url, info.size, _other_tag(info), int(info.mtime * 1e9))
 
 
@@ -315,11 +415,11 @@ def _other_read(url: str, offset: int, length: int, tag: str, size: int) -> byte
     for attempt in ("before", "after"):
         info = store.head(key)
         if info is None or info.size != size or _other_tag(info) != tag:
-            raise LinkChanged(f"external file {url} changed since it was added")
+            raise LinkChanged(f"external file {shown(url)} changed since it was added")
         if attempt == "before":
             data = store.get_range(key, offset, length)
     if len(data) != length:
-        raise LinkChanged(f"external file {url} changed since it was added (size differs)")
+        raise LinkChanged(f"external file {shown(url)} changed since it was added (size differs)")
     return data
 
 
@@ -353,6 +453,16 @@ def read_link(url: str, offset: int, length: int, tag: str, size: int) -> bytes:
     return _other_read(url, offset, length, tag, size)
 
 
+def _url_name(url: str) -> str:
+    """The file name a URL gives: its path's last part, %-decoded, without query or fragment."""
+    path = urllib.parse.urlsplit(url).path if split_url(url)[0] in ("http", "https") else url
+    name = urllib.parse.unquote(path.rstrip("/").rpartition("/")[2]) if path != url else \
+        url.rstrip("/").rpartition("/")[2]
+    if not name:
+        raise UsageError(f"external file {shown(url)}: its URL names no file (give a path ending in a name)")
+    return name
+
+
 def list_links(url: str, wildcard: str | None = None, recursive: bool = True) -> list[tuple[str, str]]:
     """(url, path relative to `url`) of every object `url` names: itself, or what lies under it
     (a folder, an S3 prefix). `wildcard` matches file names (clearml's add_external_files)."""
@@ -361,9 +471,10 @@ def list_links(url: str, wildcard: str | None = None, recursive: bool = True) ->
         found: Iterator[tuple[str, str]] = _file_list(url, recursive)
     elif scheme == "s3":
         found = _s3_list(url, recursive)
-    else:
-        found = iter([(url, url.rstrip("/").rpartition("/")[2])])
+    else:  # one object, named by its URL's last path part (never its query: a signature, a SAS token)
+        found = iter([(url, _url_name(url))])
     out = [(u, rel) for u, rel in found if wildcard is None or fnmatchcase(rel.rpartition("/")[2], wildcard)]
     if not out:
-        raise NotFoundError(f"no external file at {url}" + (f" matching {wildcard!r}" if wildcard else ""))
+        raise NotFoundError(
+            f"no external file at {shown(url)}" + (f" matching {wildcard!r}" if wildcard else ""))
     return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fsmount.cache.fetcher import ObjectReader
+from fsmount.cache.file_range import packed_bytes, packed_locator
 from fsmount.format.objects import FileEntry
 
 try:  # Parquet previews only where pyarrow is installed (pandas users mostly have it)
@@ -46,7 +47,11 @@ def image_type(name: str) -> str | None:
 
 
 def read_prefix(reader: ObjectReader, e: FileEntry, n: int) -> bytes:
-    """The first `n` bytes of a file, block by block through the verified cache."""
+    """The first `n` bytes of a file, block by block through the verified cache (a packed file by its
+    own bytes, so a damaged neighbour in its pack does not hide it)."""
+    loc = packed_locator(e)
+    if loc is not None:
+        return packed_bytes(reader, e, loc)[:n]
     out = bytearray()
     for i, (h, off, length, pos) in enumerate(e.spans()):
         if pos >= n:
