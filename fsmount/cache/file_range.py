@@ -24,7 +24,7 @@ def packed_locator(entry: FileEntry) -> tuple[bytes, int, int] | None:
     return (h, off, length) if length == entry.size else None
 
 
-def packed_bytes(reader: ObjectReader, entry: FileEntry, loc: tuple[bytes, int, int]) -> bytes:
+def packed_bytes(reader: ObjectReader, entry: FileEntry, loc: tuple[bytes, int, int]) -> bytes | bytearray:
     """The whole packed file, verified against its SHA-256 (IntegrityError if no copy has it right)."""
     h, off, n = loc
     data = reader.packed_slice(h, off, n, entry.sha256)
@@ -50,4 +50,4 @@ def read_file_range(reader: ObjectReader, entry: FileEntry, offset: int, size: i
     end = min(offset + max(size, 0), entry.size)
     if offset >= end:
         return b""
-    return packed_bytes(reader, entry, loc)[offset:end]
+    return bytes(memoryview(packed_bytes(reader, entry, loc))[offset:end])

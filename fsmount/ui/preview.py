@@ -51,7 +51,7 @@ def read_prefix(reader: ObjectReader, e: FileEntry, n: int) -> bytes:
     own bytes, so a damaged neighbour in its pack does not hide it)."""
     loc = packed_locator(e)
     if loc is not None:
-        return packed_bytes(reader, e, loc)[:n]
+        return bytes(memoryview(packed_bytes(reader, e, loc))[:n])
     out = bytearray()
     for i, (h, off, length, pos) in enumerate(e.spans()):
         if pos >= n:
