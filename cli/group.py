@@ -19,12 +19,31 @@ from .output import shown
 log = logging.getLogger("fsmount.cli")
 
 
+def _usage_exit(e: click.UsageError) -> None:
+    """click's own checks (a bad value, a missing argument) as one line, like every other error;
+    a bare `fsmount` still gets the help text."""
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        raise e
+    hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+    click.echo(f"fsmount: error: {shown(e.format_message())}{hint}", err=True)
+    sys.exit(e.exit_code)
+
+
 class FsmountGroup(click.Group):
     """Turns every expected failure into one line on stderr and its exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            _usage_exit(e)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_exit(e)
         except FsmountError as e:
             click.echo(f"fsmount: error: {shown(e)}", err=True)
             sys.exit(e.exit_code)
