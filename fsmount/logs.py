@@ -54,6 +54,8 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
     # Bearer / SharedKey / AWS4 credentials wherever they appear.
     (re.compile(r"(?i)\b(Bearer|SharedKey|SharedKeyLite)\s+[A-Za-z0-9._~+/:=%-]+"), r"\1 ***"),
     (re.compile(r"(?i)\b(AWS4-HMAC-SHA256)\s+(?:Credential|Signature|SignedHeaders)[^\r\n'\"]+"), r"\1 ***"),
+    # A password in a URL's user info (https://user:secret@host/).
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^/\s@'\"]+@"), r"\1***@"),
 ]
 # Environment variables whose values are scrubbed wherever they appear, even without a key name.
 SECRET_ENV = (

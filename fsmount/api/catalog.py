@@ -100,7 +100,7 @@ def search(
     """
     try:
         pattern = re.compile(partial_name) if partial_name else None
-    except re.error as e:
+    except (re.error, OverflowError, RecursionError, ValueError) as e:  # "a{99999999999}": OverflowError
         raise UsageError(f"invalid name pattern {partial_name!r}: {e}") from None
     wanted_ids = list(ids or ())
     wanted_tags = set(tags or ())

@@ -80,6 +80,8 @@ def check_project(project: object) -> str:
     why = _problem(project, MAX_NAME_BYTES)
     if why is None and "" in project.split("/"):
         why = "it has an empty part (a leading, trailing or double '/')"
+    if why is None and {".", ".."} & set(project.split("/")):
+        why = "a part may not be '.' or '..'"
     if why is None and "@" in project:
         why = "it may not contain '@'"
     if why is None and project.startswith("tag:"):
