@@ -205,7 +205,7 @@ def test_get_copy_strips_special_bits(file_store_url: str, tmp_path: Path) -> No
     modes = _modes(target)
     assert {p: m for p, m in modes.items() if m & SPECIAL_BITS} == {}
     assert modes["bin/suid"] == 0o755 and modes["bin/sticky"] == 0o644 and modes["bin"] == 0o755
-    assert modes["open"] == 0o777 and modes["tmp"] == 0o777 and modes["locked"] == 0o700
+    assert modes["open"] == 0o775 and modes["tmp"] == 0o775 and modes["locked"] == 0o700  # no o+w
     # Copying again over it (--overwrite) works, read-only folders or not.
     run_cli("--store", file_store_url, "get", vid, "--copy", str(target), "--overwrite")
     assert _modes(target) == modes
@@ -261,6 +261,8 @@ def test_copy_mode_table() -> None:
     assert copy_mode(0o1777, is_dir=True, read_only=True) == 0o555
     assert copy_mode(0o000, is_dir=True, read_only=True) == 0o500
     assert copy_mode(0o000, is_dir=True, read_only=False) == 0o700
+    assert copy_mode(0o1777, is_dir=True, read_only=False) == 0o775  # not writable by every user
+    assert copy_mode(0o666, is_dir=False, read_only=False) == 0o664
     assert copy_mode(0o2750, is_dir=True, read_only=False, preserve_special_bits=True) == 0o2750
 
 

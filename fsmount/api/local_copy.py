@@ -32,13 +32,16 @@ def copy_mode(mode: int, *, is_dir: bool, read_only: bool, preserve_special_bits
 
     setuid, setgid and sticky are dropped unless asked for (a store saying 4755 must not give root
     a setuid file). A read-only copy is never writable by anyone: files `mode & 0o555`,
-    directories `(mode & 0o555) | 0o500`. A mutable copy: files `mode & 0o777`, directories
-    `(mode & 0o777) | 0o700` (the owner can always change what is inside).
+    directories `(mode & 0o555) | 0o500`. A mutable copy: files `mode & 0o775`, directories
+    `(mode & 0o775) | 0o700` (the owner can always change what is inside; a store saying 0777 or
+    1777 must not let every user of the machine change root's copy; `preserve_special_bits` keeps
+    every bit as stored).
     """
     special = mode & SPECIAL_BITS if preserve_special_bits else 0
     if read_only:
         return special | (mode & 0o555) | (0o500 if is_dir else 0)
-    return special | (mode & 0o777) | (0o700 if is_dir else 0)
+    bits = 0o777 if preserve_special_bits else 0o775  # asking for the exact modes keeps o+w too
+    return special | (mode & bits) | (0o700 if is_dir else 0)
 
 
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
