@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,20 @@ def count_objects(store_root: Path) -> tuple[int, int]:
                 n += 1
                 size += os.path.getsize(os.path.join(dirpath, f))
     return n, size
+
+
+def send_ranged(handler: BaseHTTPRequestHandler, data: bytes) -> None:
+    """Answer a GET with `data`, or the part a `Range: bytes=A-B` header asks for (206), with an ETag:
+    the HTTP server side of external-link tests."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d+)", handler.headers.get("Range", ""))
+    body, status = data, 200
+    if m:
+        a, b = int(m[1]), min(int(m[2]), len(data) - 1)
+        body, status = data[a:b + 1], 206
+    handler.send_response(status)
+    handler.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+    handler.send_header("Content-Length", str(len(body)))
+    if m:
+        handler.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -9,9 +9,7 @@ Basic auth (a real HTTP server on 127.0.0.1 checks it), never left in the reques
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import httpx
 import pytest
 
 from fsmount.store.external import shown
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, send_ranged
 from tests.ui_helpers import UiServer
 
 PASSWORD = "s3cretPW42"
@@ -42,18 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(403)
             return
         data = DATA["f"]
-        m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
-        body, status = data, 200
-        if m:
-            a, b = int(m[1]), min(int(m[2]), len(data) - 1)
-            body, status = data[a:b + 1], 206
-        self.send_response(status)
-        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
-        self.send_header("Content-Length", str(len(body)))
-        if m:
-            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-        self.end_headers()
-        self.wfile.write(body)
+        send_ranged(self, data)
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, send_ranged
 
 BLOCK = 64 * 1024
 FILES: dict[str, bytes] = {}
@@ -32,18 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self.send_error(404)
             return
-        m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
-        body, status = data, 200
-        if m:
-            a, b = int(m[1]), min(int(m[2]), len(data) - 1)
-            body, status = data[a:b + 1], 206
-        self.send_response(status)
-        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
-        self.send_header("Content-Length", str(len(body)))
-        if m:
-            self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-        self.end_headers()
-        self.wfile.write(body)
+        send_ranged(self, data)
 
 
 @pytest.fixture
