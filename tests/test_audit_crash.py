@@ -15,7 +15,7 @@ import pytest
 
 from fsmount import Dataset
 from fsmount.api import catalog
-from fsmount.api.dataset import gc, sync
+from fsmount.api.sync import gc, sync
 from fsmount.api.workspace import Workspace
 from fsmount.commit import attachments, lifecycle, locks, registry
 from fsmount.errors import NotFoundError
