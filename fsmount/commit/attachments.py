@@ -8,20 +8,16 @@ processes attaching different names at once both land.
 from __future__ import annotations
 
 import logging
-import random
 import re
-import time
 from collections.abc import Callable
 
 from fsmount.commit import registry
 from fsmount.commit.locks import writer_lock
 from fsmount.errors import (
-    ConflictError,
     FormatError,
     IntegrityError,
     NotFoundError,
     ObjectNotFound,
-    PreconditionFailed,
     UsageError,
 )
 from fsmount.format import names
@@ -137,14 +133,6 @@ def _put_blob(store: ObjectStore, h: bytes, data: bytes) -> None:
 
 def _update(store: ObjectStore, version_id: str, change: Callable[[MetadataIndex], None]) -> MetadataIndex:
     """Read-modify-write of the index with the state's retry rule (FORMAT.md §6)."""
-    for attempt in range(registry.MAX_RETRIES):
-        idx = read_index(store, version_id)
-        etag = idx.etag
-        change(idx)
-        idx.updated = time.time()
-        try:
-            idx.etag = store.put_conditional(index_key(version_id), idx.encode(), if_match=etag)
-            return idx
-        except PreconditionFailed:
-            time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
-    raise ConflictError(f"the metadata of {version_id} is being changed by others; try again")
+    return registry.read_modify_write(store, index_key(version_id), lambda: read_index(store, version_id),
+                                      change, f"the metadata of {version_id} is being changed by others;"
+                                      " try again")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Protocol, TypeVar
 
 from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import (
@@ -67,26 +68,45 @@ def create_state(store: ObjectStore, st: VersionState) -> VersionState:
     return st
 
 
+class Mutable(Protocol):
+    """A mutable store object: read with its etag, written back only if unchanged (FORMAT.md §6)."""
+
+    etag: str | None
+    updated: float
+
+    def encode(self) -> bytes: ...
+
+
+M = TypeVar("M", bound=Mutable)
+
+
+def read_modify_write(store: ObjectStore, key: str, read: Callable[[], M], change: Callable[[M], None],
+                      busy: str) -> M:
+    """Read, apply `change` (which may raise to refuse), write back if unchanged; on a lost race,
+    back off, re-read and re-apply. After MAX_RETRIES lost races, ConflictError(`busy`): the
+    caller is told to retry instead of anything being silently dropped."""
+    for attempt in range(MAX_RETRIES):
+        obj = read()
+        etag = obj.etag
+        change(obj)
+        obj.updated = time.time()
+        try:
+            obj.etag = store.put_conditional(key, obj.encode(), if_match=etag)
+            return obj
+        except PreconditionFailed:
+            log.debug("%s changed under us (attempt %d); retrying", key, attempt + 1)
+            time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
+    raise ConflictError(busy)
+
+
 def update_state(store: ObjectStore, version_id: str, change: Callable[[VersionState], None]) -> VersionState:
     """Read-modify-write a version's state; on a lost race, re-read and re-apply.
 
     `change` mutates the state it is given (and may raise to refuse). Two processes
-    adding different tags at once both end up in place; after MAX_RETRIES lost races
-    the caller is told to retry instead of anything being silently dropped.
+    adding different tags at once both end up in place.
     """
-    for attempt in range(MAX_RETRIES):
-        st = read_state(store, version_id)
-        etag = st.etag
-        change(st)
-        st.updated = time.time()
-        try:
-            st.etag = store.put_conditional(state_key(version_id), st.encode(), if_match=etag)
-            return st
-        except PreconditionFailed:
-            delay = min(1.0, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
-            log.debug("state of %s changed under us (attempt %d); retrying", version_id, attempt + 1)
-            time.sleep(delay)
-    raise ConflictError(f"version {version_id} is being changed by others; try again")
+    return read_modify_write(store, state_key(version_id), lambda: read_state(store, version_id), change,
+                             f"version {version_id} is being changed by others; try again")
 
 
 _warned: set[tuple[str, str]] = set()  # (store, key) of unreadable states this process has logged
