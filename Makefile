@@ -18,7 +18,7 @@ BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_PIP := torch==2.14.1 torchvision==0.29.1 pillow
 
-.PHONY: all demo test lint bench system-deps bench-deps test-servers install clean
+.PHONY: all demo test lint bench system-deps bench-deps test-servers install clean bytecode
 
 all: test
 
@@ -60,24 +60,31 @@ $(STAMP): pyproject.toml | system-deps
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# The editable install runs fsmount from this checkout: compile it once, so that no command
+# compiles ~120 modules at every start (where PYTHONDONTWRITEBYTECODE=1 nothing would ever keep
+# them; that was 0.1 s of every `fsmount mount`). Only changed files are compiled again.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q -j 0 fsmount cli >/dev/null
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fsmount cli tests bench
 	$(VENV)/bin/mypy
 
-test: system-deps $(STAMP) lint test-servers
+test: system-deps $(STAMP) bytecode lint test-servers
 	rm -rf .pytest-tmp  # coreutils rm: pytest's own cleanup recurses, and the deep-tree tests nest 1,100 levels
 	$(VENV)/bin/pytest -q -n 3 tests --basetemp=.pytest-tmp
 
-demo: system-deps $(STAMP)
+demo: system-deps $(STAMP) bytecode
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 bench: bench-deps $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
+	@$(PY) -m compileall -q -j 0 fsmount cli >/dev/null
 	$(PY) bench/run_all.py
 
 # Put `fsmount` on the system PATH (systemd units and mount.fuse3 look in /usr/local/bin)
 # and install the unit files. Run as root.
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) bytecode
 	install -d $(BINDIR) $(CONFDIR) $(UNITDIR)
 	ln -sf $(CURDIR)/$(VENV)/bin/fsmount $(BINDIR)/fsmount
 	install -m 0644 systemd/fsmount@.service $(UNITDIR)/fsmount@.service

@@ -13,6 +13,7 @@ from fsmount.logs import setup_logging
 from fsmount.service.config import parse_fstab_options
 
 from .group import FsmountGroup, store_options
+from .output import console_run
 
 # The module of each command (cli/<module>.py, in its COMMANDS). A command's module is imported
 # only when that command runs (or for --help): `fsmount mount` would otherwise pay for every
@@ -100,4 +101,5 @@ def entry() -> None:
     except FsmountError as e:
         click.echo(f"fsmount: error: {e}", err=True)
         sys.exit(e.exit_code)
+    console_run()
     main(args=translated if translated is not None else argv, prog_name="fsmount")

@@ -17,7 +17,7 @@ from fsmount.fs.launcher import umount as do_umount
 from fsmount.service.config import parse_conf
 from fsmount.service.request import OPTIONS, MountRequest, daemon_log_level
 
-from .output import emit, human_bytes, shown
+from .output import emit, exit_now, human_bytes, shown
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def mount(ctx: click.Context, ref: str | None, mountpoint: str | None, config_fi
     if req.write:
         _say_pending(req.mountpoint, "resuming {n} pending change(s) from {overlay}: "
                      "'fsmount diff' shows them, 'fsmount discard' drops them")
+    exit_now(0)  # the daemon holds everything; this process has nothing to clean up
 
 
 def _say_pending(mountpoint: str, template: str) -> None:

@@ -39,6 +39,7 @@ class Workspace:
         endpoint_url: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size: str | int | None = None,
+        cache: ContentCache | None = None,
     ) -> None:
         if isinstance(store, ObjectStore):
             self._store: ObjectStore | None = store
@@ -49,6 +50,8 @@ class Workspace:
         self.endpoint_url = endpoint_url
         self.cache_dir = cache_dir
         self.cache_size = cache_size
+        if cache is not None:  # opened already (the mount daemon opens it while boto3 loads)
+            self.__dict__["cache"] = cache
 
     @cached_property
     def store(self) -> ObjectStore:

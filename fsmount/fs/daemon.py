@@ -8,24 +8,22 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
 from fsmount import config
-from fsmount.api.warm import BackgroundWarm
 from fsmount.api.workspace import Workspace
+from fsmount.cache.local_cache import ContentCache
 from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
 from fsmount.fs import control
 from fsmount.fs.adapter import Operations
-from fsmount.fs.adapter_rw import WritableOperations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
 from fsmount.fs.options import FsOptions, tune_kernel
-from fsmount.fs.overlay_ops import overlay_handlers
-from fsmount.fs.writable import WritableFS, writable_fs
 from fsmount.logs import setup_logging
 from fsmount.service import metrics
 from fsmount.service.config import EX_CONFIG
@@ -33,6 +31,10 @@ from fsmount.service.credentials import export_credentials
 from fsmount.service.notify import notify
 from fsmount.service.request import MountRequest
 from fsmount.store import open_store
+
+if TYPE_CHECKING:  # a read-only mount never imports the writable side (0.1 s of `fsmount mount`)
+    from fsmount.api.warm import BackgroundWarm
+    from fsmount.fs.writable import WritableFS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ class Mounter:
         self.sock = control.socket_name(self.mountpoint)
         self.warming: BackgroundWarm | None = None  # `--warm`: started once the mount is live
 
+    @property
+    def writable(self) -> WritableFS | None:
+        """The writable file system of a `--write` mount once prepared, else None."""
+        return self.fs if self.req.write and self.fs is not None else None  # type: ignore[return-value]
+
     def prepare(self) -> None:
         """Resolve the version and read its root; raises FsmountError with one clear line."""
         req = self.req
@@ -61,12 +68,24 @@ class Mounter:
         if req.credentials_file:
             export_credentials(req.credentials_file)  # for boto3: this process is the mount's own
         t = req.read_timeout
-        store = open_store(req.store, endpoint_url=req.endpoint_url, connect_timeout=min(5.0, t),
-                           read_timeout=t, max_attempts=2)
-        self.ws = Workspace(store, cache_dir=req.cache_dir, cache_size=req.cache_size)
-        _ = self.ws.cache  # an unwritable cache folder fails here, before anything is mounted
+        # The cache's SQLite shards open (file creation, fsyncs: off the GIL) on a thread while the
+        # store's client loads (boto3's imports and models: CPU); an unwritable cache folder still
+        # fails here, before anything is mounted, after a bad store URL would have.
+        with ThreadPoolExecutor(1, thread_name_prefix="cache-open") as pool:
+            opening = pool.submit(ContentCache, req.cache_dir, req.cache_size)
+            try:
+                store = open_store(req.store, endpoint_url=req.endpoint_url, connect_timeout=min(5.0, t),
+                                   read_timeout=t, max_attempts=2)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    opening.result().close()
+                raise
+            cache = opening.result()
+        self.ws = Workspace(store, cache_dir=req.cache_dir, cache_size=req.cache_size, cache=cache)
         state = registry.resolve(store, req.ref)
         if req.write:
+            from fsmount.fs.writable import writable_fs
+
             self.fs, state = writable_fs(self.ws, state, self.mountpoint, req.overlay, t)
             self.state = state
             return
@@ -84,11 +103,20 @@ class Mounter:
     def start_warm(self) -> None:
         """`--warm PATH...`: fetch what those paths need in the background (fsmount/api/warm.py)."""
         if self.req.warm_paths and self.ws is not None and self.fs is not None:
+            from fsmount.api.warm import BackgroundWarm
+
             self.warming = BackgroundWarm(self.ws.reader, self.fs.record.root, self.req.warm_paths).start()
 
     def mount(self) -> None:
         assert self.fs is not None
-        ops = WritableOperations(self.fs) if isinstance(self.fs, WritableFS) else Operations(self.fs)
+        ops: Operations
+        if self.writable is not None:
+            from fsmount.fs.adapter_rw import WritableOperations
+
+            ops = WritableOperations(self.writable)
+        else:
+            assert isinstance(self.fs, ReadOnlyFS)
+            ops = Operations(self.fs)
         try:
             pyfuse3.init(ops, self.mountpoint, self.req.fuse_option_set())
         except RuntimeError as e:
@@ -98,15 +126,17 @@ class Mounter:
             "name": f"{self.state.project}/{self.state.name}@{self.state.version}",
             "store": self.ws.store_url if self.ws else None, "pid": os.getpid(), "socket": self.sock,
             "started": self.started, "log": str(control.log_path(self.mountpoint)),
-            **({"writable": True, "overlay": str(self.fs.upper.folder)} if isinstance(self.fs, WritableFS)
+            **({"writable": True, "overlay": str(self.writable.upper.folder)} if self.writable is not None
                else {}),
         })
 
     def _requests(self) -> dict[str, control.Handler]:
         """Control-socket operations of a writable mount (commit, diff, discard)."""
-        if not isinstance(self.fs, WritableFS):
+        if self.writable is None:
             return {}
-        return overlay_handlers(self.fs, self.mountpoint, lambda: self.mount_info_update())
+        from fsmount.fs.overlay_ops import overlay_handlers
+
+        return overlay_handlers(self.writable, self.mountpoint, lambda: self.mount_info_update())
 
     def mount_info_update(self) -> None:
         """After a commit: the registration names the version the mount now stands on."""
@@ -166,8 +196,8 @@ class Mounter:
         control.remove_info(self.mountpoint, os.getpid())
         if self.warming is not None:
             self.warming.stop()
-        if isinstance(self.fs, WritableFS):
-            self.fs.upper.close()
+        if self.writable is not None:
+            self.writable.upper.close()
         if self.ws is not None:
             self.ws.close()
 
