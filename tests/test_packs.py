@@ -121,7 +121,8 @@ def test_a_child_changing_one_small_file_of_10000_adds_one_small_object_and_its_
     before = {i.key: i.size for i in ws.store.list("objects/")}
     data = _data_objects(ws.store, ws)
     assert len(data) == 1  # 10,000 files, 1.1 MB: one pack
-    assert len(before) == 1 + 100 + 1 + 1  # the pack, 100 directories, the root, the empty tree
+    assert len(before) == 1 + 100 + 1 + 1 + 1  # the pack, 100 directories, the root, the empty tree,
+    # and the version's tree pack (its 101 trees once more, in one object: FORMAT.md §4)
 
     (src / "d42" / "f007.txt").write_bytes(b"changed\n")
     child, res = sync(src, project="p", name="big", workspace=ws)

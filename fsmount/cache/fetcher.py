@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 from fsmount.cache.external import LinkChunks
 from fsmount.cache.local_cache import ContentCache, CorruptEntry, WouldBlock
+from fsmount.cache.tree_pack_reader import TreePacks
 from fsmount.errors import FormatError, IntegrityError, ObjectNotFound
 from fsmount.format.hashing import digest, object_key, record_key
 from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, Tree, decode_tree
@@ -37,6 +38,7 @@ class FetchStats:
     ranged_bytes: int = 0
     packed_cache_hits: int = 0  # packed files read as a slice of a cached or in-memory pack
     in_place_reads: int = 0  # objects or ranges read straight from a local-disk store (not cached)
+    tree_pack_trees: int = 0  # trees found in a version's tree pack instead of fetched alone
 
     @property
     def gets(self) -> int:
@@ -73,6 +75,7 @@ class ObjectReader:
         self.in_place = store.local_path(object_key(EMPTY_TREE_HASH)) is not None
         self._verified: dict[str, tuple[int, int, int, int]] = {}  # in place: path -> identity when verified
         self.links = LinkChunks()  # external files: chunks read from their URLs (cache/external.py)
+        self.tree_packs = TreePacks(self.load, self.has_cached)  # registered by registry.readable_record
 
     def enable_write_behind(self, max_bytes: int) -> None:
         """Insert fetched objects in the disk cache behind the caller (at most `max_bytes` waiting).
@@ -344,7 +347,7 @@ class ObjectReader:
         t = self.cached_tree(h)
         if t is not None:
             return t
-        data = EMPTY_TREE_BYTES if h == EMPTY_TREE_HASH else self.read(h)
+        data = EMPTY_TREE_BYTES if h == EMPTY_TREE_HASH else self._tree_bytes(h)
         t = decode_tree(data)
         with self._trees_lock:
             t = self._trees.setdefault(h, t)  # a concurrent decode of the same tree: keep one object
@@ -352,6 +355,19 @@ class ObjectReader:
             if len(self._trees) > self._tree_memory:
                 self._trees.popitem(last=False)
         return t
+
+    def _tree_bytes(self, h: bytes) -> bytes:
+        """Tree `h`'s verified bytes: the disk cache, else a tree pack (one GET for all of a version's
+        trees), else the store."""
+        data = self._cached(h)
+        if data is None:
+            data = None if self.in_place else self.tree_packs.get(h)  # in place: a tree is one local read
+            if data is not None:
+                with self._lock:
+                    self.stats.tree_pack_trees += 1
+            else:
+                data = self._fetch_once(h)
+        return data
 
     def record(self, version_id: str) -> VersionRecord:
         """A finalized version's record: immutable, so cached forever once read."""

@@ -298,6 +298,8 @@ class _Checker:
             root = st.root if st.root is not None and st.state in READABLE_STATES else rec.root  # repacked
             (full if st.state in READABLE_STATES else trees_only).setdefault(root, f"version {vid}:")
             trees_only.setdefault(rec.base, f"the base of version {vid}:")
+            for h, size in rec.tree_packs:  # checked as a block of exactly that size (FORMAT.md §4)
+                self.blocks.setdefault(h, _Need(f"the tree pack of version {vid}", exact=size))
         self.walk(full, blocks=True)
         self.walk(trees_only, blocks=False)
         for vid, rec in sorted(self.records.items()):

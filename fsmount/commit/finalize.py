@@ -18,7 +18,8 @@ from fsmount.commit.drafts import author
 from fsmount.commit.locks import Lock
 from fsmount.commit.registry import content_root, read_state, update_state
 from fsmount.errors import FormatError, ObjectNotFound, StateError
-from fsmount.format.hashing import object_key, record_key
+from fsmount.format import tree_packs
+from fsmount.format.hashing import digest, object_key, record_key
 from fsmount.format.objects import (
     EMPTY_TREE_BYTES,
     EMPTY_TREE_HASH,
@@ -59,9 +60,22 @@ class TreeUploader:
         self.store = store
         self.reader = reader
         self.pending: dict[bytes, bytes] = {}
+        self.written: dict[bytes, bytes] = {}  # every tree of this version, for its tree pack
 
     def __call__(self, h: bytes, data: bytes) -> None:
         self.pending[h] = data
+        self.written[h] = data
+
+    def tree_pack(self) -> tuple[tuple[bytes, int], ...]:
+        """Store the trees written so far once more as one tree pack (format/tree_packs.py), when
+        there are enough of them and not too many bytes; its (hash, size) for the record, or ()."""
+        trees = {h: t for h, t in self.written.items() if h != EMPTY_TREE_HASH}
+        if not tree_packs.wanted(trees):
+            return ()
+        data = tree_packs.encode_tree_pack(trees.values())
+        h = digest(data)
+        self.store.put(object_key(h), data)
+        return ((h, len(data)),)
 
     def flush(self, workers: int = 16) -> int:
         items = list(self.pending.items())
@@ -146,10 +160,11 @@ def finalize(
     # lack it. Write it always (write-once, cheap): every tree a record reaches is then in the store.
     trees(EMPTY_TREE_HASH, EMPTY_TREE_BYTES)
     trees.flush()
+    packs = trees.tree_pack()  # after the trees themselves: a reader never needs the pack
     store.barrier()
     if lock is not None:
         lock.check(verify=True)
-    record = _write_record(store, state, root, base, stats.files, stats.bytes, block_size, message)
+    record = _write_record(store, state, root, base, stats.files, stats.bytes, block_size, message, packs)
     store.barrier()
 
     def flip(st: VersionState) -> None:
@@ -165,7 +180,7 @@ def finalize(
 
 def _write_record(
     store: ObjectStore, state: VersionState, root: bytes, base: bytes, files: int, nbytes: int,
-    block_size: int, message: str,
+    block_size: int, message: str, packs: tuple[tuple[bytes, int], ...] = (),
 ) -> VersionRecord:
     """Write the version's record, or reuse the one an interrupted finalize already wrote.
 
@@ -190,7 +205,7 @@ def _write_record(
         id=state.id, project=state.project, name=state.name, version=state.version,
         parents=state.parents, root=root, base=base, created=state.created, finalized=time.time(),
         author=state.author or author(), message=message, files=files, nbytes=nbytes,
-        block_size=block_size,
+        block_size=block_size, tree_packs=packs,
     )
     if not store.put(record_key(state.id), record.encode()):
         record = VersionRecord.decode(store.get(record_key(state.id)))

@@ -133,6 +133,7 @@ def reachable(reader: ObjectReader, states: list[VersionState], grace: float = 0
     now = time.time()
     for rec in records:
         _reach(reader, rec.root, full, keep, with_blocks=True)
+        keep.update(h for h, _ in rec.tree_packs)  # its trees again, in one object (FORMAT.md §4)
     for s in states:
         if s.replaced is not None and s.repacked is not None and now - s.repacked < grace:
             _reach(reader, s.replaced, full, keep, with_blocks=True)

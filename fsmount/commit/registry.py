@@ -53,6 +53,7 @@ def readable_record(reader: ObjectReader, state: VersionState) -> VersionRecord:
     """A final version's record as readers use it: after `gc --repack` its root is the state's
     (the same files, their bytes moved to new packs; docs/FORMAT.md §10, "Repacking")."""
     rec = reader.record(state.id)
+    reader.tree_packs.add(rec.tree_packs)  # its trees in one GET when the first is missed
     return rec if state.root is None else replace(rec, root=state.root)
 
 

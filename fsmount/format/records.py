@@ -22,6 +22,7 @@ from fsmount.format.strict import (
     check_time,
     unpack,
 )
+from fsmount.format.tree_packs import check_tree_packs
 
 REPACKED_STATE_FORMAT = 2  # a state naming a repacked root (docs/FORMAT.md §10, "Repacking")
 
@@ -47,6 +48,7 @@ class VersionRecord:
     files: int
     nbytes: int  # stored under the key "bytes"
     block_size: int
+    tree_packs: tuple[tuple[bytes, int], ...] = ()  # (hash, size): its new trees in one object each
 
     def encode(self) -> bytes:
         d = {
@@ -67,6 +69,8 @@ class VersionRecord:
             "bytes": self.nbytes,
             "block_size": self.block_size,
         }
+        if self.tree_packs:  # absent when none: records without them are as before
+            d["tree_packs"] = [list(p) for p in self.tree_packs]
         return msgpack.packb(d, use_bin_type=True)
 
     @classmethod
@@ -91,6 +95,7 @@ class VersionRecord:
                 files=check_int(d["files"]),
                 nbytes=check_int(d["bytes"]),
                 block_size=check_int(d["block_size"], lo=1, hi=MAX_BLOCK_SIZE),
+                tree_packs=check_tree_packs(d.get("tree_packs", ())),
             )
         except KeyError as e:
             raise FormatError(f"malformed version record: no field {e}") from None
