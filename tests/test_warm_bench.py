@@ -27,3 +27,18 @@ def test_bench_epoch_smallest_run(tmp_path: Path, require_fuse: None) -> None:
     assert rows["epoch.objects"]["value"] >= 40  # one object per file before packing, fewer after
     assert rows["epoch.warm.gets"]["value"] == 0  # after `fsmount warm`, an epoch fetches nothing
     assert str(tmp_path) not in Path("/proc/mounts").read_text()  # no mount left behind
+
+
+def test_bench_fuse_floor_smallest_run(tmp_path: Path, require_fuse: None) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_fuse_floor.py"), "--files", "40", "--dirs", "4",
+         "--rounds", "1"],
+        capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    rows = {r["name"]: r for r in lines}
+    for name in ("floor.paths", "local.paths", "floor.paths.ratio", "floor.listed", "floor.listed.ratio"):
+        assert rows[name]["value"] > 0, name
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()  # no mount left behind

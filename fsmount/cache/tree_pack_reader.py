@@ -1,9 +1,11 @@
 """The tree packs of the versions this process reads: a tree missing from memory and the disk cache is
 looked up there before it is fetched alone (docs/FORMAT.md §4 "Tree packs", SEMANTICS.md).
 
-The first miss starts loading the registered packs on a thread and fetches its own tree meanwhile,
-so a first byte waits for one small GET, not for a pack; misses while the load runs wait for it
-(an epoch's first lookups, all folders at once). A pack already in the disk cache is read at once.
+The first two misses fetch their trees alone: reading one file of a fresh mount (the root, then the
+file's folder) costs small GETs, not a pack (nor a pack download competing with its GETs). The
+third miss starts loading the registered packs on a thread and fetches its own tree meanwhile; misses while the load runs wait for it (an
+epoch's or a walk's first lookups, all folders at once). A pack already in the disk cache is read
+at the first miss.
 Every tree handed out is one of the pack's entries keyed by its own SHA-256, and the pack itself
 was checked against its hash, so a damaged or hostile pack can cost GETs, never a wrong tree.
 """
@@ -19,6 +21,7 @@ from fsmount.format.tree_packs import TREE_PACK_MAX, decode_tree_pack
 log = logging.getLogger(__name__)
 
 MAX_PACKS = 4  # packs registered per process at most (a mount has one; gc reads many records)
+LONE_MISSES = 3  # the miss that starts loading the packs (the root and one folder come alone)
 LOAD_WAIT = 10.0  # seconds a miss waits for a running load before fetching its tree alone
 
 Loader = Callable[[bytes], tuple[bytes, str]]  # ObjectReader.load: verified bytes of an object
@@ -35,6 +38,7 @@ class TreePacks:
         self._pending: list[tuple[bytes, int]] = []
         self._trees: dict[bytes, bytes] = {}
         self._loading: threading.Event | None = None
+        self._misses = 0  # trees asked for and not found in a loaded pack
         self.loaded = 0  # packs loaded
         self.failed = 0  # packs that could not be used (damaged, missing, malformed)
         self.hits = 0  # trees served from packs
@@ -56,9 +60,12 @@ class TreePacks:
                 return data
             if not self._pending and self._loading is None:
                 return None
+            self._misses += 1
             ev = self._loading
             todo: list[tuple[bytes, int]] = []
             if ev is None:
+                if self._misses < LONE_MISSES and not all(self._cached(p) for p, _ in self._pending):
+                    return None  # the root and one folder (one file of a fresh mount): small GETs
                 ev = self._loading = threading.Event()
                 todo, self._pending = self._pending, []
         if todo:
