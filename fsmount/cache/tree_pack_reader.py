@@ -3,9 +3,10 @@ looked up there before it is fetched alone (docs/FORMAT.md §4 "Tree packs", SEM
 
 The first two misses fetch their trees alone: reading one file of a fresh mount (the root, then the
 file's folder) costs small GETs, not a pack (nor a pack download competing with its GETs). The
-third miss starts loading the registered packs on a thread and fetches its own tree meanwhile; misses while the load runs wait for it (an
-epoch's or a walk's first lookups, all folders at once). A pack already in the disk cache is read
-at the first miss.
+third miss starts loading the registered packs on a thread and fetches its own tree meanwhile;
+misses while the load runs wait for it (an epoch's or a walk's first lookups, all folders at
+once). A pack already in the disk cache is read at the first miss.
+
 Every tree handed out is one of the pack's entries keyed by its own SHA-256, and the pack itself
 was checked against its hash, so a damaged or hostile pack can cost GETs, never a wrong tree.
 """
