@@ -12,6 +12,7 @@ from fsmount.api.sync import gc
 from fsmount.api.workspace import Workspace
 from fsmount.commit import gc as gc_mod
 from fsmount.commit import locks, registry
+from fsmount.commit.drafts import Drafts
 from fsmount.commit.locks import LockLost, writer_lock
 from fsmount.commit.uploader import Uploader, source_file
 from fsmount.errors import UsageError
@@ -233,3 +234,25 @@ def test_a_failed_refresh_marks_the_lock_lost_and_stops_the_uploader(
         with pytest.raises(LockLost):
             list(up.upload([source_file("f", str(tmp_path / "f"))]))
     assert count_objects(tmp_path / "store")[0] == 0
+
+
+def test_the_current_draft_pointer_survives_concurrent_writers(tmp_path: Path) -> None:
+    """Processes creating drafts at once each set their store's pointer: no writer fails (they shared
+    one temporary file name, and the second rename raised FileNotFoundError) and none is lost."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_set_pointers, args=(tmp_path, i)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    for i in range(6):
+        assert Drafts(tmp_path, f"file:///store{i}").current() == f"{i:032x}"
+
+
+def _set_pointers(home: Path, i: int) -> None:
+    d = Drafts(home, f"file:///store{i}")
+    for _ in range(200):
+        d.set_current(f"{i:032x}")

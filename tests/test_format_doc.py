@@ -7,6 +7,7 @@ import os
 import re
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -80,8 +81,10 @@ def _state(vid: str = "a" * 32) -> VersionState:
 
 
 def test_record_table_lists_exactly_the_keys_encode_writes_in_order() -> None:
-    written = list(msgpack.unpackb(_record().encode(), raw=False).keys())
+    with_packs = replace(_record(), tree_packs=((EMPTY_TREE_HASH, 10),))  # the optional key, written last
+    written = list(msgpack.unpackb(with_packs.encode(), raw=False).keys())
     assert table_keys(section("5. Version record")) == written
+    assert "tree_packs" not in msgpack.unpackb(_record().encode(), raw=False)  # absent when empty
 
 
 def test_state_table_lists_exactly_the_keys_encode_writes_in_order() -> None:

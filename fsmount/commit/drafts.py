@@ -3,11 +3,14 @@ state and staging journal, the current-draft pointer, and which drafts are stale
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import hashlib
 import json
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -293,13 +296,22 @@ class Drafts:
         self._write_pointer(draft_id)
 
     def _write_pointer(self, draft_id: str | None) -> None:
-        ids = self._read_pointers()
-        if draft_id is None:
-            ids.pop(self.store_url, None)
-        else:
-            ids[self.store_url] = draft_id
+        """Read, change and replace the pointer file under an flock of its own: two processes creating
+        drafts at once (concurrent children of one parent) shared one temporary name, and the
+        second rename failed with FileNotFoundError (and a store's pointer could be lost)."""
         path = self._pointer_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ids))
-        tmp.replace(path)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        lock_fd = os.open(path.with_suffix(".lock"), flags, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            ids = self._read_pointers()
+            if draft_id is None:
+                ids.pop(self.store_url, None)
+            else:
+                ids[self.store_url] = draft_id
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(ids))
+            tmp.replace(path)
+        finally:
+            os.close(lock_fd)
