@@ -42,7 +42,6 @@ class TreePacks:
         self._misses = 0  # trees asked for and not found in a loaded pack
         self.loaded = 0  # packs loaded
         self.failed = 0  # packs that could not be used (damaged, missing, malformed)
-        self.hits = 0  # trees served from packs
 
     def add(self, packs: Iterable[tuple[bytes, int]]) -> None:
         """Register a version's tree packs (its record's `tree_packs`); oversized ones are ignored."""
@@ -53,34 +52,31 @@ class TreePacks:
                     self._pending.append((h, size))
 
     def get(self, h: bytes) -> bytes | None:
-        """The encoded tree `h` from a pack, or None: then the caller fetches it alone."""
+        """The encoded tree `h` from a pack, or None: then the caller fetches it alone (the reader
+        counts trees served from packs: FetchStats.tree_pack_trees)."""
         with self._lock:
             data = self._trees.get(h)
-            if data is not None:
-                self.hits += 1
+            if data is not None or (not self._pending and self._loading is None):
                 return data
-            if not self._pending and self._loading is None:
-                return None
             self._misses += 1
             ev = self._loading
             todo: list[tuple[bytes, int]] = []
+            cached = False
             if ev is None:
-                if self._misses < LONE_MISSES and not all(self._cached(p) for p, _ in self._pending):
+                cached = all(self._cached(p) for p, _ in self._pending)
+                if self._misses < LONE_MISSES and not cached:
                     return None  # the root and one folder (one file of a fresh mount): small GETs
                 ev = self._loading = threading.Event()
                 todo, self._pending = self._pending, []
         if todo:
-            if all(self._cached(p) for p, _ in todo):
+            if cached:
                 self._run(todo, ev)  # from the disk cache: quicker than a GET of the tree alone
             else:
                 threading.Thread(target=self._run, args=(todo, ev), name="tree-packs", daemon=True).start()
                 return None  # this miss fetches its own tree while the packs come
         ev.wait(LOAD_WAIT)
         with self._lock:
-            data = self._trees.get(h)
-            if data is not None:
-                self.hits += 1
-            return data
+            return self._trees.get(h)
 
     def _run(self, todo: list[tuple[bytes, int]], ev: threading.Event) -> None:
         try:
