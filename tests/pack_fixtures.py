@@ -16,6 +16,7 @@ from fsmount.format.hashing import object_key, record_key, state_key
 from fsmount.format.objects import EMPTY_TREE_BYTES, EMPTY_TREE_HASH, DirEntry, Entry, FileEntry, encode_tree
 from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store import open_store
+from fsmount.store.base import ObjectStore
 
 MiB = 2**20
 
@@ -113,13 +114,21 @@ def make_packed_version(store_url: str, files: dict[str, bytes], pack_size: int 
         return th, nfiles, nbytes
 
     root, nfiles, nbytes = write_dir("")
-    store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)
-    rec = VersionRecord(id=vid, project="p", name=name, version="1", parents=(), root=root,
-                        base=EMPTY_TREE_HASH, created=now, finalized=now, author="test", message="packed",
-                        files=nfiles, nbytes=nbytes, block_size=bs)
-    store.put(record_key(vid), rec.encode())
-    st = VersionState(id=vid, project="p", name=name, version="1", parents=(), state="final", tags=(),
-                      description="", created=now, updated=now, author="test")
-    store.put_conditional(state_key(vid), st.encode(), None)
+    publish_final(store, vid, name, root, nfiles, nbytes, bs, author="test", message="packed")
     store.close()
     return out
+
+
+def publish_final(store: ObjectStore, vid: str, name: str, root: bytes, files: int, nbytes: int,
+                  block_size: int, author: str, message: str = "") -> None:
+    """Make `root` (its trees and objects already stored) final version `vid` of p/`name`: the empty
+    tree, the record, the state, written by hand as a test needs (no finalize, no tree pack)."""
+    now = time.time()
+    store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)
+    rec = VersionRecord(id=vid, project="p", name=name, version="1", parents=(), root=root,
+                        base=EMPTY_TREE_HASH, created=now, finalized=now, author=author, message=message,
+                        files=files, nbytes=nbytes, block_size=block_size)
+    store.put(record_key(vid), rec.encode())
+    st = VersionState(id=vid, project="p", name=name, version="1", parents=(), state="final", tags=(),
+                      description="", created=now, updated=now, author=author)
+    store.put_conditional(state_key(vid), st.encode(), None)

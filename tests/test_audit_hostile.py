@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
 from pathlib import Path
 
@@ -19,20 +18,18 @@ import pytest
 
 from fsmount.api.fsspec_fs import FsmountFileSystem
 from fsmount.errors import AccessDenied
-from fsmount.format.hashing import object_key, record_key, state_key
+from fsmount.format.hashing import object_key
 from fsmount.format.objects import (
-    EMPTY_TREE_BYTES,
-    EMPTY_TREE_HASH,
     DirEntry,
     Entry,
     FileEntry,
     LinkEntry,
     encode_tree,
 )
-from fsmount.format.records import VersionRecord, VersionState
 from fsmount.store import open_store
 from fsmount.store.external import check_allowed
 from tests.helpers import run_cli, write_tree
+from tests.pack_fixtures import publish_final
 
 ACCESS_DENIED = 3  # exit code of AccessDenied (fsmount/errors.py)
 
@@ -47,16 +44,8 @@ def hostile_version(store_url: str, entries: list[Entry], blobs: tuple[bytes, ..
     data = encode_tree(entries)
     root = hashlib.sha256(data).digest()
     store.put(object_key(root), data)
-    store.put(object_key(EMPTY_TREE_HASH), EMPTY_TREE_BYTES)
-    now = time.time()
     n = sum(1 for e in entries if not isinstance(e, DirEntry))
-    rec = VersionRecord(id=vid, project="p", name=name, version="1", parents=(), root=root,
-                        base=EMPTY_TREE_HASH, created=now, finalized=now, author="evil", message="",
-                        files=n, nbytes=0, block_size=4096)
-    store.put(record_key(vid), rec.encode())
-    st = VersionState(id=vid, project="p", name=name, version="1", parents=(), state="final", tags=(),
-                      description="", created=now, updated=now, author="evil")
-    store.put_conditional(state_key(vid), st.encode(), None)
+    publish_final(store, vid, name, root, n, 0, 4096, author="evil")
     store.close()
     return vid
 

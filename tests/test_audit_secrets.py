@@ -11,16 +11,15 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fsmount.store.external import shown
-from tests.helpers import run_cli, run_json, send_ranged
+from tests.helpers import run_cli, run_json, send_ranged, serve_http
 from tests.ui_helpers import UiServer
 
 PASSWORD = "s3cretPW42"
@@ -47,15 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("FSMOUNT_STORE", f"file://{tmp_path / 'store'}")
     DATA["f"] = os.urandom(100_000)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
+    with serve_http(_Handler) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def _url(hostport: str) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, run_json, send_ranged
+from tests.helpers import run_cli, run_json, send_ranged, serve_http
 
 BLOCK = 64 * 1024
 FILES: dict[str, bytes] = {}
@@ -38,15 +37,8 @@ def http_url(monkeypatch: pytest.MonkeyPatch, file_store_url: str) -> Iterator[s
     monkeypatch.setenv("FSMOUNT_STORE", file_store_url)
     FILES.clear()
     FILES["big.bin"] = os.urandom(3 * BLOCK + 5)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_http(_Handler) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_http_links(http_url: str, tmp_path: Path) -> None:

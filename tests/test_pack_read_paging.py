@@ -20,9 +20,16 @@ from tests.pack_fixtures import MiB, PackedVersion, make_packed_version, small_f
 from tests.test_pack_read_fairness import GatedStore, _read
 
 
-def _fs(pv: PackedVersion, store: GatedStore, cache: Path) -> tuple[Workspace, ReadOnlyFS]:
+def _fresh_epoch(pv: PackedVersion, store: GatedStore, cache: Path,
+                 paths: list[str]) -> tuple[ReadOnlyFS, dict[str, bytes | Exception]]:
+    """One epoch over `paths` through a new read-only FS on `cache`: (the FS, for its counters; what
+    each path read)."""
     ws = Workspace(store, cache_dir=cache)
-    return ws, ReadOnlyFS(ws.reader, ws.reader.record(pv.id), FsOptions())
+    try:
+        fs = ReadOnlyFS(ws.reader, ws.reader.record(pv.id), FsOptions())
+        return fs, _epoch(fs, paths)
+    finally:
+        ws.close()
 
 
 def _epoch(fs: ReadOnlyFS, paths: list[str], readers: int = 8) -> dict[str, bytes | Exception]:
@@ -69,10 +76,8 @@ def _setup(file_store_url: str, tmp_path: Path) -> tuple[PackedVersion, GatedSto
     assert len(pv.packs) >= 2
     # not read in place (a cached store), nothing gated
     store = GatedStore(LocalStore(Path(file_store_url.removeprefix("file://"))), set())
-    ws, fs = _fs(pv, store, tmp_path / "cache")
-    got = _epoch(fs, list(files))  # fills the cache (whole packs)
+    _, got = _fresh_epoch(pv, store, tmp_path / "cache", list(files))  # fills the cache (whole packs)
     assert got == files
-    ws.close()
     order = list(files)
     random.Random(3).shuffle(order)
     return pv, store, order
@@ -82,11 +87,7 @@ def test_a_warm_epoch_pages_each_pack_in_and_serves_its_files_without_a_thread(
         file_store_url: str, tmp_path: Path) -> None:
     pv, store, order = _setup(file_store_url, tmp_path)
     assert _evict_page_cache(tmp_path / "cache") >= len(pv.packs)
-    ws, fs = _fs(pv, store, tmp_path / "cache")
-    try:
-        got = _epoch(fs, order)
-    finally:
-        ws.close()
+    fs, got = _fresh_epoch(pv, store, tmp_path / "cache", order)
     assert got == pv.files
     st = fs.blocks.stats
     assert fs.reader.stats.gets == 0, fs.reader.stats
@@ -110,11 +111,7 @@ def test_a_byte_changed_in_a_paged_in_pack_is_never_served(file_store_url: str, 
         b = f.read(1)
         f.seek(off + 7)
         f.write(bytes([b[0] ^ 0x40]))
-    ws, fs = _fs(pv, store, tmp_path / "cache")
-    try:
-        got = _epoch(fs, order)
-    finally:
-        ws.close()
+    fs, got = _fresh_epoch(pv, store, tmp_path / "cache", order)
     assert got == pv.files  # never the changed byte
     assert fs.reader.stats.cache_integrity_errors >= 1, fs.reader.stats
 
@@ -126,10 +123,6 @@ def test_a_due_cache_lookup_is_not_a_page_miss(file_store_url: str, tmp_path: Pa
     read and the pages resident, an epoch pages nothing in (it paged each pack in every 5 s)."""
     pv, store, order = _setup(file_store_url, tmp_path)
     monkeypatch.setattr(local_cache, "_FD_RECHECK", 0.0)
-    ws, fs = _fs(pv, store, tmp_path / "cache")
-    try:
-        got = _epoch(fs, order)
-    finally:
-        ws.close()
+    fs, got = _fresh_epoch(pv, store, tmp_path / "cache", order)
     assert got == pv.files
     assert fs.blocks.stats.page_ins == 0, fs.blocks.stats
