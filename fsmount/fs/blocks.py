@@ -232,6 +232,27 @@ class BlockReader:
         h, off = f.pack
         return await self.packs.read(h, off, f.entry.size, f.entry.sha256)
 
+    async def prefill(self, f: OpenFile) -> Source | None:
+        """A packed file's whole verified bytes at open, from memory, the page cache or the disk cache
+        (never the store), held by the open file; None when the store alone has them. For the kernel's
+        page cache: the file's READs are then never sent."""
+        if f.pack is None or f.entry.size > self.options.prefill_max:
+            return None
+        held = f.handles.get(0)
+        if held is None:
+            h, off = f.pack
+            try:
+                held = await self.packs.read_local(h, off, f.entry.size, f.entry.sha256)
+            except Exception as e:  # a damaged or unreachable object: the open stands, its READ fails
+                log.debug("no prefill of inode %d: %s", f.ino, e)
+                return None
+            if held is None or f.closed:
+                return None
+            self.stats.packed_reads += 1
+            self._keep(f, 0, held)
+        self.stats.prefilled += 1
+        return held
+
     def _budget_room(self, n: int) -> bool:
         return budget_room(self.stats, self.options, n)
 

@@ -23,7 +23,7 @@ from fsmount.cache.fetcher import ObjectReader
 from fsmount.errors import FsError
 from fsmount.format.objects import DirEntry, Entry, FileEntry, LinkEntry, SymlinkEntry, Tree
 from fsmount.format.records import VersionRecord
-from fsmount.fs.blocks import BlockReader, OpenFile
+from fsmount.fs.blocks import BlockReader, OpenFile, Source
 from fsmount.fs.inodes import ROOT_INO, DirRec, InodeTable
 from fsmount.fs.options import FsOptions
 
@@ -114,6 +114,7 @@ class ReadOnlyFS:
         self._files: dict[int, OpenFile] = {}
         self._next_fh = 1
         self._link_ino: dict[bytes, int] = {}  # hard-link group -> the inode of its first name seen
+        self._prefilled: set[int] = set()  # inodes whose bytes went into the kernel's page cache
 
     def start(self, nursery: trio.Nursery) -> None:
         """Turn on background work (prefetch) in `nursery`."""
@@ -205,6 +206,8 @@ class ReadOnlyFS:
 
     def forget(self, ino: int, n: int) -> None:
         self.inodes.forget(ino, n)
+        if self._prefilled and ino not in self.inodes.live:  # the kernel dropped the inode and its pages
+            self._prefilled.discard(ino)
 
     def remember(self, ino: int) -> None:
         """The kernel took a reference through readdirplus."""
@@ -291,6 +294,17 @@ class ReadOnlyFS:
         if f is None:
             raise FsError(errno.EBADF)
         return await self.blocks.read_buffer(f, offset, size)
+
+    async def prefill(self, fh: int) -> Source | None:
+        """Open file `fh`'s bytes for the kernel's page cache, once per inode the kernel holds, when a
+        local source has them (BlockReader.prefill), else None."""
+        f = self._files.get(fh)
+        if f is None or f.ino in self._prefilled:
+            return None
+        data = await self.blocks.prefill(f)
+        if data is not None:
+            self._prefilled.add(f.ino)
+        return data
 
     def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)

@@ -28,6 +28,9 @@ class FsOptions:
     pack_size_hint: int = 32 * 2**20  # budget reserved for a pack fetch before its size is known
     pack_wait: float = 2.0  # a read waits this long for a pack in flight (or budget), then GETs its range
     pack_threads: int = 8  # worker threads for whole-pack fetches
+    # A read-only mount pushes a packed file's bytes into the kernel's page cache when it is opened
+    # and they are at hand (memory or page cache, verified): the file's READ requests never come.
+    prefill_max: int = 2**20  # largest file prefilled (0: never)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -82,20 +82,30 @@ class PackReads:
     async def read(self, h: bytes, off: int, n: int, sha: bytes) -> Source:
         """The verified bytes of the packed file at [off, off+n) of pack `h` whose SHA-256 is `sha`."""
         self.stats.packed_reads += 1
+        data = await self.read_local(h, off, n, sha, wait=True)
+        if data is None:
+            data = await self._packed_miss(h, off, n, sha)
+        return data
+
+    async def read_local(self, h: bytes, off: int, n: int, sha: bytes, wait: bool = False) -> Source | None:
+        """The same bytes from memory, the page cache or the disk cache, None when only the store has
+        them. Without `wait` (an open), gives up at once where the answer needs a cache lookup or a
+        whole-pack fetch in flight: the file's READ then does that work as before."""
         fast = self._fast(h, off, n, sha)
         if not isinstance(fast, bool):
             return fast
+        if not (wait or fast or self.reader.in_place):  # not a page-cache miss of an open pack file
+            return None
         ev = self._pack_fetching.get(h)
         if ev is not None:
+            if not wait:
+                return None
             await self._wait_pack(ev)
         elif (fast or h in self._paging) and await self._paged_in(h):  # a page-cache miss, or one runs
             fast = self._fast(h, off, n, sha)
             if not isinstance(fast, bool):
                 return fast
-        data = await self.offload(self.reader.packed_slice, h, off, n, sha)
-        if data is None:
-            data = await self._packed_miss(h, off, n, sha)
-        return data
+        return await self.offload(self.reader.packed_slice, h, off, n, sha)
 
     # -- cached packs into the page cache --------------------------------------------------
 

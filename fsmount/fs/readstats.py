@@ -35,6 +35,7 @@ class ReadStats:
     ranged_reads: int = 0  # packed files read by a ranged GET of their bytes
     page_ins: int = 0  # cached packs read through once into the page cache (an epoch reading them)
     page_waits: int = 0  # reads that waited for their pack's page-in instead of a thread of their own
+    prefilled: int = 0  # packed files whose bytes went into the kernel's page cache at open (no READ sent)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
