@@ -5,7 +5,8 @@ The first two misses fetch their trees alone: reading one file of a fresh mount 
 file's folder) costs small GETs, not a pack (nor a pack download competing with its GETs). The
 third miss starts loading the registered packs on a thread and fetches its own tree meanwhile;
 misses while the load runs wait for it (an epoch's or a walk's first lookups, all folders at
-once). A pack already in the disk cache is read at the first miss.
+once). A pack already in the disk cache is read at the first miss. A read-only mount preloads
+its version's packs while it starts (`preload`), so none of its lookups waits for a tree GET.
 
 Every tree handed out is one of the pack's entries keyed by its own SHA-256, and the pack itself
 was checked against its hash, so a damaged or hostile pack can cost GETs, never a wrong tree.
@@ -50,6 +51,20 @@ class TreePacks:
                 if h not in self._seen and size <= TREE_PACK_MAX and len(self._seen) < MAX_PACKS:
                     self._seen.add(h)
                     self._pending.append((h, size))
+
+    def preload(self) -> threading.Event | None:
+        """Start loading every registered pack now, on a thread (a mount, before it reports ready:
+        its first lookups then need no GET); the event is set when the load ends. None when there
+        is nothing to load. Misses while it runs wait for it, as for a load a third miss started."""
+        with self._lock:
+            if self._loading is not None:
+                return self._loading
+            if not self._pending:
+                return None
+            ev = self._loading = threading.Event()
+            todo, self._pending = self._pending, []
+        threading.Thread(target=self._run, args=(todo, ev), name="tree-packs", daemon=True).start()
+        return ev
 
     def get(self, h: bytes) -> bytes | None:
         """The encoded tree `h` from a pack, or None: then the caller fetches it alone (the reader

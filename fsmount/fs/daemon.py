@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # under concurrent readers, each start allocating a fresh request buffer; 32 live ones cost nothing).
 FUSE_MIN_TASKS = 32
 FUSE_MAX_TASKS = 128
+TREES_WAIT = 2.0  # seconds "ready" waits for the version's tree packs (then they go on loading)
 
 class Mounter:
     """One mount's life: prepare (every check that can fail), mount, serve, clean up."""
@@ -54,6 +56,7 @@ class Mounter:
         self.started = time.time()
         self.sock = control.socket_name(self.mountpoint)
         self.warming: BackgroundWarm | None = None  # `--warm`: started once the mount is live
+        self.trees_loading: threading.Event | None = None  # the version's tree packs, loading
 
     @property
     def writable(self) -> WritableFS | None:
@@ -90,7 +93,9 @@ class Mounter:
             self.state = state
             return
         record = registry.readable_record(self.ws.reader, state)  # after a repack: the state's root
-        self.ws.reader.tree(record.root)  # the root only: everything else loads on first use
+        self.ws.reader.tree(record.root)  # the root alone; then all other trees in one GET, if packed
+        if not self.ws.reader.in_place:
+            self.trees_loading = self.ws.reader.tree_packs.preload()  # ready waits for it (bounded)
         self.fs = ReadOnlyFS(self.ws.reader, record, FsOptions(fetch_timeout=t))
         self.state = state
 
@@ -172,6 +177,8 @@ class Mounter:
             done = await trio.to_thread.run_sync(tune_kernel, self.mountpoint, opts, abandon_on_cancel=True)
             if done:
                 log.info("kernel settings: %s", ", ".join(done))
+            if self.trees_loading is not None:  # a lookup after "ready" then finds every tree at hand
+                await trio.to_thread.run_sync(self.trees_loading.wait, TREES_WAIT, abandon_on_cancel=True)
         finally:
             if ready is not None:
                 ready()
