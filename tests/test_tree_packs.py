@@ -163,3 +163,35 @@ def test_a_cold_mount_lists_every_folder_with_the_pack(tmp_path: Path, s3_store_
     assert c["tree_pack_trees"] == DIRS, c
     files = sum(len(fs) for _, _, fs in os.walk(src))
     assert c["objects_fetched"] == files + 2, c  # the files (one block each), the root, the pack
+
+
+def test_lookups_take_trees_from_a_loaded_pack_without_a_thread(tmp_path: Path, s3_store_url: str) -> None:
+    """Once the pack is loaded (a mount preloads it), every folder's lookup is answered on the
+    event loop: a lookup that needed a worker thread would fail here."""
+    import trio
+
+    from fsmount.fs.core import ReadOnlyFS
+    from fsmount.fs.inodes import ROOT_INO
+
+    _, rec, _ = _version(tmp_path, s3_store_url)
+    ws = Workspace(s3_store_url, cache_dir=tmp_path / "cold")
+    rec = registry.readable_record(ws.reader, registry.read_state(ws.store, rec.id))
+    ws.reader.tree(rec.root)
+    loading = ws.reader.tree_packs.preload()
+    assert loading is not None and loading.wait(30)
+    fs = ReadOnlyFS(ws.reader, rec)
+
+    async def no_thread(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"offloaded: {args[:1]}")
+
+    fs.blocks.offload = no_thread  # type: ignore[method-assign]
+
+    async def walk() -> int:
+        n = 0
+        for i in range(DIRS):
+            d = await fs.lookup(ROOT_INO, f"c{i:02}")
+            n += sum([1 async for _ in fs.readdir(d.ino, 0)])
+        return n
+
+    assert trio.run(walk) == DIRS * 5
+    assert ws.reader.stats.tree_pack_trees == DIRS

@@ -20,6 +20,8 @@ from fsmount.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
+ON_LOOP_TREE = 256 * 1024  # largest encoded tree an event loop decodes itself (a larger one goes to a thread)
+
 FROM_STORE, FROM_CACHE, FROM_MEMORY = "store", "cache", "memory"  # where ObjectReader.load found an object
 
 
@@ -342,13 +344,28 @@ class ObjectReader:
                 self._trees.move_to_end(h)
             return t
 
+    def tree_at_hand(self, h: bytes) -> Tree | None:
+        """The decoded tree `h` from memory or from a loaded tree pack (decoded here when small: no
+        I/O, no wait), else None. For callers on an event loop, which offload `tree` on None."""
+        t = self.cached_tree(h)
+        if t is not None or self.in_place:
+            return t
+        data = self.tree_packs.peek(h)
+        if data is None or len(data) > ON_LOOP_TREE:
+            return None
+        with self._lock:
+            self.stats.tree_pack_trees += 1
+        return self._keep_tree(h, decode_tree(data))
+
     def tree(self, h: bytes) -> Tree:
         """A decoded directory tree: from memory, else read (cache or store), decoded and kept."""
         t = self.cached_tree(h)
         if t is not None:
             return t
         data = EMPTY_TREE_BYTES if h == EMPTY_TREE_HASH else self._tree_bytes(h)
-        t = decode_tree(data)
+        return self._keep_tree(h, decode_tree(data))
+
+    def _keep_tree(self, h: bytes, t: Tree) -> Tree:
         with self._trees_lock:
             t = self._trees.setdefault(h, t)  # a concurrent decode of the same tree: keep one object
             self._trees.move_to_end(h)
@@ -357,16 +374,19 @@ class ObjectReader:
         return t
 
     def _tree_bytes(self, h: bytes) -> bytes:
-        """Tree `h`'s verified bytes: the disk cache, else a tree pack (one GET for all of a version's
-        trees), else the store."""
-        data = self._cached(h)
+        """Tree `h`'s verified bytes: a loaded tree pack, else the disk cache, else a tree pack (one
+        GET for all of a version's trees, waiting for a load in flight), else the store."""
+        data = None if self.in_place else self.tree_packs.peek(h)  # in place: a tree is one local read
         if data is None:
-            data = None if self.in_place else self.tree_packs.get(h)  # in place: a tree is one local read
+            data = self._cached(h)
             if data is not None:
-                with self._lock:
-                    self.stats.tree_pack_trees += 1
-            else:
-                data = self._fetch_once(h)
+                return data
+            data = None if self.in_place else self.tree_packs.get(h)
+        if data is not None:
+            with self._lock:
+                self.stats.tree_pack_trees += 1
+        else:
+            data = self._fetch_once(h)
         return data
 
     def record(self, version_id: str) -> VersionRecord:

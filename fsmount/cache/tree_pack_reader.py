@@ -66,6 +66,11 @@ class TreePacks:
         threading.Thread(target=self._run, args=(todo, ev), name="tree-packs", daemon=True).start()
         return ev
 
+    def peek(self, h: bytes) -> bytes | None:
+        """The encoded tree `h` if a loaded pack has it, else None: never waits, counts no miss."""
+        with self._lock:
+            return self._trees.get(h)
+
     def get(self, h: bytes) -> bytes | None:
         """The encoded tree `h` from a pack, or None: then the caller fetches it alone (the reader
         counts trees served from packs: FetchStats.tree_pack_trees)."""

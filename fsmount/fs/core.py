@@ -1,10 +1,10 @@
 """The read-only filesystem of one version, without FUSE: lookup, attrs, readdir, xattrs, reads.
 
 Every method runs on the trio thread; blocking work (tree and block fetches) goes through
-`BlockReader.offload`. Decoded trees come from the reader's one tree memory (`cached_tree`, a
-cheap hit on this thread; a miss is offloaded). Failures are raised as FsmountError subclasses
-carrying their errno; the FUSE adapter turns them into FUSEError in one place and counts real
-failures in `errors` (OpErrors), which the filesystem object owns.
+`BlockReader.offload`. Decoded trees come from the reader's one tree memory or a loaded tree
+pack (`tree_at_hand`, no I/O, on this thread); anything else is offloaded. Failures are raised
+as FsmountError subclasses carrying their errno; the FUSE adapter turns them into FUSEError in
+one place and counts real failures in `errors` (OpErrors), which the filesystem object owns.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class ReadOnlyFS:
     # -- trees ------------------------------------------------------------------------
 
     async def _tree(self, h: bytes) -> Tree:
-        t = self.reader.cached_tree(h)
+        t = self.reader.tree_at_hand(h)  # memory or a loaded tree pack: no thread hop
         if t is None:
             t = await self.blocks.offload(self.reader.tree, h, key=h)
         return t

@@ -66,8 +66,9 @@ class PathResolver:
     # -- resolution ------------------------------------------------------------------------
 
     def _tree(self, h: bytes) -> Tree:
-        """A lower tree from the reader's decoded-tree memory, else (not inline) fetched through it."""
-        t = self.reader.cached_tree(h)
+        """A lower tree from the reader's decoded-tree memory or a loaded tree pack, else (not inline)
+        fetched through it."""
+        t = self.reader.tree_at_hand(h)
         if t is not None:
             return t
         if getattr(self._inline, "on", False):
