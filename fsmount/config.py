@@ -269,3 +269,13 @@ def link_allow() -> list[str] | None:
     """
     text = os.environ.get("FSMOUNT_LINK_ALLOW")
     return None if text is None else text.split()
+
+
+def fuse_burst() -> int:
+    """$FSMOUNT_FUSE_BURST: FUSE requests served back to back while more are waiting, before the
+    event loop runs other work (default 16; 0 keeps pyfuse3's loop: a scheduler pass per request)."""
+    text = os.environ.get("FSMOUNT_FUSE_BURST", "16")
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise UsageError(f"FSMOUNT_FUSE_BURST must be a whole number, not {text!r}") from None

@@ -20,7 +20,7 @@ from fsmount.api.workspace import Workspace
 from fsmount.cache.local_cache import ContentCache
 from fsmount.commit import registry
 from fsmount.errors import FsmountError, NotFoundError, StateError, UsageError
-from fsmount.fs import control
+from fsmount.fs import control, fuse_loop
 from fsmount.fs.adapter import Operations
 from fsmount.fs.core import ReadOnlyFS
 from fsmount.fs.mountpoint import check_fuse, check_mountpoint, is_mounted, unmount
@@ -57,6 +57,7 @@ class Mounter:
         self.sock = control.socket_name(self.mountpoint)
         self.warming: BackgroundWarm | None = None  # `--warm`: started once the mount is live
         self.trees_loading: threading.Event | None = None  # the version's tree packs, loading
+        self.loop_stats: fuse_loop.LoopStats | None = None  # pyfuse3's request loop, quick path
 
     @property
     def writable(self) -> WritableFS | None:
@@ -68,6 +69,7 @@ class Mounter:
         req = self.req
         check_fuse()
         check_mountpoint(self.mountpoint)
+        self.loop_stats = fuse_loop.install(config.fuse_burst())  # before pyfuse3.main, in this process
         if req.credentials_file:
             export_credentials(req.credentials_file)  # for boto3: this process is the mount's own
         t = req.read_timeout
@@ -103,7 +105,12 @@ class Mounter:
         assert self.fs is not None
         return {"mountpoint": self.mountpoint, "pid": os.getpid(), "ref": self.req.ref,
                 "store": self.ws.store_url if self.ws else None, "uptime": time.time() - self.started,
-                "counters": self.fs.counters(), **({"warm": self.warming.snapshot()} if self.warming else {})}
+                "counters": {**self.fs.counters(), **self._loop_counters()},
+                **({"warm": self.warming.snapshot()} if self.warming else {})}
+
+    def _loop_counters(self) -> dict[str, int]:
+        st = self.loop_stats
+        return {} if st is None else {"fuse_direct": st.direct, "fuse_scheduled": st.scheduled}
 
     def start_warm(self) -> None:
         """`--warm PATH...`: fetch what those paths need in the background (fsmount/api/warm.py)."""
