@@ -253,7 +253,7 @@ class ObjectReader:
     # -- packed files: ranges of pack objects, verified by the file's own SHA-256 ------------------
 
     def packed_slice(self, h: bytes, offset: int, length: int, sha256: bytes,
-                     nowait: bool = False) -> bytes | bytearray | None:
+                     nowait: bool = False) -> bytes | bytearray | memoryview | None:
         """The bytes of a packed file (range [offset, offset+length) of pack `h`, whose SHA-256 is
         `sha256`) if the pack is at hand: in memory (fetched or being handed to the cache: verified
         by the pack's hash) or in the disk cache (the slice alone is read and checked against
@@ -276,18 +276,20 @@ class ObjectReader:
             if nowait:
                 raise WouldBlock()
             return self.fetch_range(h, offset, length, sha256)
-        piece = self.cache.read_range(h, offset, length, nowait)
-        if piece is None:
+        try:
+            got = self.cache.read_range(h, offset, length, nowait)
+        except CorruptEntry:  # a page under the range failed its CRC32C: dropped already
+            self._damaged_pack(h, f"a page under bytes {offset}..{offset + length} failed its CRC32C")
+            return None
+        if got is None:
             if not nowait:
                 with self._lock:
                     self.stats.cache_misses += 1
             return None
-        if len(piece) != length or digest(memoryview(piece)) != sha256:
+        piece, checked = got
+        if len(piece) != length or (not checked and digest(memoryview(piece)) != sha256):
             self.cache.discard(h)
-            with self._lock:
-                self.stats.cache_integrity_errors += 1
-            log.warning("cached pack %s: bytes %d..%d do not match their file's SHA-256; dropped the pack",
-                        h.hex(), offset, offset + length)
+            self._damaged_pack(h, f"bytes {offset}..{offset + length} do not match their file's SHA-256")
             return None
         with self._lock:
             self.stats.packed_cache_hits += 1
@@ -320,12 +322,22 @@ class ObjectReader:
                                  "are corrupt (the file's SHA-256 does not match)")
         return data
 
+    def _damaged_pack(self, h: bytes, what: str) -> None:
+        with self._lock:
+            self.stats.cache_integrity_errors += 1
+        log.warning("cached pack %s: %s; dropped the pack", h.hex(), what)
+
     def page_in(self, h: bytes) -> bool:
-        """Bring cached pack `h` into the page cache in one sequential read (ContentCache.page_in),
-        so later packed_slice(nowait=True) calls of its files succeed; False if it is not cached."""
+        """Bring cached pack `h` into the page cache in one sequential read, checked, with its page
+        checksums kept (ContentCache.page_in), so later packed_slice(nowait=True) calls of its files
+        succeed; False if it is not cached or is damaged (then dropped)."""
         if self.in_place and not self.links.knows(h):
             return False
-        return self.cache.page_in(h)
+        try:
+            return self.cache.page_in(h)
+        except CorruptEntry:
+            self._damaged_pack(h, "its bytes do not match their checksum")
+            return False
 
     def has_cached(self, h: bytes) -> bool:
         """Whether object `h` is in memory or in the disk cache (a cheap index lookup, no read)."""

@@ -24,7 +24,8 @@ def packed_locator(entry: FileEntry) -> tuple[bytes, int, int] | None:
     return (h, off, length) if length == entry.size else None
 
 
-def packed_bytes(reader: ObjectReader, entry: FileEntry, loc: tuple[bytes, int, int]) -> bytes | bytearray:
+def packed_bytes(reader: ObjectReader, entry: FileEntry,
+                 loc: tuple[bytes, int, int]) -> bytes | bytearray | memoryview:
     """The whole packed file, verified against its SHA-256 (IntegrityError if no copy has it right)."""
     h, off, n = loc
     data = reader.packed_slice(h, off, n, entry.sha256)

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,17 +57,25 @@ class PageMiss(WouldBlock):
 
 
 _FD_MAX = 64  # open cached pack files kept (each may pin an evicted file's space until closed)
+CHECK_PAGE = 2**14  # a paged-in pack's bytes are checked by CRC32C in pages of this size
+_PAGE_TABLES = 256  # packs whose page CRC32Cs are kept (8 KiB per 32 MiB pack)
 _FD_RECHECK = 5.0  # seconds after which a kept pack file is looked up again (LRU touch, eviction check)
+
+
+def page_crcs(data: bytes) -> array[int]:
+    """The CRC32C of each CHECK_PAGE of `data` (the last page may be short)."""
+    return array("I", (checksum(data[i:i + CHECK_PAGE]) for i in range(0, len(data), CHECK_PAGE)))
 
 
 class _PackFile:
     """An open cached object file shared by ranged readers; closed when dropped and unused."""
 
-    __slots__ = ("checked", "dead", "fd", "size", "users")
+    __slots__ = ("checked", "crc", "dead", "fd", "size", "users")
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, crc: int | None) -> None:
         self.fd = fd
         self.size = size
+        self.crc = crc  # of the whole object, from its insertion (None: an entry older than checksums)
         self.users = 0
         self.dead = False
         self.checked = time.monotonic()
@@ -136,15 +145,20 @@ class ContentCache:
         self._behind_cv = threading.Condition()
         self._behind_pool: ThreadPoolExecutor | None = None
         self._files: OrderedDict[bytes, _PackFile] = OrderedDict()  # read_range's open pack files
+        self._pages: OrderedDict[bytes, array[int]] = OrderedDict()  # paged-in packs: their page CRC32Cs
         self._files_lock = threading.Lock()
 
     # -- ranges of cached packs ------------------------------------------------------
 
     def read_range(self, h: bytes, offset: int, length: int,
-                   nowait: bool = False) -> bytes | bytearray | None:
-        """Bytes [offset, offset+length) of cached object `h` (possibly short), None if not cached.
+                   nowait: bool = False) -> tuple[bytes | bytearray | memoryview, bool] | None:
+        """Bytes [offset, offset+length) of cached object `h` (possibly short), None if not cached;
+        with whether they were checked here.
 
-        NOT checked here: the caller checks the slice against what it must hash to (a packed
+        A pack that page_in() read through has the CRC32C of each of its CHECK_PAGE pages, taken
+        from bytes that matched the object's insertion checksum: the pages under the range are read
+        and checked against them (CorruptEntry, after dropping the entry, on a mismatch). Otherwise
+        the range is NOT checked here: the caller checks it against what it must hash to (a packed
         file's SHA-256), so reading one file of a 32 MiB pack costs that file's bytes, not the
         pack's CRC. The pack's file stays open (at most _FD_MAX of them, LRU) and is looked up in
         the cache again every _FD_RECHECK seconds, which keeps it recently used for the cache's LRU
@@ -153,42 +167,78 @@ class ContentCache:
         """
         pf = self._open_file(h, nowait)
         if not isinstance(pf, _PackFile):
-            return None if pf is None else pf[offset:offset + length]
+            return None if pf is None else (pf[offset:offset + length], False)
         try:
+            pages = self._pages.get(h)
+            if pages is not None and len(pages) == -(-pf.size // CHECK_PAGE) and offset < pf.size:
+                return self._read_pages(h, pf, pages, offset, length, nowait), True
             if not nowait:
-                return os.pread(pf.fd, length, offset)
+                return os.pread(pf.fd, length, offset), False
             buf = bytearray(length)  # the one copy out of the page cache, handed on as it is
-            try:
-                n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
-            except BlockingIOError:
-                raise PageMiss() from None
-            if n < length and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
-                raise PageMiss()
+            n = self._read_into(pf, buf, offset)
             if n < length:
                 del buf[n:]
-            return buf
+            return buf, False
         finally:
             self._release_file(pf)
 
+    def _read_into(self, pf: _PackFile, buf: bytearray, offset: int) -> int:
+        """preadv RWF_NOWAIT; PageMiss unless all of it (to the file's end) is in the page cache."""
+        try:
+            n = os.preadv(pf.fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            raise PageMiss() from None
+        if n < len(buf) and offset + n < pf.size:  # a partial page-cache hit: read the rest off-loop
+            raise PageMiss()
+        return n
+
+    def _read_pages(self, h: bytes, pf: _PackFile, pages: array[int], offset: int, length: int,
+                    nowait: bool) -> memoryview:
+        start = offset - offset % CHECK_PAGE
+        end = min(pf.size, -(-(offset + length) // CHECK_PAGE) * CHECK_PAGE)
+        buf = bytearray(end - start)
+        n = self._read_into(pf, buf, start) if nowait else os.preadv(pf.fd, [buf], start)
+        view = memoryview(buf)
+        first = start // CHECK_PAGE
+        if n < end - start:  # the file got shorter than when it was opened
+            self.discard(h)
+            raise CorruptEntry(h, self.directory)
+        for i, at in enumerate(range(0, end - start, CHECK_PAGE)):
+            if checksum(bytes(view[at:at + CHECK_PAGE])) != pages[first + i]:  # crc32c takes bytes only
+                self.discard(h)
+                raise CorruptEntry(h, self.directory)
+        return view[offset - start:offset - start + length]
+
     def page_in(self, h: bytes, chunk: int = 2**22) -> bool:
-        """Read cached object `h`'s file through once (sequential, big reads, into one reused buffer)
-        so its pages are in the page cache: the ranged reads that follow (an epoch reading a pack's
-        files in any order) are then RWF_NOWAIT hits on the event loop, and the disk sees one
-        sequential read per pack instead of one seek per file. Nothing read here is served, so
-        nothing is checked here (read_range's callers check every slice). False if not cached."""
+        """Read cached object `h`'s file through once (sequential, big reads) so its pages are in the
+        page cache: the ranged reads that follow (an epoch reading a pack's files in any order) are
+        then RWF_NOWAIT hits on the event loop, and the disk sees one sequential read per pack
+        instead of one seek per file. The bytes read are checked against the object's insertion
+        checksum, and the CRC32C of each CHECK_PAGE page is kept: read_range then checks a file's
+        pages instead of the caller hashing the file (CorruptEntry, after dropping the entry, when
+        the object is damaged). False if not cached."""
         pf = self._open_file(h, False)
         if not isinstance(pf, _PackFile):
             return pf is not None
         try:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(pf.fd, 0, 0, os.POSIX_FADV_WILLNEED)  # the kernel may read it in one go
-            buf = bytearray(min(chunk, max(1, pf.size)))
-            pos = 0
+            crc, pages, pos = 0, array("I"), 0
             while pos < pf.size:
-                n = os.preadv(pf.fd, [buf], pos)
-                if n <= 0:
+                data = os.pread(pf.fd, chunk, pos)  # chunk: a whole number of CHECK_PAGEs
+                if not data:
                     break
-                pos += n
+                crc = int(google_crc32c.extend(crc, data))
+                pages.extend(page_crcs(data))
+                pos += len(data)
+            if pf.crc is not None and (pos != pf.size or crc != pf.crc):
+                self.discard(h)
+                raise CorruptEntry(h, self.directory)
+            if pf.crc is not None:
+                with self._files_lock:
+                    self._pages[h] = pages
+                    while len(self._pages) > _PAGE_TABLES:
+                        self._pages.popitem(last=False)
             return True
         finally:
             self._release_file(pf)
@@ -204,14 +254,14 @@ class ContentCache:
                 return pf
         if nowait:
             raise WouldBlock()
-        value = self._cache.get(h, default=None, read=True, retry=True)
+        value, tag = self._cache.get(h, default=None, read=True, tag=True, retry=True)
         if value is None:
             self._forget_file(h)
             return None
         if isinstance(value, bytes):  # small objects live in SQLite
             return value
         with value:
-            pf = _PackFile(os.dup(value.fileno()), os.fstat(value.fileno()).st_size)
+            pf = _PackFile(os.dup(value.fileno()), os.fstat(value.fileno()).st_size, tag)
         pf.users = 1
         with self._files_lock:
             old = self._files.pop(h, None)
@@ -242,6 +292,8 @@ class ContentCache:
     def discard(self, h: bytes) -> None:
         """Drop object `h` from the cache (a slice of it failed its check)."""
         self._forget_file(h)
+        with self._files_lock:
+            self._pages.pop(h, None)
         self._cache.delete(h, retry=True)
 
     # -- content-addressed objects (blocks, trees) ---------------------------------

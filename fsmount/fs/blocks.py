@@ -76,7 +76,7 @@ class OpenFile:
     def close(self) -> None:
         self.closed = True
         for src in self.handles.values():
-            if not isinstance(src, bytes | bytearray):
+            if not isinstance(src, bytes | bytearray | memoryview):
                 try:
                     src.close()
                 except OSError:
@@ -169,7 +169,7 @@ class BlockReader:
             f.handles[i] = src
             return
         f.handles[i] = src
-        if isinstance(src, bytes | bytearray):
+        if isinstance(src, bytes | bytearray | memoryview):
             f.held += len(src)
             self.stats.held_bytes += len(src)
         if f.owner is None:
@@ -179,7 +179,7 @@ class BlockReader:
             self._drop(f, gone)
 
     def _drop(self, f: OpenFile, src: Source) -> None:
-        if isinstance(src, bytes | bytearray):
+        if isinstance(src, bytes | bytearray | memoryview):
             f.held -= len(src)
             self.stats.held_bytes -= len(src)
         else:
@@ -343,7 +343,7 @@ class BlockReader:
                 self.stats.prefetch_bytes += length
             passed = f.window and f.last_end >= f.spans[i][3] + length  # a sequential reader went past it
             if f.closed or passed or i in f.handles:
-                if not isinstance(src, bytes | bytearray):
+                if not isinstance(src, bytes | bytearray | memoryview):
                     src.close()
             else:
                 self._keep(f, i, src)

@@ -22,7 +22,7 @@ from fsmount.fs.readstats import ReadStats
 
 log = logging.getLogger(__name__)
 
-Source = bytes | bytearray
+Source = bytes | bytearray | memoryview
 _MEMORY = 4096  # packs remembered per table (misses, bad packs, page-ins), oldest forgotten first
 Offload = Callable[..., Awaitable[Any]]
 
