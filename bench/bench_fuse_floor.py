@@ -7,7 +7,8 @@ local folder, in bench_epoch's shape (16 threads, shuffled, whole small files, p
 The "floor" file system answers LOOKUP, GETATTR, OPEN, READ and RELEASE from memory with nothing
 else to do (no tree, no cache, no hash): what pyfuse3 3.5 itself costs per file. Its "prefill"
 variant pushes each file's bytes into the kernel's page cache at OPEN (notify_store), as fsmount
-does for small files, so no READ is sent. fsmount's warm
+does for small files, so no READ is sent; its "quick" variant also runs fsmount's request loop
+(fsmount/fs/fuse_loop.py: no scheduler pass for a request already waiting). fsmount's warm
 epoch cannot be faster than it, so its ratio to the local folder bounds fsmount's. Each epoch
 runs twice: with paths known (one LOOKUP per file, as bench_epoch) and after an `os.walk` (as
 ImageFolder does: READDIRPLUS fills the kernel's dentries, no LOOKUP). Prints JSON lines and a table.
@@ -35,6 +36,10 @@ import errno, os, stat, sys
 import pyfuse3, trio
 mnt, n, dirs, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 notify = sys.argv[5] == "1"
+if sys.argv[6] == "1":  # fsmount's request loop (fsmount/fs/fuse_loop.py) instead of pyfuse3's own
+    sys.path.insert(0, sys.argv[7])
+    from fsmount.fs import fuse_loop
+    fuse_loop.install(16)
 data = os.urandom(size)
 names = {f"d{j:03d}".encode(): 2 + j for j in range(dirs)}
 files = {(2 + i % dirs, f"f{i:06d}".encode()): 1000 + i for i in range(n)}
@@ -120,12 +125,14 @@ def main() -> None:
             (local / r).write_bytes(blob)
         best: dict[str, float] = {}
         for _ in range(args.rounds):
-            for walk, notify in ((False, False), (True, False), (False, True)):
+            for walk, notify, quick in ((False, False, False), (True, False, False), (False, True, False),
+                                        (False, True, True)):
                 kind = ("listed" if walk else "paths") + (".prefill" if notify else "")
+                kind += ".quick" if quick else ""
                 mnt = work / "mnt"
                 mnt.mkdir(exist_ok=True)
                 argv = [sys.executable, "-c", FLOOR_FS, str(mnt), str(args.files), str(args.dirs), str(SIZE),
-                        str(int(notify))]
+                        str(int(notify)), str(int(quick)), str(Path(__file__).resolve().parents[1])]
                 fs = subprocess.Popen(argv, stdout=subprocess.PIPE)
                 try:
                     assert fs.stdout is not None and fs.stdout.readline() == b"ready\n"
@@ -139,7 +146,8 @@ def main() -> None:
                 best[f"local.{kind}"] = max(best.get(f"local.{kind}", 0.0), epoch(local, rel, walk))
     for kind, what in (("paths", "paths known: LOOKUP, OPEN, READ, RELEASE per file"),
                        ("listed", "after os.walk: OPEN, READ, RELEASE per file"),
-                       ("paths.prefill", "paths known, bytes pushed at OPEN: LOOKUP, OPEN, RELEASE")):
+                       ("paths.prefill", "paths known, bytes pushed at OPEN: LOOKUP, OPEN, RELEASE"),
+                       ("paths.prefill.quick", "the same through fsmount's request loop (fs/fuse_loop.py)")):
         res.add(f"floor.{kind}", best[f"floor.{kind}"], "files/s", f"do-nothing pyfuse3 FS, {what}")
         res.add(f"local.{kind}", best[f"local.{kind}"], "files/s", "the local folder, page cache dropped")
         res.add(f"floor.{kind}.ratio", best[f"floor.{kind}"] / best[f"local.{kind}"], "x",

@@ -86,6 +86,35 @@ def test_the_quick_lock_still_excludes_and_hands_over(pipe: tuple[int, int]) -> 
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+def test_the_quick_lock_is_taken_back_at_once_and_wakes_one_waiter_at_a_time() -> None:
+    """Five of pyfuse3's idle tasks parked on the lock: the task that served a request takes it
+    again without a checkpoint, a release wakes one waiter only, and every waiter gets it in the end."""
+    lock = fuse_loop._QuickLock()
+    got: list[int] = []
+
+    async def waiter(i: int) -> None:
+        async with lock:
+            got.append(i)
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            await lock.__aenter__()
+            for i in range(5):
+                n.start_soon(waiter, i)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(lock._lot) == 5
+            await lock.__aexit__()
+            assert len(lock._lot) == 4  # one woken, not five
+            with trio.testing.assert_no_checkpoints():
+                await lock.__aenter__()  # free is free: no hand-over to the woken task
+            await lock.__aexit__()  # the woken task has not run yet: nobody else is woken
+            assert len(lock._lot) == 4
+            await trio.testing.wait_all_tasks_blocked()
+        assert sorted(got) == [0, 1, 2, 3, 4]
+
+    trio.run(main)
+
+
 def test_install_is_once_and_burst_zero_leaves_pyfuse3_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pyfuse3, "trio", trio)
     assert fuse_loop.install(0) is None and pyfuse3.trio is trio  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ def test_bench_fuse_floor_smallest_run(tmp_path: Path, require_fuse: None) -> No
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     rows = {r["name"]: r for r in lines}
     for name in ("floor.paths", "local.paths", "floor.paths.ratio", "floor.listed", "floor.listed.ratio",
-                 "floor.paths.prefill", "floor.paths.prefill.ratio"):
+                 "floor.paths.prefill", "floor.paths.prefill.ratio", "floor.paths.prefill.quick",
+                 "floor.paths.prefill.quick.ratio"):
         assert rows[name]["value"] > 0, name
     assert str(tmp_path) not in Path("/proc/mounts").read_text()  # no mount left behind

@@ -1,5 +1,6 @@
-"""pyfuse3's request loop without two trio scheduler passes per request: a /dev/fuse that already
-has a request is read at once, and the loop yields to other work at least every `burst` requests."""
+"""pyfuse3's request loop without trio scheduler passes per request: a /dev/fuse that already has a
+request is read at once by the task that served the last one, and the loop yields to other work at
+least every `burst` requests."""
 
 from __future__ import annotations
 
@@ -25,20 +26,31 @@ class LoopStats:
 
 
 class _QuickLock:
-    """trio.Lock whose uncontended acquire is no checkpoint (pyfuse3 takes it once per request
-    only to let one task at a time wait on /dev/fuse)."""
+    """The lock pyfuse3 takes around each wait for a request, so that one task at a time waits on
+    /dev/fuse. trio.Lock hands itself to the next waiting task on release, so with pyfuse3's idle
+    tasks parked on it, every request was a switch to another task. This one is unfair: free is
+    free, the task that just served a request takes it again without a checkpoint, and a release
+    wakes one waiter only when none is awake already (it takes over when the holder's handler
+    waits for a thread or the store)."""
 
     def __init__(self) -> None:
-        self._lock = trio.Lock()
+        self._held = False
+        self._woken = False
+        self._lot = trio.lowlevel.ParkingLot()
 
     async def __aenter__(self) -> None:
-        if self._lock.locked():
-            await self._lock.acquire()
-        else:
-            self._lock.acquire_nowait()
+        while self._held:
+            try:
+                await self._lot.park()
+            finally:
+                self._woken = False
+        self._held = True
 
     async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
+        self._held = False
+        if self._lot and not self._woken:
+            self._woken = True
+            self._lot.unpark()
 
 
 class _LowLevel:
