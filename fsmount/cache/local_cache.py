@@ -223,18 +223,19 @@ class ContentCache:
         try:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(pf.fd, 0, 0, os.POSIX_FADV_WILLNEED)  # the kernel may read it in one go
-            crc, pages, pos = 0, array("I"), 0
+            crc, pages, pos, aligned = 0, array("I"), 0, True
             while pos < pf.size:
                 data = os.pread(pf.fd, chunk, pos)  # chunk: a whole number of CHECK_PAGEs
                 if not data:
                     break
                 crc = int(google_crc32c.extend(crc, data))
+                aligned = aligned and pos % CHECK_PAGE == 0  # a short read mid-file: pages unknown
                 pages.extend(page_crcs(data))
                 pos += len(data)
             if pf.crc is not None and (pos != pf.size or crc != pf.crc):
                 self.discard(h)
                 raise CorruptEntry(h, self.directory)
-            if pf.crc is not None:
+            if pf.crc is not None and aligned:
                 with self._files_lock:
                     self._pages[h] = pages
                     while len(self._pages) > _PAGE_TABLES:
