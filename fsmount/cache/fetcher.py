@@ -250,14 +250,15 @@ class ObjectReader:
         self.check_span(h, len(data), offset, length, whole)
         return memoryview(data)[offset:offset + length]
 
-    # -- packed files: ranges of pack objects, verified by the file's own SHA-256 ------------------
+    # -- packed files: ranges of pack objects, verified by the file's SHA-256 or the pack's pages ---
 
     def packed_slice(self, h: bytes, offset: int, length: int, sha256: bytes,
                      nowait: bool = False) -> bytes | bytearray | memoryview | None:
         """The bytes of a packed file (range [offset, offset+length) of pack `h`, whose SHA-256 is
         `sha256`) if the pack is at hand: in memory (fetched or being handed to the cache: verified
-        by the pack's hash) or in the disk cache (the slice alone is read and checked against
-        `sha256`, so a cached pack is never re-hashed whole for one file). None if not at hand.
+        by the pack's hash) or in the disk cache (the slice alone is read and checked: by the CRC32Cs
+        of the pages under it once the pack was paged in, else against `sha256`; a cached pack is
+        never re-hashed whole for one file). None if not at hand.
 
         With `nowait` (the event loop's fast path) nothing may block: WouldBlock is raised when
         the answer needs a cache lookup or a disk read (RWF_NOWAIT: only page-cache hits pass).
@@ -289,7 +290,7 @@ class ObjectReader:
         piece, checked = got
         if len(piece) != length or (not checked and digest(memoryview(piece)) != sha256):
             self.cache.discard(h)
-            self._damaged_pack(h, f"bytes {offset}..{offset + length} do not match their file's SHA-256")
+            self._damaged_pack(h, f"bytes {offset}..{offset + length} are short or fail their SHA-256")
             return None
         with self._lock:
             self.stats.packed_cache_hits += 1

@@ -2,7 +2,8 @@
 one whole-pack fetch shared by every reader of the pack, or a ranged GET (docs/SEMANTICS.md "Packed files").
 
 Everything here runs on the trio thread except what `offload` runs; the same rules as fs/blocks.py:
-every slice served was checked (a pack in memory by its hash, a cached slice by its file's SHA-256).
+every slice served was checked (a pack in memory by its hash, a cached slice by its pages' CRC32Cs
+after a page-in, else by its file's SHA-256).
 """
 
 from __future__ import annotations
